@@ -1,0 +1,103 @@
+#pragma once
+// Argument checks shared by the losses: each failure is a distill::Error that names the loss,
+// the argument and the shapes involved.
+
+#include <cmath>
+#include <initializer_list>
+#include <string>
+#include <string_view>
+
+#include <torch/torch.h>
+
+#include "distill/core/error.hpp"
+
+namespace distill::detail {
+
+/// How a tensor appears in messages: "Float [4, 10] on cpu".
+inline std::string describe(const torch::Tensor& t) {
+  if (!t.defined()) return "an undefined tensor";
+  return concat(t.scalar_type(), " ", t.sizes(), " on ", t.device());
+}
+
+inline void check_defined(const char* loss, std::string_view arg, const torch::Tensor& t) {
+  if (!t.defined()) fail(loss, ": '", arg, "' is an undefined tensor");
+}
+
+inline void check_floating(const char* loss, std::string_view arg, const torch::Tensor& t) {
+  check_defined(loss, arg, t);
+  if (!t.is_floating_point()) fail(loss, ": '", arg, "' must be a floating-point tensor, got ", describe(t));
+}
+
+/// A non-empty floating tensor of exactly `rank` dimensions; `layout` names them ("[N, C]").
+inline void check_rank(const char* loss, std::string_view arg, const torch::Tensor& t, int64_t rank,
+                       const char* layout) {
+  check_floating(loss, arg, t);
+  if (t.dim() != rank || t.numel() == 0)
+    fail(loss, ": '", arg, "' must be a non-empty ", layout, " tensor, got ", describe(t));
+}
+
+/// Logits [N, C] with N >= 1 and C >= min_classes.
+inline void check_logits(const char* loss, std::string_view arg, const torch::Tensor& t,
+                         int64_t min_classes = 1) {
+  check_rank(loss, arg, t, 2, "[N, C] logits");
+  if (t.size(1) < min_classes)
+    fail(loss, ": '", arg, "' needs at least ", min_classes, " classes, got ", describe(t));
+}
+
+/// Same dtype and device; shapes may differ (e.g. RKD compares relations of features of
+/// different widths).
+inline void check_same_kind(const char* loss, std::string_view a_name, const torch::Tensor& a,
+                            std::string_view b_name, const torch::Tensor& b) {
+  check_floating(loss, b_name, b);
+  if (a.scalar_type() != b.scalar_type() || a.device() != b.device())
+    fail(loss, ": '", b_name, "' is ", describe(b), " but '", a_name, "' is ", describe(a),
+         "; dtype and device must match");
+}
+
+/// Same dtype, device and shape: losses never broadcast one argument against the other.
+inline void check_same(const char* loss, std::string_view a_name, const torch::Tensor& a,
+                       std::string_view b_name, const torch::Tensor& b) {
+  check_same_kind(loss, a_name, a, b_name, b);
+  if (a.sizes() != b.sizes())
+    fail(loss, ": '", b_name, "' has shape ", b.sizes(), " but '", a_name, "' has shape ",
+         a.sizes(), "; the shapes must be equal");
+}
+
+inline void check_positive(const char* loss, std::string_view arg, double value) {
+  if (!(value > 0) || !std::isfinite(value))
+    fail(loss, ": ", arg, " must be a positive finite number, got ", value);
+}
+
+inline void check_choice(const char* loss, std::string_view arg, const std::string& value,
+                         std::initializer_list<const char*> choices) {
+  std::string listed;
+  for (const char* c : choices) {
+    if (value == c) return;
+    listed += listed.empty() ? concat("'", c, "'") : concat(", '", c, "'");
+  }
+  fail(loss, ": unknown ", arg, " '", value, "'; expected one of ", listed);
+}
+
+/// Validates integer class indices for [N, C] logits and returns them as int64 [N].
+/// Accepts [N] or [N, 1] (the reference reshapes labels to [N, 1]).
+inline torch::Tensor check_target(const char* loss, const torch::Tensor& target,
+                                  const torch::Tensor& logits) {
+  const int64_t n = logits.size(0), c = logits.size(1);
+  check_defined(loss, "target", target);
+  if (target.is_floating_point() || target.is_complex() || target.scalar_type() == torch::kBool)
+    fail(loss, ": 'target' must hold integer class indices, got ", describe(target));
+  const bool column = target.dim() == 2 && target.size(1) == 1;
+  if (!(target.dim() == 1 || column) || target.size(0) != n)
+    fail(loss, ": 'target' must have shape [", n, "] or [", n, ", 1] to match logits ",
+         logits.sizes(), ", got ", target.sizes());
+  if (target.device() != logits.device())
+    fail(loss, ": 'target' is on ", target.device(), " but the logits are on ", logits.device());
+  auto flat = target.reshape({n}).to(torch::kLong);
+  const int64_t lo = flat.min().item<int64_t>(), hi = flat.max().item<int64_t>();
+  if (lo < 0 || hi >= c)
+    fail(loss, ": 'target' holds class index ", lo < 0 ? lo : hi, " outside [0, ", c,
+         ") for logits ", logits.sizes());
+  return flat;
+}
+
+}  // namespace distill::detail

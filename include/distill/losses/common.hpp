@@ -1,0 +1,66 @@
+#pragma once
+// Pieces every loss header uses: the compute dtype, target resolution, a zero-safe norm and
+// the base of the module forms.
+
+#include <ostream>
+#include <string>
+
+#include <torch/torch.h>
+
+#include "distill/core/check.hpp"
+
+namespace distill::detail {
+
+/// float64 stays float64; float32, float16 and bfloat16 are computed in float32 so that
+/// reduced-precision logits cannot overflow in exp/log (autograd casts gradients back).
+inline torch::Tensor compute(const torch::Tensor& t) {
+  return t.scalar_type() == torch::kDouble ? t : t.to(torch::kFloat);
+}
+
+/// Class indices [N, 1]: the given target if there is one (validated), otherwise the argmax
+/// of the teacher, as the reference does when labels are absent.
+inline torch::Tensor target_or_argmax(const char* loss, const torch::Tensor& target,
+                                      const torch::Tensor& teacher) {
+  if (!target.defined()) return teacher.argmax(1, /*keepdim=*/true);
+  return check_target(loss, target, teacher).unsqueeze(1);
+}
+
+/// L2 norm over `dim` whose gradient at an all-zero slice is 0 instead of NaN. Where the
+/// norm is positive it is the plain norm, so results equal the reference's wherever the
+/// reference is finite.
+inline torch::Tensor safe_norm(const torch::Tensor& x, int64_t dim, bool keepdim = false) {
+  auto squares = x.square().sum(dim, keepdim);
+  auto positive = squares > 0;
+  return torch::where(positive, torch::where(positive, squares, torch::ones_like(squares)).sqrt(),
+                      torch::zeros_like(squares));
+}
+
+/// Divides by the norm over `dim`, leaving all-zero slices at zero (see safe_norm).
+inline torch::Tensor safe_normalize(const torch::Tensor& x, int64_t dim) {
+  auto norm = safe_norm(x, dim, /*keepdim=*/true);
+  return x / torch::where(norm > 0, norm, torch::ones_like(norm));
+}
+
+/// A loss with parameters computes in their dtype and on their device: features computed as
+/// `x` (see compute()) must match, otherwise the user is told to move the loss.
+inline void check_parameters_match(const char* loss, const torch::nn::Module& module,
+                                   const torch::Tensor& x) {
+  for (const auto& p : module.parameters()) {
+    if (p.scalar_type() != x.scalar_type() || p.device() != x.device())
+      fail(loss, ": the inputs are computed as ", x.scalar_type(), " on ", x.device(),
+           " but the loss parameters are ", p.scalar_type(), " on ", p.device(),
+           "; move the loss with ->to(...)");
+    return;
+  }
+}
+
+/// Base of every loss module: a loss has no buffers to reset unless it owns parameters, and
+/// prints as its functional name.
+template <class Derived>
+class LossModule : public torch::nn::Cloneable<Derived> {
+ public:
+  void reset() override {}
+  void pretty_print(std::ostream& stream) const override { stream << "distill::" << Derived::kName; }
+};
+
+}  // namespace distill::detail

@@ -1,0 +1,85 @@
+#pragma once
+// Relational KD: match angles and distances between the samples of a batch (reference 2.12).
+
+#include "distill/losses/distance.hpp"
+
+namespace distill {
+namespace functional {
+
+namespace detail_rkd {
+/// [N, ...] -> [N, D]; student and teacher may have different D, only N must agree.
+inline std::pair<torch::Tensor, torch::Tensor> flat_pair(const char* loss, const torch::Tensor& s,
+                                                         const torch::Tensor& t) {
+  detail::check_floating(loss, "student", s);
+  detail::check_same_kind(loss, "student", s, "teacher", t);
+  if (s.dim() < 2 || t.dim() < 2 || s.size(0) != t.size(0) || s.numel() == 0 || t.numel() == 0)
+    detail::fail(loss, ": 'student' and 'teacher' must be non-empty [N, ...] features with the "
+                       "same N, got ", detail::describe(s), " and ", detail::describe(t));
+  return {detail::compute(s).flatten(1), detail::compute(t).flatten(1)};
+}
+
+/// A[i, j, k] = e_ij . e_ik with e_ij = normalize(x_j - x_i) (eps 1e-12), flattened.
+inline torch::Tensor angles(const torch::Tensor& x) {
+  auto e = torch::nn::functional::normalize(
+      x.unsqueeze(0) - x.unsqueeze(1),
+      torch::nn::functional::NormalizeFuncOptions().p(2).dim(2).eps(1e-12));
+  return torch::bmm(e, e.transpose(1, 2)).flatten();
+}
+
+/// Pairwise distances divided by their mean. The diagonal is sqrt(1e-12) and stays in the mean
+/// (reference quirk 7.10; the RKD paper zeroes it).
+inline torch::Tensor distances(const torch::Tensor& x) {
+  auto sq = x.square().sum(1);
+  auto d = (sq.unsqueeze(0) + sq.unsqueeze(1) - 2 * x.matmul(x.t())).clamp_min(1e-12).sqrt();
+  return d / (d.mean() + 1e-12);
+}
+
+inline torch::Tensor huber(const torch::Tensor& a, const torch::Tensor& b) {
+  return distance_loss(a, b, DistanceOptions().mode("smooth_l1"));
+}
+}  // namespace detail_rkd
+
+/// Huber (delta 1, mean) between the [N, N, N] angle tensors of student and teacher features
+/// ([N, ...], flattened per sample). Gradient reaches both inputs.
+///
+///   auto loss = distill::functional::rkd_angle_loss(student_embedding, teacher_embedding);
+inline torch::Tensor rkd_angle_loss(const torch::Tensor& student, const torch::Tensor& teacher) {
+  auto [s, t] = detail_rkd::flat_pair("rkd_angle_loss", student, teacher);
+  return detail_rkd::huber(detail_rkd::angles(s), detail_rkd::angles(t));
+}
+
+/// Huber (delta 1, mean) between the mean-normalised [N, N] distance matrices of student and
+/// teacher features ([N, ...], flattened per sample). Gradient reaches both inputs.
+///
+///   auto loss = distill::functional::rkd_distance_loss(student_embedding, teacher_embedding);
+inline torch::Tensor rkd_distance_loss(const torch::Tensor& student, const torch::Tensor& teacher) {
+  auto [s, t] = detail_rkd::flat_pair("rkd_distance_loss", student, teacher);
+  return detail_rkd::huber(detail_rkd::distances(s), detail_rkd::distances(t));
+}
+
+}  // namespace functional
+
+/// Module form of functional::rkd_angle_loss.
+class RKDAngleLossImpl : public detail::LossModule<RKDAngleLossImpl> {
+ public:
+  static constexpr const char* kName = "RKDAngleLoss";
+  torch::Tensor forward(const torch::Tensor& student, const torch::Tensor& teacher) {
+    return functional::rkd_angle_loss(student, teacher);
+  }
+};
+TORCH_MODULE(RKDAngleLoss);
+
+/// Module form of functional::rkd_distance_loss.
+///
+///   distill::RKDDistanceLoss rkd;
+///   auto loss = rkd(student_embedding, teacher_embedding);
+class RKDDistanceLossImpl : public detail::LossModule<RKDDistanceLossImpl> {
+ public:
+  static constexpr const char* kName = "RKDDistanceLoss";
+  torch::Tensor forward(const torch::Tensor& student, const torch::Tensor& teacher) {
+    return functional::rkd_distance_loss(student, teacher);
+  }
+};
+TORCH_MODULE(RKDDistanceLoss);
+
+}  // namespace distill

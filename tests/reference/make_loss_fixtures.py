@@ -1,0 +1,363 @@
+#!/usr/bin/python3
+"""Writes losses.json: reference values and gradients for every distill loss.
+
+Each loss is written here again, naively and independently of the C++ code, straight from
+the formulas in shared/reference/paddleclas-distillation.md section 2 (one-hot masks, explicit
+loops, the reference's own order of operations), in float64 with Debian's python3-torch.
+Gradients come from autograd on these formulas; where the reference's op sends no gradient
+into the teacher (KL, soft-label CE, DKD) the teacher is detached, so its expected gradient
+is zero.
+
+    /usr/bin/python3 tests/reference/make_loss_fixtures.py tests/reference/losses.json
+"""
+import json
+import math
+import sys
+
+import torch
+import torch.nn.functional as F
+
+torch.set_default_dtype(torch.float64)
+gen = torch.Generator().manual_seed(20261127)
+
+
+def randn(*shape, scale=2.0):
+    return (torch.randn(*shape, generator=gen) * scale).requires_grad_()
+
+
+def labels(n, c):
+    return torch.randint(0, c, (n,), generator=gen)
+
+
+def enc(t):
+    t = t.detach()
+    return {"shape": list(t.shape), "dtype": "int64" if t.dtype == torch.int64 else "float64",
+            "data": t.flatten().tolist()}
+
+
+# ---------------------------------------------------------------- formulas (reference sec. 2)
+
+def one_hot(y, c):
+    return F.one_hot(y.reshape(-1), c).to(torch.float64)
+
+
+def kl_where_positive(p, log_p, log_q):
+    # Paddle's KL op: label * (log label - input), skipping labels <= 0.
+    return torch.where(p > 0, p * (log_p - log_q), torch.zeros_like(p))
+
+
+def ref_kd(zs, zt, T):  # 2.5
+    pt = F.softmax(zt.detach() / T, dim=1)
+    log_ps = F.log_softmax(zs / T, dim=1)
+    return T * T / zs.shape[0] * kl_where_positive(pt, torch.log(pt), log_ps).sum()
+
+
+def ref_ce(x, label, eps):  # 2.2 (soft labels with eps: softmax first, our documented choice)
+    c = x.shape[1]
+    lsm = F.log_softmax(x, dim=1)
+    if label.dtype == torch.int64:
+        y = one_hot(label, c)
+        if eps > 0:
+            y = (1 - eps) * y + eps / c
+    else:
+        y = F.softmax(label.detach(), dim=1)
+        if eps > 0:
+            y = (1 - eps) * y + eps / c
+    return (-(y * lsm).sum(dim=1)).mean()
+
+
+def ref_dml(x, t, act, eps, sum_across):  # 2.3
+    def a(v):
+        if act == "softmax":
+            return F.softmax(v, dim=-1)
+        if act == "sigmoid":
+            return torch.sigmoid(v)
+        return v
+    p, q = a(x), a(t)
+    c = x.shape[-1]
+
+    def k(u, v):
+        return v * torch.log((v + eps) / (u + eps)) * c
+    elem = (k(p, q) + k(q, p)) / 2
+    if sum_across:
+        return elem.sum(dim=-1).mean()
+    return elem.mean()
+
+
+def ref_distance(a, b, mode):  # 2.4
+    d = a - b
+    if mode == "l1":
+        return d.abs().mean()
+    if mode == "l2":
+        return (d * d).mean()
+    ad = d.abs()
+    return torch.where(ad < 1, 0.5 * d * d, ad - 0.5).mean()
+
+
+def ref_dkd(zs, zt, label, T, alpha, beta):  # 2.6
+    zt = zt.detach()
+    n, c = zs.shape
+    tgt = zt.argmax(dim=1) if label is None else label
+    G = one_hot(tgt, c)
+    O = 1 - G
+    ps, pt = F.softmax(zs / T, dim=1), F.softmax(zt / T, dim=1)
+    bs = torch.stack([(ps * G).sum(1), (ps * O).sum(1)], dim=1)
+    bt = torch.stack([(pt * G).sum(1), (pt * O).sum(1)], dim=1)
+    tckd = T * T / n * (bt * (torch.log(bt) - torch.log(bs))).sum()
+    pt2 = F.softmax(zt / T - 1000.0 * G, dim=1)
+    lps2 = F.log_softmax(zs / T - 1000.0 * G, dim=1)
+    nckd = T * T / n * kl_where_positive(pt2, torch.log(pt2), lps2).sum()
+    return alpha * tckd + beta * nckd
+
+
+def ref_dist(zs, zt, beta, gamma):  # 2.9
+    ys, yt = F.softmax(zs, dim=-1), F.softmax(zt, dim=-1)
+
+    def rho(a, b, dim):
+        u = a - a.mean(dim=dim, keepdim=True)
+        v = b - b.mean(dim=dim, keepdim=True)
+        return (u * v).sum(dim) / (torch.sqrt((u * u).sum(dim)) * torch.sqrt((v * v).sum(dim)) + 1e-8)
+    inter = 1 - rho(ys, yt, 1).mean()
+    intra = 1 - rho(ys, yt, 0).mean()
+    return beta * inter + gamma * intra
+
+
+def ref_wsl(zs, zt, label, T):  # 2.7
+    c = zs.shape[1]
+    tgt = zt.detach().argmax(dim=1) if label is None else label
+    Y = one_hot(tgt, c)
+    ce_s = -(Y * F.log_softmax(zs.detach(), dim=1)).sum(1)
+    ce_t = -(Y * F.log_softmax(zt.detach(), dim=1)).sum(1)
+    ratio = torch.clamp(ce_s / (ce_t + 1e-7), min=0)
+    w = 1 - torch.exp(-ratio)
+    kd = -(F.softmax(zt / T, dim=1) * F.log_softmax(zs / T, dim=1)).sum(1)
+    return T * T * (kd * w).mean()
+
+
+def ref_skd(zs, zt, label, T, m, alpha):  # 2.8
+    c = zs.shape[1]
+    tgt = zt.detach().argmax(dim=1) if label is None else label
+    Y = one_hot(tgt, c)
+
+    def ln(z):
+        mean = z.mean(dim=1, keepdim=True)
+        var = z.var(dim=1, unbiased=False, keepdim=True)
+        return m * (z - mean) / torch.sqrt(var + 1e-7)
+    s2, t2 = ln(zs), ln(zt)
+    kd = T * T * (-(F.softmax(t2 / T, dim=1) * F.log_softmax(s2 / T, dim=1)).sum(1)).mean()
+    ce = (-(Y * F.log_softmax(s2, dim=1)).sum(1)).mean()
+    return alpha * kd + (1 - alpha) * ce
+
+
+def huber_mean(a, b):
+    d = a - b
+    ad = d.abs()
+    return torch.where(ad < 1, 0.5 * d * d, ad - 0.5).mean()
+
+
+def ref_rkd_angle(fs, ft):  # 2.12, anchor loops written out
+    def angles(x):
+        x = x.reshape(x.shape[0], -1)
+        n = x.shape[0]
+        out = []
+        for i in range(n):
+            e = []
+            for j in range(n):
+                v = x[j] - x[i]
+                e.append(v / torch.clamp(torch.linalg.norm(v), min=1e-12))
+            e = torch.stack(e)
+            out.append(e @ e.T)
+        return torch.stack(out).reshape(-1)
+    return huber_mean(angles(fs), angles(ft))
+
+
+def ref_rkd_distance(fs, ft):  # 2.12
+    def dist(x):
+        x = x.reshape(x.shape[0], -1)
+        n = x.shape[0]
+        rows = []
+        for i in range(n):
+            rows.append(torch.stack([torch.sqrt(torch.clamp(
+                (x[i] * x[i]).sum() + (x[j] * x[j]).sum() - 2 * (x[i] * x[j]).sum(), min=1e-12))
+                for j in range(n)]))
+        d = torch.stack(rows)
+        return d / (d.mean() + 1e-12)
+    return huber_mean(dist(fs), dist(ft))
+
+
+def ref_mgd(fs, ft, params, u, alpha, lam):  # 2.10
+    if "align.weight" in params:
+        fs = F.conv2d(fs, params["align.weight"], params["align.bias"])
+    mask = torch.where(u < lam, 0.0, 1.0).to(torch.float64)
+    h = F.conv2d(fs * mask, params["generation.0.weight"], params["generation.0.bias"], padding=1)
+    h = F.conv2d(F.relu(h), params["generation.2.weight"], params["generation.2.bias"], padding=1)
+    return alpha * ((h - ft) ** 2).mean()
+
+
+def ref_pefd(fs, ft, params, q, mode):  # 2.11
+    if mode == "gap":
+        fs, ft = fs.mean(dim=(2, 3)), ft.mean(dim=(2, 3))
+    fs, ft = fs.reshape(fs.shape[0], -1), ft.reshape(ft.shape[0], -1)
+    proj = sum(F.relu(fs @ params[f"projectors.{i}.weight"].T + params[f"projectors.{i}.bias"])
+               for i in range(q)) / q
+    proj = proj / torch.sqrt((proj * proj).sum(1, keepdim=True))
+    ft = ft / torch.sqrt((ft * ft).sum(1, keepdim=True))
+    return (1 - (proj * ft).sum(1)).mean()
+
+
+def ref_afd(bk, svals, query, tvals, p_t, p_s, groups, qk):  # 2.14, loops over i and j
+    n, s, t, _ = bk.shape
+    total = 0
+    for i in range(t):
+        logits = torch.stack([(bk[:, j, i, :] * query[:, i, :]).sum(-1) + (p_t[i] * p_s[j]).sum()
+                              for j in range(s)], dim=1) / math.sqrt(qk)
+        att = F.softmax(logits, dim=1)
+        vs = svals[groups[i]]
+        D = torch.stack([((vs[:, j, :] - tvals[i]) ** 2).mean(-1) for j in range(s)], dim=1)
+        total = total + (att * D).sum(1).mean()
+    return total
+
+
+# ---------------------------------------------------------------- cases
+
+cases = []
+
+
+def add(case_id, loss, options, inputs, value, target=None, params=None, seed=None):
+    leaves = dict(inputs)
+    leaves.update({f"param:{k}": v for k, v in (params or {}).items()})
+    grads = torch.autograd.grad(value, list(leaves.values()), allow_unused=True)
+    case = {"id": case_id, "loss": loss, "options": options,
+            "inputs": {k: enc(v) for k, v in inputs.items()},
+            "value": value.item(),
+            "grads": {k: enc(g if g is not None else torch.zeros_like(v))
+                      for (k, v), g in zip(leaves.items(), grads)}}
+    if target is not None:
+        case["target"] = enc(target)
+    if params:
+        case["params"] = {k: enc(v) for k, v in params.items()}
+    if seed is not None:
+        case["seed"] = seed
+    cases.append(case)
+
+
+N, C = 6, 7
+
+for T in (4.0, 1.0, 0.5):
+    s, t = randn(N, C), randn(N, C)
+    add(f"kd/T={T}", "kd", {"temperature": T}, {"student": s, "teacher": t}, ref_kd(s, t, T))
+
+for eps in (0.0, 0.1):
+    x, y = randn(N, C), labels(N, C)
+    add(f"ce/hard/eps={eps}", "ce", {"label_smoothing": eps}, {"logits": x}, ref_ce(x, y, eps), target=y)
+    x, y = randn(N, C), labels(N, C).reshape(N, 1)
+    add(f"ce/hard[N,1]/eps={eps}", "ce", {"label_smoothing": eps}, {"logits": x}, ref_ce(x, y, eps), target=y)
+    x, z = randn(N, C), randn(N, C)
+    add(f"ce/soft/eps={eps}", "ce", {"label_smoothing": eps}, {"logits": x, "teacher": z}, ref_ce(x, z, eps))
+
+for act, sum_across in (("softmax", False), ("softmax", True), ("sigmoid", False), ("none", False)):
+    if act == "none":
+        s = F.softmax(randn(N, C), dim=1).detach().requires_grad_()
+        t = F.softmax(randn(N, C), dim=1).detach().requires_grad_()
+    else:
+        s, t = randn(N, C), randn(N, C)
+    add(f"dml/{act}/sum={sum_across}", "dml", {"act": act, "eps": 1e-12, "sum_across_class_dim": sum_across},
+        {"student": s, "teacher": t}, ref_dml(s, t, act, 1e-12, sum_across))
+s, t = randn(2, 3, C), randn(2, 3, C)
+add("dml/softmax/rank3", "dml", {"act": "softmax", "eps": 1e-12, "sum_across_class_dim": False},
+    {"student": s, "teacher": t}, ref_dml(s, t, "softmax", 1e-12, False))
+
+for mode in ("l1", "l2", "smooth_l1"):
+    s, t = randn(2, 3, 4, 4), randn(2, 3, 4, 4)
+    add(f"distance/{mode}", "distance", {"mode": mode}, {"student": s, "teacher": t}, ref_distance(s, t, mode))
+
+for T, a, b, with_label in ((1.0, 1.0, 1.0, True), (4.0, 1.0, 8.0, True), (2.0, 0.5, 2.0, False)):
+    s, t, y = randn(N, C), randn(N, C), labels(N, C)
+    opts = {"temperature": T, "alpha": a, "beta": b, "use_target_as_gt": False}
+    add(f"dkd/T={T}/a={a}/b={b}/label={with_label}", "dkd", opts, {"student": s, "teacher": t},
+        ref_dkd(s, t, y if with_label else None, T, a, b), target=y if with_label else None)
+s, t, y = randn(N, C), randn(N, C), labels(N, C)
+add("dkd/use_target_as_gt", "dkd", {"temperature": 1.0, "alpha": 1.0, "beta": 1.0, "use_target_as_gt": True},
+    {"student": s, "teacher": t}, ref_dkd(s, t, None, 1.0, 1.0, 1.0), target=y)
+
+for beta, gamma in ((1.0, 1.0), (2.0, 0.5)):
+    s, t = randn(N, C), randn(N, C)
+    add(f"dist/beta={beta}/gamma={gamma}", "dist", {"beta": beta, "gamma": gamma},
+        {"student": s, "teacher": t}, ref_dist(s, t, beta, gamma))
+
+for T, with_label in ((2.0, True), (1.0, False)):
+    s, t, y = randn(N, C), randn(N, C), labels(N, C)
+    add(f"wsl/T={T}/label={with_label}", "wsl", {"temperature": T}, {"student": s, "teacher": t},
+        ref_wsl(s, t, y if with_label else None, T), target=y if with_label else None)
+
+for T, m, a, with_label in ((1.0, 2.0, 0.9, True), (2.0, 1.0, 0.5, True), (1.0, 2.0, 0.9, False)):
+    s, t, y = randn(N, C), randn(N, C), labels(N, C)
+    add(f"skd/T={T}/m={m}/a={a}/label={with_label}", "skd", {"temperature": T, "multiplier": m, "alpha": a},
+        {"student": s, "teacher": t}, ref_skd(s, t, y if with_label else None, T, m, a),
+        target=y if with_label else None)
+
+s, t = randn(5, 4), randn(5, 6)
+add("rkd_angle/flat", "rkd_angle", {}, {"student": s, "teacher": t}, ref_rkd_angle(s, t))
+s, t = randn(5, 2, 2, 2, scale=0.3), randn(5, 3, 1, 1, scale=0.3)
+add("rkd_angle/maps", "rkd_angle", {}, {"student": s, "teacher": t}, ref_rkd_angle(s, t))
+s, t = randn(5, 4), randn(5, 6)
+add("rkd_distance/flat", "rkd_distance", {}, {"student": s, "teacher": t}, ref_rkd_distance(s, t))
+s, t = randn(5, 2, 2, 2, scale=3.0), randn(5, 3, 1, 1, scale=0.1)
+add("rkd_distance/maps", "rkd_distance", {}, {"student": s, "teacher": t}, ref_rkd_distance(s, t))
+
+
+def conv_params(prefix, cin, cout, k):
+    return {f"{prefix}.weight": randn(cout, cin, k, k, scale=0.3), f"{prefix}.bias": randn(cout, scale=0.1)}
+
+
+for cs, ct, lam, seed in ((4, 6, 0.0, None), (5, 5, 0.15, 7), (3, 5, 0.5, 11)):
+    params = {}
+    if cs != ct:
+        params.update(conv_params("align", cs, ct, 1))
+    params.update(conv_params("generation.0", ct, ct, 3))
+    params.update(conv_params("generation.2", ct, ct, 3))
+    fs, ft = randn(2, cs, 3, 4), randn(2, ct, 3, 4)
+    if seed is None:
+        u = torch.ones(2, ct, 1, 1)
+    else:
+        torch.manual_seed(seed)
+        u = torch.rand(2, ct, 1, 1, dtype=torch.float32)
+    add(f"mgd/{cs}->{ct}/lambda={lam}", "mgd",
+        {"student_channels": cs, "teacher_channels": ct, "alpha_mgd": 1.756, "lambda_mgd": lam},
+        {"student": fs, "teacher": ft}, ref_mgd(fs, ft, params, u, 1.756, lam), params=params, seed=seed)
+
+for mode, q, s_shape, t_shape, cs, ct in (("flatten", 3, (N, 8, 1, 1), (N, 6, 1, 1), 8, 6),
+                                          ("flatten", 2, (N, 2, 2, 2), (N, 5), 8, 5),
+                                          ("gap", 3, (N, 8, 3, 3), (N, 6, 2, 2), 8, 6)):
+    params = {}
+    for i in range(q):
+        params[f"projectors.{i}.weight"] = randn(ct, cs, scale=0.5)
+        params[f"projectors.{i}.bias"] = randn(ct, scale=0.1)
+    fs, ft = randn(*s_shape), randn(*t_shape)
+    add(f"pefd/{mode}/q={q}", "pefd",
+        {"student_channels": cs, "teacher_channels": ct, "num_projectors": q, "mode": mode},
+        {"student": fs, "teacher": ft}, ref_pefd(fs, ft, params, q, mode), params=params)
+
+s_shapes = [[4, 4, 4], [6, 2, 2], [8, 1, 1]]
+t_shapes = [[4, 4, 4], [4, 4, 4], [6, 2, 2], [8, 1, 1], [6, 2, 2]]
+groups, unique = [], []
+for shape in t_shapes:
+    if shape not in unique:
+        unique.append(shape)
+    groups.append(unique.index(shape))
+qk, n = 5, 3
+bk, query = randn(n, len(s_shapes), len(t_shapes), qk, scale=0.7), randn(n, len(t_shapes), qk, scale=0.7)
+svals = [randn(n, len(s_shapes), h * w, scale=0.5) for _, h, w in unique]
+tvals = [randn(n, h * w, scale=0.5) for _, h, w in t_shapes]
+params = {"p_t": randn(len(t_shapes), qk, scale=0.5), "p_s": randn(len(s_shapes), qk, scale=0.5)}
+inputs = {"bilinear_key": bk, "query": query}
+inputs.update({f"student_values.{u}": v for u, v in enumerate(svals)})
+inputs.update({f"teacher_values.{i}": v for i, v in enumerate(tvals)})
+add("afd/5t-3s", "afd", {"student_shapes": s_shapes, "teacher_shapes": t_shapes, "qk_dim": qk}, inputs,
+    ref_afd(bk, svals, query, tvals, params["p_t"], params["p_s"], groups, qk), params=params)
+
+with open(sys.argv[1], "w") as out:
+    json.dump({"generator": "tests/reference/make_loss_fixtures.py", "torch": torch.__version__,
+               "cases": cases}, out, indent=None, separators=(",", ":"))
+    out.write("\n")
+print(f"wrote {len(cases)} cases to {sys.argv[1]}")

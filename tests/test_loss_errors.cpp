@@ -1,0 +1,123 @@
+// Bad input to every loss is a distill::Error whose message names the loss, the argument and
+// the shapes; nothing is broadcast silently.
+
+#include <catch2/catch.hpp>
+
+#include "distill/losses.hpp"
+
+namespace F = distill::functional;
+
+namespace {
+
+/// Runs `fn`, requires a distill::Error, and requires every fragment in its message.
+template <class Fn>
+void expect_error(Fn&& fn, std::initializer_list<const char*> fragments) {
+  try {
+    fn();
+  } catch (const distill::Error& e) {
+    const std::string message = e.what();
+    INFO("message: " << message);
+    for (const char* fragment : fragments) CHECK(message.find(fragment) != std::string::npos);
+    return;
+  }
+  FAIL("no distill::Error was thrown");
+}
+
+const auto s = torch::randn({4, 10});
+const auto t = torch::randn({4, 10});
+const auto y = torch::tensor({1, 2, 3, 4}, torch::kLong);
+
+}  // namespace
+
+TEST_CASE("mismatched shapes are errors, never broadcast", "[losses][errors]") {
+  const auto wider = torch::randn({4, 11});
+  const auto row = torch::randn({1, 10});  // would broadcast against [4, 10]
+  expect_error([&] { F::kd_loss(s, wider); }, {"kd_loss", "'teacher'", "[4, 11]", "[4, 10]"});
+  expect_error([&] { F::dml_loss(s, row); }, {"dml_loss", "'teacher'", "[1, 10]"});
+  expect_error([&] { F::distance_loss(s, row); }, {"distance_loss", "'teacher'", "[1, 10]"});
+  expect_error([&] { F::dkd_loss(s, wider, y); }, {"dkd_loss", "[4, 11]"});
+  expect_error([&] { F::dist_loss(s, row); }, {"dist_loss", "[1, 10]"});
+  expect_error([&] { F::wsl_loss(s, wider, y); }, {"wsl_loss", "[4, 11]"});
+  expect_error([&] { F::skd_loss(s, wider, y); }, {"skd_loss", "[4, 11]"});
+  expect_error([&] { F::ce_loss(s, wider); }, {"ce_loss", "'target'", "[4, 11]"});
+  expect_error([&] { F::rkd_angle_loss(s, torch::randn({5, 10})); }, {"rkd_angle_loss", "[5, 10]"});
+  expect_error([&] { F::rkd_distance_loss(s, torch::randn({3, 2})); }, {"rkd_distance_loss", "[3, 2]"});
+  expect_error([&] { F::kd_loss(torch::randn({10}), torch::randn({10})); }, {"kd_loss", "[N, C]", "[10]"});
+  expect_error([&] { F::kd_loss(torch::randn({0, 10}), torch::randn({0, 10})); }, {"kd_loss", "[0, 10]"});
+  expect_error([&] { F::dkd_loss(torch::randn({4, 1}), torch::randn({4, 1}), {}); },
+               {"dkd_loss", "at least 2 classes"});
+}
+
+TEST_CASE("mismatched dtypes and devices are errors", "[losses][errors]") {
+  expect_error([&] { F::kd_loss(s, t.to(torch::kDouble)); }, {"kd_loss", "'teacher'", "Double", "Float"});
+  expect_error([&] { F::dist_loss(s, t.to(torch::kHalf)); }, {"dist_loss", "Half"});
+  // The meta device stands in for a GPU: the check must fire before any computation.
+  const auto meta = torch::empty({4, 10}, torch::TensorOptions().device(torch::kMeta));
+  expect_error([&] { F::dml_loss(s, meta); }, {"dml_loss", "meta", "cpu"});
+  expect_error([&] { F::kd_loss(s, torch::randint(0, 3, {4, 10})); }, {"kd_loss", "floating-point", "Long"});
+  expect_error([&] { F::kd_loss(s, torch::Tensor()); }, {"kd_loss", "'teacher'", "undefined"});
+  expect_error([&] { F::ce_loss(s, y.to(torch::kMeta)); }, {"ce_loss", "'target'", "meta"});
+}
+
+TEST_CASE("targets out of range or of the wrong shape or type are errors", "[losses][errors]") {
+  const auto too_big = torch::tensor({1, 2, 10, 4}, torch::kLong);
+  const auto negative = torch::tensor({1, -1, 3, 4}, torch::kLong);
+  expect_error([&] { F::ce_loss(s, too_big); }, {"ce_loss", "class index 10", "[0, 10)"});
+  expect_error([&] { F::ce_loss(s, negative); }, {"ce_loss", "class index -1"});
+  expect_error([&] { F::dkd_loss(s, t, too_big); }, {"dkd_loss", "class index 10"});
+  expect_error([&] { F::wsl_loss(s, t, negative); }, {"wsl_loss", "class index -1"});
+  expect_error([&] { F::skd_loss(s, t, too_big); }, {"skd_loss", "class index 10"});
+  expect_error([&] { F::ce_loss(s, torch::tensor({1, 2, 3}, torch::kLong)); }, {"ce_loss", "[4] or [4, 1]", "[3]"});
+  expect_error([&] { F::dkd_loss(s, t, torch::zeros({4, 2}, torch::kLong)); }, {"dkd_loss", "[4, 2]"});
+  expect_error([&] { F::dkd_loss(s, t, torch::zeros({4}, torch::kFloat)); }, {"dkd_loss", "integer class indices"});
+  expect_error([&] { F::ce_loss(s, torch::zeros({4}, torch::kBool)); }, {"ce_loss", "integer class indices"});
+  // An int32 target is fine.
+  CHECK(std::isfinite(F::ce_loss(s, y.to(torch::kInt)).item<float>()));
+}
+
+TEST_CASE("bad options are errors", "[losses][errors]") {
+  for (double temperature : {0.0, -1.0, std::nan("")}) {
+    expect_error([&] { F::kd_loss(s, t, distill::KDOptions().temperature(temperature)); }, {"kd_loss", "temperature"});
+    expect_error([&] { F::dkd_loss(s, t, y, distill::DKDOptions().temperature(temperature)); }, {"dkd_loss", "temperature"});
+    expect_error([&] { F::wsl_loss(s, t, y, distill::WSLOptions().temperature(temperature)); }, {"wsl_loss", "temperature"});
+    expect_error([&] { F::skd_loss(s, t, y, distill::SKDOptions().temperature(temperature)); }, {"skd_loss", "temperature"});
+  }
+  expect_error([&] { F::dml_loss(s, t, distill::DMLOptions().act("relu")); }, {"dml_loss", "act 'relu'", "'softmax'"});
+  expect_error([&] { F::dml_loss(s, t, distill::DMLOptions().eps(-1)); }, {"dml_loss", "eps"});
+  expect_error([&] { F::distance_loss(s, t, distill::DistanceOptions().mode("l3")); }, {"distance_loss", "mode 'l3'", "'smooth_l1'"});
+  expect_error([&] { F::ce_loss(s, y, distill::CEOptions().label_smoothing(1.0)); }, {"ce_loss", "label_smoothing"});
+  expect_error([&] { F::ce_loss(s, y, distill::CEOptions().label_smoothing(-0.1)); }, {"ce_loss", "label_smoothing"});
+}
+
+TEST_CASE("losses with parameters check channels, shapes and their own dtype", "[losses][errors]") {
+  distill::MGDLoss mgd(distill::MGDOptions(4, 6));
+  expect_error([&] { mgd(torch::randn({2, 5, 3, 3}), torch::randn({2, 6, 3, 3})); },
+               {"MGDLoss", "[N, 4, H, W]", "[2, 5, 3, 3]"});
+  expect_error([&] { mgd(torch::randn({2, 4, 3, 3}), torch::randn({2, 6, 4, 3})); }, {"MGDLoss", "[2, 6, 4, 3]"});
+  expect_error([&] { mgd(torch::randn({2, 4, 9}), torch::randn({2, 6, 3, 3})); }, {"MGDLoss", "'student'", "[N, C, H, W]"});
+  expect_error([&] { mgd(torch::randn({2, 4, 3, 3}, torch::kDouble), torch::randn({2, 6, 3, 3}, torch::kDouble)); },
+               {"MGDLoss", "Double", "Float", "->to"});
+  expect_error([] { distill::MGDLoss(distill::MGDOptions(4, 6).lambda_mgd(1.5)); }, {"MGDLoss", "lambda_mgd"});
+  expect_error([] { distill::MGDLoss(distill::MGDOptions(0, 6)); }, {"MGDLoss", "channel"});
+
+  distill::PEFDLoss pefd(distill::PEFDOptions(8, 6));
+  expect_error([&] { pefd(torch::randn({3, 8, 2, 2}), torch::randn({3, 6})); },
+               {"PEFDLoss", "'student'", "32 features", "expected 8"});
+  expect_error([&] { pefd(torch::randn({3, 8}), torch::randn({2, 6})); }, {"PEFDLoss", "batch"});
+  expect_error([] { distill::PEFDLoss(distill::PEFDOptions(8, 6).mode("max")); }, {"PEFDLoss", "mode 'max'"});
+  distill::PEFDLoss gap(distill::PEFDOptions(8, 6).mode("gap"));
+  expect_error([&] { gap(torch::randn({3, 8}), torch::randn({3, 6, 2, 2})); }, {"PEFDLoss", "[N, C, H, W]", "[3, 8]"});
+
+  distill::AFDLoss afd(distill::AFDOptions({{4, 2, 2}, {8, 1, 1}}, {{4, 2, 2}, {4, 2, 2}, {8, 1, 1}}).qk_dim(5));
+  const int64_t n = 3;
+  auto key = torch::randn({n, 2, 3, 5});
+  auto query = torch::randn({n, 3, 5});
+  std::vector<torch::Tensor> sv{torch::randn({n, 2, 4}), torch::randn({n, 2, 1})};
+  std::vector<torch::Tensor> tv{torch::randn({n, 4}), torch::randn({n, 4}), torch::randn({n, 1})};
+  CHECK(std::isfinite(afd->forward(key, sv, query, tv).item<float>()));
+  expect_error([&] { afd->forward(torch::randn({n, 2, 3, 4}), sv, query, tv); }, {"AFDLoss", "'bilinear_key'", "[3, 2, 3, 5]"});
+  expect_error([&] { afd->forward(key, sv, torch::randn({n, 2, 5}), tv); }, {"AFDLoss", "'query'", "[3, 2, 5]"});
+  expect_error([&] { afd->forward(key, {sv[0]}, query, tv); }, {"AFDLoss", "'student_values'", "2 tensors"});
+  expect_error([&] { afd->forward(key, sv, query, {tv[0], tv[2], tv[2]}); }, {"AFDLoss", "'teacher_values[1]'", "[3, 4]"});
+  expect_error([] { distill::AFDLoss(distill::AFDOptions({{4, 2}}, {{4, 2, 2}})); }, {"AFDLoss", "[C, H, W]"});
+}
