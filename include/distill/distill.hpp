@@ -2,4 +2,7 @@
 // Umbrella header: the whole distill library.
 
 #include "distill/core/error.hpp"
+#include "distill/core/features.hpp"
+#include "distill/io.hpp"
 #include "distill/losses.hpp"
+#include "distill/models.hpp"

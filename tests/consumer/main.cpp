@@ -1,11 +1,15 @@
-// Consumer program: every distill loss on float64 inputs against the independent reference
-// values and gradients of tests/reference/losses.json, to 1e-7 relative.
+// Consumer program, built against distill as a user gets it:
+// - every distill loss on float64 inputs against the independent reference values and
+//   gradients of tests/reference/losses.json, to 1e-7 relative;
+// - a ResNet34 with the reference's MGD teacher taps blocks[2], [6], [12], [15], whose four
+//   feature maps must have the reference's shapes at 224x224.
 //   consumer <losses.json>
 
 #include <iostream>
 #include <set>
 
 #include "distill/losses.hpp"
+#include "distill/models.hpp"
 #include "loss_cases.hpp"
 
 int main(int argc, char** argv) {
@@ -28,5 +32,19 @@ int main(int argc, char** argv) {
   std::cout << cases << " cases over " << losses.size() << " losses:";
   for (const auto& l : losses) std::cout << ' ' << l;
   std::cout << '\n' << (failed ? "FAILED" : "all values and gradients within 1e-7 relative") << '\n';
+
+  auto teacher = distill::models::create(
+      "ResNet34", {{"return_patterns", {"blocks[2]", "blocks[6]", "blocks[12]", "blocks[15]"}}});
+  teacher->eval();
+  torch::NoGradGuard no_grad;
+  const distill::Features out = teacher->forward(torch::randn({1, 3, 224, 224}));
+  const std::vector<std::pair<std::string, std::vector<int64_t>>> expected{
+      {"blocks[2]", {1, 64, 56, 56}}, {"blocks[6]", {1, 128, 28, 28}},
+      {"blocks[12]", {1, 256, 14, 14}}, {"blocks[15]", {1, 512, 7, 7}}};
+  for (const auto& [name, shape] : expected) {
+    const bool ok = out[name].sizes() == torch::IntArrayRef(shape);
+    std::cout << "ResNet34 " << name << ' ' << out[name].sizes() << (ok ? "" : " WRONG") << '\n';
+    failed += ok ? 0 : 1;
+  }
   return failed ? 1 : 0;
 }

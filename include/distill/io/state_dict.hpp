@@ -1,0 +1,137 @@
+#pragma once
+// State dicts shared with Python: read what torch.save(model.state_dict(), path) wrote, write
+// what torch.load reads back into a state dict, and load or save any torch::nn::Module.
+
+#include <cstdio>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include <torch/torch.h>
+
+#include "distill/io/pickle.hpp"
+
+namespace distill::io {
+
+/// Parameter and buffer tensors by dotted name ("layer1.0.conv1.weight"), in Python's order.
+using StateDict = torch::OrderedDict<std::string, torch::Tensor>;
+
+/// Reads a state dict written by Python's torch.save(model.state_dict(), path) (or by
+/// write_state_dict). Tensors come back on the CPU.
+///
+///   auto weights = distill::io::read_state_dict("resnet34.pth");
+inline StateDict read_state_dict(const std::string& path) {
+  auto root = detail::Unpickler(path).run();
+  using K = detail::PyValue::Kind;
+  if (root->kind != K::Dict)
+    distill::detail::fail(path, ": holds a ", detail::PyValue::kind_name(root->kind),
+                          ", not a state dict (a dict of names to tensors)");
+  StateDict dict;
+  for (const auto& [key, value] : root->entries) {
+    if (key->kind != K::String)
+      distill::detail::fail(path, ": a state dict key is a ", detail::PyValue::kind_name(key->kind), ", not a str");
+    if (value->kind != K::Tensor)
+      distill::detail::fail(path, ": entry '", key->text, "' holds a ", detail::PyValue::kind_name(value->kind),
+                            ", not a tensor; is this a training checkpoint rather than a state dict?");
+    if (dict.contains(key->text)) distill::detail::fail(path, ": entry '", key->text, "' appears twice");
+    dict.insert(key->text, value->tensor);
+  }
+  return dict;
+}
+
+/// Writes `dict` so that Python's torch.load(path) returns it as a dict of tensors. The file
+/// appears atomically: it is written next to `path` and renamed, so a crash never leaves a
+/// half-written file under that name.
+inline void write_state_dict(const StateDict& dict, const std::string& path) {
+  c10::Dict<std::string, torch::Tensor> out;
+  for (const auto& item : dict) out.insert(item.key(), item.value().detach().to(torch::kCPU).contiguous());
+  const auto bytes = torch::pickle_save(out);
+  const std::string temporary = path + ".tmp";
+  {
+    std::ofstream file(temporary, std::ios::binary | std::ios::trunc);
+    file.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+    file.flush();
+    if (!file) distill::detail::fail(path, ": cannot write the state dict (via ", temporary, ")");
+  }
+  if (std::rename(temporary.c_str(), path.c_str()) != 0) {
+    std::remove(temporary.c_str());
+    distill::detail::fail(path, ": cannot move ", temporary, " into place");
+  }
+}
+
+/// The module's parameters and buffers by name, in the order Python's state_dict() lists them
+/// (each module's own parameters, then its own buffers, then its children).
+inline StateDict state_dict(const torch::nn::Module& module) {
+  StateDict dict;
+  auto add_own = [&dict](const std::string& prefix, const torch::nn::Module& m) {
+    for (const auto& p : m.named_parameters(/*recurse=*/false)) dict.insert(prefix + p.key(), p.value());
+    for (const auto& b : m.named_buffers(/*recurse=*/false)) dict.insert(prefix + b.key(), b.value());
+  };
+  add_own("", module);
+  for (const auto& child : module.named_modules("", /*include_self=*/false)) add_own(child.key() + ".", *child.value());
+  return dict;
+}
+
+/// Options of load_state_dict. strict (default): any missing, unexpected or mis-shaped key is
+/// an error that lists them all. Non-strict: matching tensors are loaded and the rest are
+/// reported in the result.
+struct LoadOptions {
+  TORCH_ARG(bool, strict) = true;
+};
+
+/// What load_state_dict did not load.
+struct LoadResult {
+  std::vector<std::string> missing;     // in the module, not in the file
+  std::vector<std::string> unexpected;  // in the file, not in the module
+  std::vector<std::string> mismatched;  // in both, with different shapes ("name: file [..] vs module [..]")
+  bool complete() const { return missing.empty() && unexpected.empty() && mismatched.empty(); }
+};
+
+/// Copies the tensors of `dict` into `module`'s parameters and buffers (converting dtype,
+/// keeping each tensor's device). `source` names the origin in messages.
+inline LoadResult load_state_dict(torch::nn::Module& module, const StateDict& dict,
+                                  const LoadOptions& options = {}, const std::string& source = "state dict") {
+  LoadResult result;
+  auto own = state_dict(module);
+  for (const auto& item : own) {
+    const auto* value = dict.find(item.key());
+    if (value == nullptr) result.missing.push_back(item.key());
+    else if (value->sizes() != item.value().sizes())
+      result.mismatched.push_back(c10::str(item.key(), ": file ", value->sizes(), " vs module ", item.value().sizes()));
+  }
+  for (const auto& item : dict)
+    if (!own.contains(item.key())) result.unexpected.push_back(item.key());
+  if (options.strict() && !result.complete()) {
+    auto list = [](const std::vector<std::string>& names) {
+      std::string text;
+      for (const auto& n : names) text += (text.empty() ? "" : ", ") + n;
+      return text.empty() ? std::string("none") : text;
+    };
+    distill::detail::fail(source, ": does not match the module (", result.missing.size(), " missing, ",
+                          result.unexpected.size(), " unexpected, ", result.mismatched.size(),
+                          " with another shape). Missing: ", list(result.missing), ". Unexpected: ",
+                          list(result.unexpected), ". Shape: ", list(result.mismatched), ".");
+  }
+  torch::NoGradGuard no_grad;
+  for (auto& item : own) {
+    const auto* value = dict.find(item.key());
+    if (value != nullptr && value->sizes() == item.value().sizes()) item.value().copy_(*value);
+  }
+  return result;
+}
+
+/// Loads a file written by Python's torch.save(model.state_dict(), path) into `module`.
+///
+///   distill::models::ResNet teacher(distill::models::ResNetOptions(34).layout("torchvision"));
+///   distill::io::load_state_dict(*teacher, "resnet34-b627a593.pth");
+inline LoadResult load_state_dict(torch::nn::Module& module, const std::string& path, const LoadOptions& options = {}) {
+  return load_state_dict(module, read_state_dict(path), options, path);
+}
+
+/// Saves `module`'s parameters and buffers so that Python loads them with
+/// model.load_state_dict(torch.load(path)).
+inline void save_state_dict(const torch::nn::Module& module, const std::string& path) {
+  write_state_dict(state_dict(module), path);
+}
+
+}  // namespace distill::io

@@ -1,0 +1,234 @@
+#pragma once
+// Named feature taps for libtorch networks: the role of the reference's TheseusLayer
+// (return_patterns, return_stages, stop_after, freeze_before; reference section 1.3).
+//
+// libtorch modules have no forward hooks, so a network cooperates: its forward passes every
+// child through call() (or run() for a Sequential). With no patterns set that is one null
+// check per child. With patterns, call() records the child's output when the child's path
+// was asked for; paths are found from the module tree, so nothing is named twice.
+
+#include <map>
+#include <memory>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include <torch/torch.h>
+
+#include "distill/core/error.hpp"
+#include "distill/core/features.hpp"
+
+namespace distill::models {
+
+namespace detail {
+
+/// libtorch's "blocks.3.conv0" as the reference writes it: "blocks[3].conv0".
+inline std::string reference_path(const std::string& dotted) {
+  std::string out, part;
+  auto flush = [&] {
+    const bool index = !part.empty() && part.find_first_not_of("0123456789") == std::string::npos;
+    if (index && !out.empty()) out += "[" + part + "]";
+    else out += (out.empty() ? "" : ".") + part;
+    part.clear();
+  };
+  for (char c : dotted) {
+    if (c == '.') flush();
+    else part += c;
+  }
+  flush();
+  return out;
+}
+
+/// What one forward pass does at the tapped children; shared by every Layer of a network.
+struct TapPlan {
+  std::unordered_map<const torch::nn::Module*, std::vector<std::string>> record;
+  const torch::nn::Module* stop = nullptr;    // stop_after: later children become identity
+  const torch::nn::Module* freeze = nullptr;  // freeze_before: output cut from the graph
+  std::unordered_map<std::string, torch::Tensor> outputs;
+  bool stopped = false;
+};
+
+}  // namespace detail
+
+/// Base of a module whose forward routes its children through taps. Blocks of a network
+/// (residual units, SE modules, ...) derive from it; the network itself derives from Backbone.
+///
+///   struct MyBlockImpl : distill::models::Layer {
+///     torch::Tensor forward(torch::Tensor x) { return call(conv, call(bn, x)); }
+///     ...
+///   };
+class Layer : public torch::nn::Module {
+ protected:
+  /// child->forward(x), recorded if requested; identity once a stop_after point has run.
+  template <class Child>
+  torch::Tensor call(Child& child, const torch::Tensor& x) {
+    if (plan_ && plan_->stopped) return x;
+    return tap(*child, child->forward(x));
+  }
+  torch::Tensor call(torch::nn::AnyModule& child, const torch::Tensor& x) {
+    if (plan_ && plan_->stopped) return x;
+    return tap(*child.ptr(), child.forward(x));
+  }
+  /// Runs a Sequential child by child, so that each entry ("blocks[3]") can be tapped too.
+  torch::Tensor run(torch::nn::Sequential& sequence, torch::Tensor x) {
+    for (auto& child : *sequence) x = call(child, x);
+    return tap(*sequence, x);
+  }
+  /// Records `y` as the output of `module` (when asked for), applies freeze_before and
+  /// stop_after. For outputs a layer computes itself rather than through call().
+  torch::Tensor tap(const torch::nn::Module& module, torch::Tensor y) {
+    if (!plan_) return y;
+    if (&module == plan_->freeze) y = y.detach();
+    if (auto it = plan_->record.find(&module); it != plan_->record.end())
+      for (const auto& name : it->second) plan_->outputs[name] = y;
+    if (&module == plan_->stop) plan_->stopped = true;
+    return y;
+  }
+
+ private:
+  friend class Backbone;
+  std::shared_ptr<detail::TapPlan> plan_;
+};
+
+/// A network with named feature taps (the reference's TheseusLayer). forward() returns
+/// Features: "logits" (the network's output) and one entry per return pattern, in pattern
+/// order. A subclass builds its layers, names its stages and implements forward_logits()
+/// with call()/run():
+///
+///   struct TinyNetImpl : distill::models::Backbone {
+///     TinyNetImpl() {
+///       body = register_module("body", torch::nn::Sequential(torch::nn::Conv2d(3, 8, 3), torch::nn::ReLU()));
+///       fc = register_module("fc", torch::nn::Linear(8, 10));
+///     }
+///     std::string name() const override { return "TinyNet"; }
+///     torch::Tensor forward_logits(const torch::Tensor& x) override {
+///       return call(fc, run(body, x).mean({2, 3}));
+///     }
+///     torch::nn::Sequential body{nullptr};
+///     torch::nn::Linear fc{nullptr};
+///   };
+///   TinyNetImpl net;
+///   net.set_return_patterns({"body[0]", "body"});
+///   distill::Features out = net.forward(images);   // "logits", "body[0]", "body"
+class Backbone : public Layer {
+ public:
+  virtual std::string name() const = 0;
+  /// The paths `return_stages` indexes (the reference's stages_pattern).
+  virtual std::vector<std::string> stage_patterns() const { return {}; }
+
+  Features forward(const torch::Tensor& x) {
+    if (!plan_) return Features{{"logits", forward_logits(x)}};
+    plan_->outputs.clear();
+    plan_->stopped = false;
+    Features out{{"logits", forward_logits(x)}};
+    for (const auto& pattern : patterns_) {
+      auto it = plan_->outputs.find(pattern);
+      if (it == plan_->outputs.end())
+        distill::detail::fail(name(), ": return pattern '", pattern,
+                              "' names a layer this network's forward does not pass through call()");
+      out.set(pattern, it->second);
+    }
+    plan_->outputs.clear();  // do not keep the maps alive between calls
+    return out;
+  }
+
+  /// Names the outputs forward() returns besides "logits". Every pattern must name a layer
+  /// (see layer_paths()); an unknown one is an error listing what exists (the reference
+  /// only warns).
+  void set_return_patterns(std::vector<std::string> patterns) { update(patterns_, std::move(patterns)); }
+  /// Selects entries of stage_patterns() by index, as the reference's return_stages.
+  void set_return_stages(const std::vector<int64_t>& stages) {
+    const auto all = stage_patterns();
+    std::vector<std::string> patterns;
+    for (int64_t s : stages) {
+      if (s < 0 || s >= static_cast<int64_t>(all.size()))
+        distill::detail::fail(name(), ": return stage ", s, " out of range; the network has ",
+                              all.size(), " stages");
+      patterns.push_back(all[s]);
+    }
+    set_return_patterns(std::move(patterns));
+  }
+  /// Every child called after `path` (recursively along the path) acts as identity, so the
+  /// network ends there; "logits" then holds that layer's output. An empty path undoes it.
+  void stop_after(std::string path) { update(stop_, std::move(path)); }
+  /// Cuts the output of `path` from the autograd graph: no gradient reaches it or anything
+  /// before it. An empty path undoes it.
+  void freeze_before(std::string path) { update(freeze_, std::move(path)); }
+  const std::vector<std::string>& return_patterns() const { return patterns_; }
+
+  /// Every path a pattern may name, in module order: "stem", "stem[0]", "stem[0].conv", ...
+  std::vector<std::string> layer_paths() const {
+    std::vector<std::string> paths;
+    for (const auto& item : named_modules("", /*include_self=*/false)) paths.push_back(detail::reference_path(item.key()));
+    return paths;
+  }
+
+ protected:
+  /// The network body; children go through call()/run() so that taps see them.
+  virtual torch::Tensor forward_logits(const torch::Tensor& x) = 0;
+  /// Other names for paths, e.g. the torchvision-layout ResNet answers to the reference's
+  /// "blocks[i]" and "avg_pool".
+  virtual std::map<std::string, std::string> path_aliases() const { return {}; }
+
+ private:
+  const torch::nn::Module* resolve(const std::string& pattern, const char* what) const {
+    std::map<std::string, const torch::nn::Module*> modules;
+    for (const auto& item : named_modules("", /*include_self=*/false))
+      modules[detail::reference_path(item.key())] = item.value().get();
+    auto aliases = path_aliases();
+    const std::string normalised = detail::reference_path(pattern);
+    const std::string& path = aliases.count(normalised) ? aliases.at(normalised) : normalised;
+    if (auto it = modules.find(path); it != modules.end()) return it->second;
+    distill::detail::fail(name(), ": ", what, " '", pattern, "' names no layer; the layers are ", describe_layers(),
+                          aliases.empty() ? "" : " (plus the reference's names, e.g. 'blocks[0]')",
+                          " and their children, e.g. '", example_child(), "'");
+  }
+
+  std::string example_child() const {
+    for (const auto& path : layer_paths())
+      if (path.find('.') != std::string::npos) return path;
+    return layer_paths().back();
+  }
+
+  /// "stem[0..0], max_pool, blocks[0..15], avg_pool, flatten, fc" for messages.
+  std::string describe_layers() const {
+    std::string text;
+    for (const auto& child : named_children()) {
+      text += (text.empty() ? "" : ", ") + child.key();
+      const auto size = child.value()->children().size();
+      if (dynamic_cast<const torch::nn::SequentialImpl*>(child.value().get()) && size > 0)
+        text += "[0.." + std::to_string(size - 1) + "]";
+    }
+    return text;
+  }
+
+  /// Sets one tap setting; a setting that names no layer is rejected and the old one kept.
+  template <class T>
+  void update(T& setting, T value) {
+    std::swap(setting, value);
+    try {
+      rebuild();
+    } catch (...) {
+      std::swap(setting, value);
+      throw;
+    }
+  }
+
+  void rebuild() {
+    std::shared_ptr<detail::TapPlan> plan;
+    if (!patterns_.empty() || !stop_.empty() || !freeze_.empty()) {
+      plan = std::make_shared<detail::TapPlan>();
+      for (const auto& pattern : patterns_) plan->record[resolve(pattern, "return pattern")].push_back(pattern);
+      if (!stop_.empty()) plan->stop = resolve(stop_, "stop_after");
+      if (!freeze_.empty()) plan->freeze = resolve(freeze_, "freeze_before");
+    }
+    plan_ = plan;
+    for (const auto& module : modules(/*include_self=*/false))
+      if (auto* layer = dynamic_cast<Layer*>(module.get())) layer->plan_ = plan;
+  }
+
+  std::vector<std::string> patterns_;
+  std::string stop_, freeze_;
+};
+
+}  // namespace distill::models

@@ -1,0 +1,137 @@
+#pragma once
+// Building blocks shared by the reference backbones (reference section 4): conv + BN +
+// activation units, squeeze-and-excitation, Paddle-style dropout, and Paddle's default init.
+
+#include <cmath>
+#include <string>
+
+#include "distill/models/backbone.hpp"
+
+namespace distill::models {
+
+/// Elementwise activation by name: "relu", "hardswish" (x * relu6(x + 3) / 6) or
+/// "hardsigmoid" (clip(slope * x + offset, 0, 1); Paddle's default slope is 1/6, its
+/// MobileNetV3 uses 0.2).
+class ActivationImpl : public torch::nn::Module {
+ public:
+  explicit ActivationImpl(std::string kind, double slope = 1.0 / 6.0, double offset = 0.5)
+      : kind_(std::move(kind)), slope_(slope), offset_(offset) {
+    if (kind_ != "relu" && kind_ != "hardswish" && kind_ != "hardsigmoid")
+      distill::detail::fail("Activation: unknown kind '", kind_, "'; expected relu, hardswish or hardsigmoid");
+  }
+  torch::Tensor forward(const torch::Tensor& x) {
+    if (kind_ == "relu") return torch::relu(x);
+    if (kind_ == "hardswish") return torch::hardswish(x);
+    return (x * slope_ + offset_).clamp(0, 1);
+  }
+  void pretty_print(std::ostream& stream) const override { stream << "distill::models::Activation(" << kind_ << ")"; }
+
+ private:
+  std::string kind_;
+  double slope_, offset_;
+};
+TORCH_MODULE(Activation);
+
+/// Paddle's Dropout(mode="downscale_in_infer") as the reference's PP-LCNet and MobileNetV3
+/// use it: in training, zero with probability p and do NOT rescale; in evaluation, multiply by
+/// 1 - p. (PyTorch's dropout rescales in training instead; reference quirk 19.)
+class DownscaleDropoutImpl : public torch::nn::Module {
+ public:
+  explicit DownscaleDropoutImpl(double p) : p_(p) {
+    if (!(p >= 0 && p < 1)) distill::detail::fail("DownscaleDropout: p must be in [0, 1), got ", p);
+  }
+  torch::Tensor forward(const torch::Tensor& x) {
+    if (p_ == 0) return x;
+    if (!is_training()) return x * (1 - p_);
+    return x * torch::empty_like(x).bernoulli_(1 - p_);
+  }
+  void pretty_print(std::ostream& stream) const override { stream << "distill::models::DownscaleDropout(p=" << p_ << ")"; }
+
+ private:
+  double p_;
+};
+TORCH_MODULE(DownscaleDropout);
+
+/// conv (no bias, padding (k-1)/2) -> BatchNorm -> optional activation: the reference's
+/// ConvBNLayer. `vd_pool` puts the ResNet-vd 2x2 average pool (stride `stride`, ceil mode,
+/// padding excluded from the mean) before a stride-1 conv.
+class ConvBNImpl : public Layer {
+ public:
+  ConvBNImpl(int64_t in, int64_t out, int64_t kernel, int64_t stride = 1, int64_t groups = 1,
+             const std::string& act = "", bool vd_pool = false) {
+    namespace nn = torch::nn;
+    if (vd_pool)
+      avg_pool = register_module("avg_pool", nn::AvgPool2d(nn::AvgPool2dOptions(2).stride(stride).ceil_mode(true)
+                                                              .count_include_pad(false)));
+    conv = register_module("conv", nn::Conv2d(nn::Conv2dOptions(in, out, kernel)
+                                                  .stride(vd_pool ? 1 : stride)
+                                                  .padding((kernel - 1) / 2)
+                                                  .groups(groups)
+                                                  .bias(false)));
+    bn = register_module("bn", nn::BatchNorm2d(out));
+    if (!act.empty()) this->act = register_module("act", Activation(act));
+  }
+  torch::Tensor forward(torch::Tensor x) {
+    if (avg_pool) x = call(avg_pool, x);
+    x = call(bn, call(conv, x));
+    return act ? call(act, x) : x;
+  }
+
+  torch::nn::AvgPool2d avg_pool{nullptr};
+  torch::nn::Conv2d conv{nullptr};
+  torch::nn::BatchNorm2d bn{nullptr};
+  Activation act{nullptr};
+};
+TORCH_MODULE(ConvBN);
+
+/// Squeeze-and-excitation: x * hardsigmoid(conv2(relu(conv1(avgpool(x))))), with
+/// channels / reduction hidden channels (integer division, as the reference).
+class SEImpl : public Layer {
+ public:
+  SEImpl(int64_t channels, int64_t reduction, double slope) {
+    namespace nn = torch::nn;
+    const int64_t hidden = channels / reduction;
+    avg_pool = register_module("avg_pool", nn::AdaptiveAvgPool2d(1));
+    conv1 = register_module("conv1", nn::Conv2d(nn::Conv2dOptions(channels, hidden, 1)));
+    relu = register_module("relu", Activation("relu"));
+    conv2 = register_module("conv2", nn::Conv2d(nn::Conv2dOptions(hidden, channels, 1)));
+    hardsigmoid = register_module("hardsigmoid", Activation("hardsigmoid", slope, 0.5));
+  }
+  torch::Tensor forward(const torch::Tensor& x) {
+    auto w = call(hardsigmoid, call(conv2, call(relu, call(conv1, call(avg_pool, x)))));
+    return x * w;
+  }
+
+  torch::nn::AdaptiveAvgPool2d avg_pool{nullptr};
+  torch::nn::Conv2d conv1{nullptr}, conv2{nullptr};
+  Activation relu{nullptr}, hardsigmoid{nullptr};
+};
+TORCH_MODULE(SE);
+
+/// Paddle's default initialisation (reference section 4): conv weights normal(0,
+/// sqrt(2 / (k*k*C_in))) with C_in the full input width, conv biases zero, Linear weights
+/// Xavier-uniform with zero biases. BatchNorm keeps weight 1, bias 0.
+inline void paddle_default_init(torch::nn::Module& module) {
+  torch::NoGradGuard no_grad;
+  for (auto& m : module.modules(/*include_self=*/false)) {
+    if (auto* conv = dynamic_cast<torch::nn::Conv2dImpl*>(m.get())) {
+      const auto& k = conv->options.kernel_size();
+      const double fan = static_cast<double>((*k)[0] * (*k)[1] * conv->options.in_channels());
+      conv->weight.normal_(0, std::sqrt(2.0 / fan));
+      if (conv->bias.defined()) conv->bias.zero_();
+    } else if (auto* linear = dynamic_cast<torch::nn::LinearImpl*>(m.get())) {
+      torch::nn::init::xavier_uniform_(linear->weight);
+      if (linear->bias.defined()) linear->bias.zero_();
+    }
+  }
+}
+
+/// make_divisible(v, 8) of the reference's PP-LCNet and MobileNetV3: round to a multiple of
+/// 8 (at least 8), adding 8 if rounding lost more than 10%.
+inline int64_t make_divisible(double v, int64_t divisor = 8) {
+  int64_t rounded = std::max<int64_t>(divisor, static_cast<int64_t>(v + divisor / 2.0) / divisor * divisor);
+  if (rounded < 0.9 * v) rounded += divisor;
+  return rounded;
+}
+
+}  // namespace distill::models

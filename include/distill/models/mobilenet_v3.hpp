@@ -1,0 +1,131 @@
+#pragma once
+// MobileNetV3 large and small as the reference builds them (PaddleClas legendary
+// mobilenet_v3: an expand conv in every unit, SE with hardsigmoid(0.2x + 0.5)).
+
+#include <string>
+#include <vector>
+
+#include "distill/models/layers.hpp"
+
+namespace distill::models {
+
+/// Options of MobileNetV3: `size` "large" or "small".
+struct MobileNetV3Options {
+  explicit MobileNetV3Options(std::string size) : size_(std::move(size)) {}
+  TORCH_ARG(std::string, size);
+  TORCH_ARG(double, scale) = 1.0;
+  TORCH_ARG(int64_t, class_num) = 1000;
+  TORCH_ARG(int64_t, class_expand) = 1280;
+  TORCH_ARG(double, dropout_prob) = 0.2;
+};
+
+namespace detail {
+
+/// expand 1x1 -> depthwise kxk -> optional SE -> linear 1x1, plus the identity when the
+/// stride is 1 and the widths match.
+class ResidualUnitImpl : public Layer {
+ public:
+  ResidualUnitImpl(int64_t in, int64_t mid, int64_t out, int64_t kernel, int64_t stride, bool use_se,
+                   const std::string& act)
+      : residual_(stride == 1 && in == out) {
+    expand_conv = register_module("expand_conv", ConvBN(in, mid, 1, 1, 1, act));
+    bottleneck_conv = register_module("bottleneck_conv", ConvBN(mid, mid, kernel, stride, mid, act));
+    if (use_se) mid_se = register_module("mid_se", SE(mid, 4, 0.2));
+    linear_conv = register_module("linear_conv", ConvBN(mid, out, 1));
+  }
+  torch::Tensor forward(const torch::Tensor& x) {
+    auto y = call(bottleneck_conv, call(expand_conv, x));
+    if (mid_se) y = call(mid_se, y);
+    y = call(linear_conv, y);
+    return residual_ ? x + y : y;
+  }
+  ConvBN expand_conv{nullptr}, bottleneck_conv{nullptr}, linear_conv{nullptr};
+  SE mid_se{nullptr};
+
+ private:
+  bool residual_;
+};
+TORCH_MODULE(ResidualUnit);
+
+struct MobileNetV3Unit {
+  int64_t kernel, expand, out;
+  bool se;
+  const char* act;
+  int64_t stride;
+};
+
+inline const std::vector<MobileNetV3Unit>& mobilenet_v3_config(const std::string& size) {
+  static const std::vector<MobileNetV3Unit> large{
+      {3, 16, 16, false, "relu", 1},       {3, 64, 24, false, "relu", 2},       {3, 72, 24, false, "relu", 1},
+      {5, 72, 40, true, "relu", 2},        {5, 120, 40, true, "relu", 1},       {5, 120, 40, true, "relu", 1},
+      {3, 240, 80, false, "hardswish", 2}, {3, 200, 80, false, "hardswish", 1}, {3, 184, 80, false, "hardswish", 1},
+      {3, 184, 80, false, "hardswish", 1}, {3, 480, 112, true, "hardswish", 1}, {3, 672, 112, true, "hardswish", 1},
+      {5, 672, 160, true, "hardswish", 2}, {5, 960, 160, true, "hardswish", 1}, {5, 960, 160, true, "hardswish", 1}};
+  static const std::vector<MobileNetV3Unit> small{
+      {3, 16, 16, true, "relu", 2},        {3, 72, 24, false, "relu", 2},       {3, 88, 24, false, "relu", 1},
+      {5, 96, 40, true, "hardswish", 2},   {5, 240, 40, true, "hardswish", 1},  {5, 240, 40, true, "hardswish", 1},
+      {5, 120, 48, true, "hardswish", 1},  {5, 144, 48, true, "hardswish", 1},  {5, 288, 96, true, "hardswish", 2},
+      {5, 576, 96, true, "hardswish", 1},  {5, 576, 96, true, "hardswish", 1}};
+  if (size == "large") return large;
+  if (size == "small") return small;
+  distill::detail::fail("MobileNetV3: size must be 'large' or 'small', got '", size, "'");
+}
+
+}  // namespace detail
+
+/// MobileNetV3 with named feature taps; units are "blocks[i]".
+///
+///   distill::models::MobileNetV3 teacher(distill::models::MobileNetV3Options("large"));
+class MobileNetV3Impl : public Backbone {
+ public:
+  explicit MobileNetV3Impl(MobileNetV3Options options) : options(std::move(options)) {
+    namespace nn = torch::nn;
+    const auto& o = this->options;
+    const auto& config = detail::mobilenet_v3_config(o.size());
+    if (!(o.scale() > 0) || o.class_num() < 1 || o.class_expand() < 1)
+      distill::detail::fail("MobileNetV3: scale, class_num and class_expand must be positive");
+    auto width = [&](int64_t c) { return make_divisible(c * o.scale()); };
+    const int64_t squeeze = o.size() == "large" ? 960 : 576;
+    conv = register_module("conv", ConvBN(3, width(16), 3, 2, 1, "hardswish"));
+    blocks = register_module("blocks", nn::Sequential());
+    int64_t in = width(16);
+    for (const auto& u : config) {
+      blocks->push_back(detail::ResidualUnit(in, width(u.expand), width(u.out), u.kernel, u.stride, u.se, u.act));
+      in = width(u.out);
+    }
+    last_second_conv = register_module("last_second_conv", ConvBN(in, width(squeeze), 1, 1, 1, "hardswish"));
+    avg_pool = register_module("avg_pool", nn::AdaptiveAvgPool2d(1));
+    last_conv = register_module("last_conv", nn::Conv2d(nn::Conv2dOptions(width(squeeze), o.class_expand(), 1).bias(false)));
+    hardswish = register_module("hardswish", Activation("hardswish"));
+    dropout = register_module("dropout", DownscaleDropout(o.dropout_prob()));
+    flatten = register_module("flatten", nn::Flatten());
+    fc = register_module("fc", nn::Linear(o.class_expand(), o.class_num()));
+    paddle_default_init(*this);
+  }
+
+  std::string name() const override { return "MobileNetV3_" + options.size(); }
+  std::vector<std::string> stage_patterns() const override {
+    if (options.size() == "large") return {"blocks[0]", "blocks[2]", "blocks[5]", "blocks[11]", "blocks[14]"};
+    return {"blocks[0]", "blocks[2]", "blocks[7]", "blocks[10]"};
+  }
+
+  MobileNetV3Options options;
+  ConvBN conv{nullptr}, last_second_conv{nullptr};
+  torch::nn::Sequential blocks{nullptr};
+  torch::nn::AdaptiveAvgPool2d avg_pool{nullptr};
+  torch::nn::Conv2d last_conv{nullptr};
+  Activation hardswish{nullptr};
+  DownscaleDropout dropout{nullptr};
+  torch::nn::Flatten flatten{nullptr};
+  torch::nn::Linear fc{nullptr};
+
+ protected:
+  torch::Tensor forward_logits(const torch::Tensor& input) override {
+    auto x = call(last_second_conv, run(blocks, call(conv, input)));
+    x = call(hardswish, call(last_conv, call(avg_pool, x)));
+    return call(fc, call(flatten, call(dropout, x)));
+  }
+};
+TORCH_MODULE(MobileNetV3);
+
+}  // namespace distill::models

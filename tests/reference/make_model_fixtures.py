@@ -1,0 +1,48 @@
+#!/usr/bin/python3
+"""Writes the files the model and state-dict tests read, with torchvision as the reference.
+
+    /usr/bin/python3 tests/reference/make_model_fixtures.py <output folder>
+
+- resnet18.pth, resnet50.pth: torch.save(model.state_dict()) of seeded torchvision models
+  whose BatchNorm statistics and affine parameters are randomised (so that eval-mode logits
+  depend on every tensor); resnet18_io.pt, resnet50_io.pt: {"input", "logits"} of those
+  models in eval mode on a 2x3x64x64 input.
+- views.pt: tensors that share one storage (a matrix, a row, a column, a transpose) and a
+  float64 and an int64 tensor.
+- not_a_dict.pt, checkpoint.pt, legacy.pt: files that are not state dicts, or not in the zip
+  format.
+"""
+import os
+import sys
+
+import torch
+import torchvision
+
+out = sys.argv[1]
+os.makedirs(out, exist_ok=True)
+torch.manual_seed(20261127)
+
+for arch in ("resnet18", "resnet50"):
+    model = getattr(torchvision.models, arch)()
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.normal_(0, 0.1)
+                m.running_var.uniform_(0.5, 1.5)
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.normal_(0, 0.1)
+    model.eval()
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        logits = model(x)
+    torch.save(model.state_dict(), os.path.join(out, f"{arch}.pth"))
+    torch.save({"input": x, "logits": logits}, os.path.join(out, f"{arch}_io.pt"))
+
+base = torch.arange(12.0).reshape(3, 4)
+torch.save({"whole": base, "row": base[1], "col": base[:, 2], "t": base.t(),
+            "double": torch.linspace(0, 1, 5, dtype=torch.float64), "long": torch.arange(4)},
+           os.path.join(out, "views.pt"))
+torch.save([torch.zeros(2)], os.path.join(out, "not_a_dict.pt"))
+torch.save({"epoch": 3, "model": torch.nn.Linear(2, 2).state_dict()}, os.path.join(out, "checkpoint.pt"))
+torch.save(torch.nn.Linear(2, 2).state_dict(), os.path.join(out, "legacy.pt"), _use_new_zipfile_serialization=False)
+print("wrote model fixtures to", out)

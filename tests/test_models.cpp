@@ -1,0 +1,205 @@
+// Backbones and feature taps: parameter counts, tap shapes against the reference tables,
+// return_stages / stop_after / freeze_before, torchvision equality, the registry.
+
+#include <catch2/catch.hpp>
+
+#include "distill/models.hpp"
+
+namespace models = distill::models;
+using Shapes = std::vector<std::pair<std::string, std::vector<int64_t>>>;
+
+namespace {
+
+int64_t parameter_count(const torch::nn::Module& module) {
+  int64_t n = 0;
+  for (const auto& p : module.parameters()) n += p.numel();
+  return n;
+}
+
+/// Runs `model` on one input of the given size and checks each named output's shape.
+void check_shapes(models::Backbone& model, int64_t size, const Shapes& expected) {
+  torch::NoGradGuard no_grad;
+  model.eval();
+  auto out = model.forward(torch::randn({1, 3, size, size}));
+  REQUIRE(out.size() == expected.size() + 1);
+  for (const auto& [name, shape] : expected) {
+    INFO(model.name() << " " << name);
+    std::vector<int64_t> full{1};
+    full.insert(full.end(), shape.begin(), shape.end());
+    CHECK(out[name].sizes() == torch::IntArrayRef(full));
+  }
+}
+
+template <class Fn>
+void expect_error(Fn&& fn, std::initializer_list<const char*> fragments) {
+  try {
+    fn();
+  } catch (const distill::Error& e) {
+    const std::string message = e.what();
+    INFO("message: " << message);
+    for (const char* f : fragments) CHECK(message.find(f) != std::string::npos);
+    return;
+  }
+  FAIL("no distill::Error was thrown");
+}
+
+}  // namespace
+
+TEST_CASE("parameter counts match torchvision and the reference", "[models]") {
+  CHECK(parameter_count(*models::create("ResNet18", {{"layout", "torchvision"}})) == 11689512);
+  CHECK(parameter_count(*models::create("ResNet34", {{"layout", "torchvision"}})) == 21797672);
+  CHECK(parameter_count(*models::create("ResNet50", {{"layout", "torchvision"}})) == 25557032);
+  // The reference's ResNet18/34 add a 64->64 projection (conv + BN: 4096 + 128) in stage 1.
+  CHECK(parameter_count(*models::create("ResNet18")) == 11689512 + 4096 + 128);
+  CHECK(parameter_count(*models::create("ResNet50")) == 25557032);
+  // Reference section 4.2: 9.018 M trainable parameters for PP-LCNet x2.5.
+  CHECK(std::abs(parameter_count(*models::create("PPLCNet_x2_5")) - 9.018e6) < 1e3);
+}
+
+TEST_CASE("ResNet18/34 taps have the reference's shapes at 224x224", "[models][taps]") {
+  models::ResNet r18(models::ResNetOptions(18));
+  r18->set_return_stages({0, 1, 2, 3});
+  check_shapes(*r18, 224, {{"blocks[1]", {64, 56, 56}}, {"blocks[3]", {128, 28, 28}},
+                           {"blocks[5]", {256, 14, 14}}, {"blocks[7]", {512, 7, 7}}});
+  models::ResNet r34(models::ResNetOptions(34));
+  r34->set_return_patterns({"blocks[0]", "blocks[2]", "blocks[3]", "blocks[6]", "blocks[7]", "blocks[12]",
+                            "blocks[13]", "blocks[15]", "avg_pool"});
+  check_shapes(*r34, 224, {{"blocks[0]", {64, 56, 56}}, {"blocks[2]", {64, 56, 56}}, {"blocks[3]", {128, 28, 28}},
+                           {"blocks[6]", {128, 28, 28}}, {"blocks[7]", {256, 14, 14}}, {"blocks[12]", {256, 14, 14}},
+                           {"blocks[13]", {512, 7, 7}}, {"blocks[15]", {512, 7, 7}}, {"avg_pool", {512, 1, 1}}});
+}
+
+TEST_CASE("PP-LCNet x2.5 and MobileNetV3 stages have the reference's shapes at 224x224", "[models][taps]") {
+  auto lcnet = models::create("PPLCNet_x2_5", {{"return_stages", true}});
+  check_shapes(*lcnet, 224, {{"blocks2", {80, 112, 112}}, {"blocks3", {160, 56, 56}}, {"blocks4", {320, 28, 28}},
+                             {"blocks5", {640, 14, 14}}, {"blocks6", {1280, 7, 7}}});
+  auto large = models::create("MobileNetV3_large_x1_0", {{"return_stages", true}});
+  check_shapes(*large, 224, {{"blocks[0]", {16, 112, 112}}, {"blocks[2]", {24, 56, 56}}, {"blocks[5]", {40, 28, 28}},
+                             {"blocks[11]", {112, 14, 14}}, {"blocks[14]", {160, 7, 7}}});
+  auto small = models::create("MobileNetV3_small_x1_0", {{"return_stages", true}});
+  check_shapes(*small, 224, {{"blocks[0]", {16, 56, 56}}, {"blocks[2]", {24, 28, 28}}, {"blocks[7]", {48, 14, 14}},
+                             {"blocks[10]", {96, 7, 7}}});
+}
+
+TEST_CASE("every backbone runs at 32x32 and 64x64 with any class count", "[models]") {
+  torch::manual_seed(0);
+  for (const auto& name : models::backbone_names()) {
+    INFO(name);
+    auto model = models::create(name, {{"class_num", 7}});
+    auto logits = model->forward(torch::randn({2, 3, 32, 32}))["logits"];
+    CHECK(logits.sizes() == torch::IntArrayRef({2, 7}));
+    CHECK(logits.isfinite().all().item<bool>());
+  }
+  auto r18 = models::create("ResNet18_vd", {{"class_num", 3}, {"return_stages", true}});
+  auto out = r18->forward(torch::randn({2, 3, 64, 64}));
+  CHECK(out["blocks[7]"].sizes() == torch::IntArrayRef({2, 512, 2, 2}));
+  CHECK(out["logits"].sizes() == torch::IntArrayRef({2, 3}));
+}
+
+TEST_CASE("taps equal the layers' outputs, and cost nothing when unset", "[models][taps]") {
+  torch::manual_seed(1);
+  torch::NoGradGuard no_grad;
+  models::ResNet net(models::ResNetOptions(18).class_num(5));
+  net->eval();
+  auto x = torch::randn({2, 3, 32, 32});
+  auto plain = net->forward(x);
+  CHECK(plain.keys() == std::vector<std::string>{"logits"});
+  net->set_return_patterns({"blocks[3]", "stem", "blocks[3].conv0", "fc"});
+  auto tapped = net->forward(x);
+  CHECK(tapped.keys() == std::vector<std::string>{"logits", "blocks[3]", "stem", "blocks[3].conv0", "fc"});
+  CHECK(torch::equal(tapped["logits"], plain["logits"]));
+  CHECK(torch::equal(tapped["fc"], plain["logits"]));
+  // Recompute blocks[3] by hand from the stem output.
+  auto h = net->max_pool(tapped["stem"]);
+  for (size_t i = 0; i <= 3; ++i) h = net->blocks->at<models::detail::PaddleBlockImpl>(i).forward(h);
+  CHECK(torch::allclose(h, tapped["blocks[3]"]));
+  // Dotted indices are accepted as the same path.
+  net->set_return_patterns({"blocks.3"});
+  CHECK(torch::equal(net->forward(x)["blocks.3"], tapped["blocks[3]"]));
+}
+
+TEST_CASE("the torchvision layout answers to the reference's pattern names", "[models][taps]") {
+  torch::NoGradGuard no_grad;
+  auto tv = models::create("ResNet34", {{"layout", "torchvision"}, {"class_num", 4},
+                                         {"return_patterns", {"blocks[2]", "blocks[6]", "blocks[12]", "blocks[15]",
+                                                              "layer2[3]", "avg_pool"}}});
+  tv->eval();
+  auto out = tv->forward(torch::randn({1, 3, 64, 64}));
+  CHECK(torch::equal(out["blocks[6]"], out["layer2[3]"]));
+  CHECK(out["blocks[15]"].sizes() == torch::IntArrayRef({1, 512, 2, 2}));
+  CHECK(out["avg_pool"].sizes() == torch::IntArrayRef({1, 512, 1, 1}));
+}
+
+TEST_CASE("stop_after truncates the network and freeze_before cuts the gradient", "[models][taps]") {
+  torch::manual_seed(2);
+  models::ResNet net(models::ResNetOptions(18).class_num(5));
+  net->eval();
+  auto x = torch::randn({2, 3, 32, 32});
+  net->set_return_patterns({"blocks[3]"});
+  auto full = net->forward(x);
+  net->stop_after("blocks[3]");
+  auto cut = net->forward(x);
+  CHECK(torch::allclose(cut["logits"], full["blocks[3]"]));  // the later layers act as identity
+  net->stop_after("");
+  CHECK(torch::allclose(net->forward(x)["logits"], full["logits"]));
+
+  net->set_return_patterns({});
+  net->freeze_before("blocks[3]");
+  net->forward(x)["logits"].sum().backward();
+  for (const auto& p : net->named_parameters()) {
+    const bool before = p.key().rfind("stem", 0) == 0 || p.key().rfind("blocks.0.", 0) == 0 ||
+                        p.key().rfind("blocks.1.", 0) == 0 || p.key().rfind("blocks.2.", 0) == 0 ||
+                        p.key().rfind("blocks.3.", 0) == 0;
+    INFO(p.key());
+    CHECK(p.value().grad().defined() != before);
+  }
+}
+
+TEST_CASE("a user's network gets taps with a few lines", "[models][taps]") {
+  // The README's example.
+  struct TinyNetImpl : models::Backbone {
+    TinyNetImpl() {
+      body = register_module("body", torch::nn::Sequential(torch::nn::Conv2d(3, 8, 3), torch::nn::ReLU()));
+      fc = register_module("fc", torch::nn::Linear(8, 10));
+    }
+    std::string name() const override { return "TinyNet"; }
+    torch::Tensor forward_logits(const torch::Tensor& x) override { return call(fc, run(body, x).mean({2, 3})); }
+    torch::nn::Sequential body{nullptr};
+    torch::nn::Linear fc{nullptr};
+  };
+  TinyNetImpl net;
+  net.set_return_patterns({"body[0]", "body"});
+  auto out = net.forward(torch::randn({2, 3, 8, 8}));
+  CHECK(out["body[0]"].sizes() == torch::IntArrayRef({2, 8, 6, 6}));
+  CHECK(torch::equal(out["body"], torch::relu(out["body[0]"])));
+  CHECK(out["logits"].sizes() == torch::IntArrayRef({2, 10}));
+}
+
+TEST_CASE("unknown patterns, names and keys are errors that say what exists", "[models][errors]") {
+  expect_error([] { models::create("ResNet34", {{"return_patterns", {"blocks[16]"}}}, "Arch.models[0].Teacher"); },
+               {"Arch.models[0].Teacher", "'blocks[16]' names no layer", "blocks[0..15]", "avg_pool"});
+  expect_error([] { models::create("ResNet34", {{"clas_num", 3}}, "Arch.models[0].Teacher"); },
+               {"Arch.models[0].Teacher.clas_num", "unknown key", "class_num"});
+  expect_error([] { models::create("ResNet35", {}, "Arch.models[1].Student"); },
+               {"Arch.models[1].Student.name", "unknown backbone 'ResNet35'", "ResNet34"});
+  expect_error([] { models::create("ResNet18", {{"class_num", "ten"}}, "S"); }, {"S.class_num", "an integer", "string"});
+  expect_error([] { models::create("ResNet18", {{"return_stages", 4}}); }, {"return stage 4", "4 stages"});
+  expect_error([] { models::create("ResNet18", {{"return_stages", 1}, {"return_patterns", {"fc"}}}); }, {"not both"});
+  expect_error([] { models::create("ResNet18", {{"layout", "keras"}}); }, {"layout", "keras"});
+  expect_error([] { models::create("ResNet50_vd", {{"layout", "torchvision"}}); }, {"vd"});
+  expect_error([] { models::create("PPLCNet_x1_0", {{"pretrained", true}}); }, {"pretrained", "path"});
+  expect_error([] { models::create("PPLCNet_x1_0", {{"use_ssld", true}}); }, {"use_ssld"});
+  models::ResNet net(models::ResNetOptions(18));
+  expect_error([&] { net->stop_after("blocks[9]"); }, {"stop_after", "blocks[9]"});
+  expect_error([&] { net->freeze_before("stem[1]"); }, {"freeze_before", "stem[1]"});
+  // A user's network whose forward skips call() for a requested layer is told so.
+  struct SkipNetImpl : models::Backbone {
+    SkipNetImpl() { fc = register_module("fc", torch::nn::Linear(3, 2)); }
+    std::string name() const override { return "SkipNet"; }
+    torch::Tensor forward_logits(const torch::Tensor& x) override { return fc(x); }
+    torch::nn::Linear fc{nullptr};
+  };
+  SkipNetImpl skip;
+  skip.set_return_patterns({"fc"});
+  expect_error([&] { skip.forward(torch::randn({1, 3})); }, {"SkipNet", "'fc'", "call()"});
+}
