@@ -9,27 +9,18 @@
 
 #include "distill/io.hpp"
 #include "distill/models.hpp"
+#include "expect_error.hpp"
 
 namespace models = distill::models;
 namespace io = distill::io;
+
+using distill_test::expect_error;
 
 namespace {
 
 std::string fixture(const std::string& name) { return std::string(DISTILL_TEST_MODELS) + "/" + name; }
 std::string scratch(const std::string& name) { return std::string(DISTILL_TEST_SCRATCH) + "/" + name; }
 
-template <class Fn>
-void expect_error(Fn&& fn, std::initializer_list<const char*> fragments) {
-  try {
-    fn();
-  } catch (const distill::Error& e) {
-    const std::string message = e.what();
-    INFO("message: " << message);
-    for (const char* f : fragments) CHECK(message.find(f) != std::string::npos);
-    return;
-  }
-  FAIL("no distill::Error was thrown");
-}
 
 void write_bytes(const std::string& path, const std::string& bytes) {
   std::ofstream(path, std::ios::binary) << bytes;

@@ -4,24 +4,13 @@
 #include <catch2/catch.hpp>
 
 #include "distill/losses.hpp"
+#include "expect_error.hpp"
 
 namespace F = distill::functional;
 
-namespace {
+using distill_test::expect_error;
 
-/// Runs `fn`, requires a distill::Error, and requires every fragment in its message.
-template <class Fn>
-void expect_error(Fn&& fn, std::initializer_list<const char*> fragments) {
-  try {
-    fn();
-  } catch (const distill::Error& e) {
-    const std::string message = e.what();
-    INFO("message: " << message);
-    for (const char* fragment : fragments) CHECK(message.find(fragment) != std::string::npos);
-    return;
-  }
-  FAIL("no distill::Error was thrown");
-}
+namespace {
 
 const auto s = torch::randn({4, 10});
 const auto t = torch::randn({4, 10});

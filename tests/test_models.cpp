@@ -4,9 +4,12 @@
 #include <catch2/catch.hpp>
 
 #include "distill/models.hpp"
+#include "expect_error.hpp"
 
 namespace models = distill::models;
 using Shapes = std::vector<std::pair<std::string, std::vector<int64_t>>>;
+
+using distill_test::expect_error;
 
 namespace {
 
@@ -30,18 +33,6 @@ void check_shapes(models::Backbone& model, int64_t size, const Shapes& expected)
   }
 }
 
-template <class Fn>
-void expect_error(Fn&& fn, std::initializer_list<const char*> fragments) {
-  try {
-    fn();
-  } catch (const distill::Error& e) {
-    const std::string message = e.what();
-    INFO("message: " << message);
-    for (const char* f : fragments) CHECK(message.find(f) != std::string::npos);
-    return;
-  }
-  FAIL("no distill::Error was thrown");
-}
 
 }  // namespace
 

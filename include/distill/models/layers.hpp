@@ -108,6 +108,38 @@ class SEImpl : public Layer {
 };
 TORCH_MODULE(SE);
 
+/// A backbone ending in the head PP-LCNet and MobileNetV3 share: global average pool -> 1x1
+/// conv to class_expand channels (no bias) -> hardswish -> Paddle-style dropout -> flatten ->
+/// Linear. The head's modules are registered on the network itself, so their paths are the
+/// reference's ("last_conv", "fc", ...).
+class ExpandHeadBackbone : public Backbone {
+ public:
+  torch::nn::AdaptiveAvgPool2d avg_pool{nullptr};
+  torch::nn::Conv2d last_conv{nullptr};
+  Activation hardswish{nullptr};
+  DownscaleDropout dropout{nullptr};
+  torch::nn::Flatten flatten{nullptr};
+  torch::nn::Linear fc{nullptr};
+
+ protected:
+  void build_head(int64_t in, int64_t class_expand, double dropout_prob, int64_t class_num) {
+    namespace nn = torch::nn;
+    if (class_num < 1 || class_expand < 1)
+      distill::detail::fail(name(), ": class_num and class_expand must be positive, got ", class_num, " and ",
+                            class_expand);
+    avg_pool = register_module("avg_pool", nn::AdaptiveAvgPool2d(1));
+    last_conv = register_module("last_conv", nn::Conv2d(nn::Conv2dOptions(in, class_expand, 1).bias(false)));
+    hardswish = register_module("hardswish", Activation("hardswish"));
+    dropout = register_module("dropout", DownscaleDropout(dropout_prob));
+    flatten = register_module("flatten", nn::Flatten());
+    fc = register_module("fc", nn::Linear(class_expand, class_num));
+  }
+  torch::Tensor head(const torch::Tensor& features) {
+    auto x = call(hardswish, call(last_conv, call(avg_pool, features)));
+    return call(fc, call(flatten, call(dropout, x)));
+  }
+};
+
 /// Paddle's default initialisation (reference section 4): conv weights normal(0,
 /// sqrt(2 / (k*k*C_in))) with C_in the full input width, conv biases zero, Linear weights
 /// Xavier-uniform with zero biases. BatchNorm keeps weight 1, bias 0.

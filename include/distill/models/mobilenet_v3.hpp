@@ -76,14 +76,13 @@ inline const std::vector<MobileNetV3Unit>& mobilenet_v3_config(const std::string
 /// MobileNetV3 with named feature taps; units are "blocks[i]".
 ///
 ///   distill::models::MobileNetV3 teacher(distill::models::MobileNetV3Options("large"));
-class MobileNetV3Impl : public Backbone {
+class MobileNetV3Impl : public ExpandHeadBackbone {
  public:
   explicit MobileNetV3Impl(MobileNetV3Options options) : options(std::move(options)) {
     namespace nn = torch::nn;
     const auto& o = this->options;
     const auto& config = detail::mobilenet_v3_config(o.size());
-    if (!(o.scale() > 0) || o.class_num() < 1 || o.class_expand() < 1)
-      distill::detail::fail("MobileNetV3: scale, class_num and class_expand must be positive");
+    if (!(o.scale() > 0)) distill::detail::fail("MobileNetV3: scale must be positive, got ", o.scale());
     auto width = [&](int64_t c) { return make_divisible(c * o.scale()); };
     const int64_t squeeze = o.size() == "large" ? 960 : 576;
     conv = register_module("conv", ConvBN(3, width(16), 3, 2, 1, "hardswish"));
@@ -94,12 +93,7 @@ class MobileNetV3Impl : public Backbone {
       in = width(u.out);
     }
     last_second_conv = register_module("last_second_conv", ConvBN(in, width(squeeze), 1, 1, 1, "hardswish"));
-    avg_pool = register_module("avg_pool", nn::AdaptiveAvgPool2d(1));
-    last_conv = register_module("last_conv", nn::Conv2d(nn::Conv2dOptions(width(squeeze), o.class_expand(), 1).bias(false)));
-    hardswish = register_module("hardswish", Activation("hardswish"));
-    dropout = register_module("dropout", DownscaleDropout(o.dropout_prob()));
-    flatten = register_module("flatten", nn::Flatten());
-    fc = register_module("fc", nn::Linear(o.class_expand(), o.class_num()));
+    build_head(width(squeeze), o.class_expand(), o.dropout_prob(), o.class_num());
     paddle_default_init(*this);
   }
 
@@ -112,18 +106,10 @@ class MobileNetV3Impl : public Backbone {
   MobileNetV3Options options;
   ConvBN conv{nullptr}, last_second_conv{nullptr};
   torch::nn::Sequential blocks{nullptr};
-  torch::nn::AdaptiveAvgPool2d avg_pool{nullptr};
-  torch::nn::Conv2d last_conv{nullptr};
-  Activation hardswish{nullptr};
-  DownscaleDropout dropout{nullptr};
-  torch::nn::Flatten flatten{nullptr};
-  torch::nn::Linear fc{nullptr};
 
  protected:
   torch::Tensor forward_logits(const torch::Tensor& input) override {
-    auto x = call(last_second_conv, run(blocks, call(conv, input)));
-    x = call(hardswish, call(last_conv, call(avg_pool, x)));
-    return call(fc, call(flatten, call(dropout, x)));
+    return head(call(last_second_conv, run(blocks, call(conv, input))));
   }
 };
 TORCH_MODULE(MobileNetV3);

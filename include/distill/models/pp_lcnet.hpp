@@ -61,13 +61,12 @@ inline const std::vector<std::vector<LCNetBlock>>& lcnet_config() {
 ///
 ///   distill::models::PPLCNet lcnet(distill::models::PPLCNetOptions(2.5));
 ///   lcnet->set_return_patterns({"blocks5"});
-class PPLCNetImpl : public Backbone {
+class PPLCNetImpl : public ExpandHeadBackbone {
  public:
   explicit PPLCNetImpl(PPLCNetOptions options) : options(std::move(options)) {
     namespace nn = torch::nn;
     const auto& o = this->options;
-    if (!(o.scale() > 0) || o.class_num() < 1 || o.class_expand() < 1)
-      distill::detail::fail("PPLCNet: scale, class_num and class_expand must be positive");
+    if (!(o.scale() > 0)) distill::detail::fail("PPLCNet: scale must be positive, got ", o.scale());
     auto width = [&](int64_t c) { return make_divisible(c * o.scale()); };
     conv1 = register_module("conv1", ConvBN(3, width(16), 3, 2, 1, "hardswish"));
     const auto& config = detail::lcnet_config();
@@ -76,12 +75,7 @@ class PPLCNetImpl : public Backbone {
       for (const auto& b : config[s])
         stages[s]->push_back(detail::DepthwiseSeparable(width(b.in), width(b.out), b.kernel, b.stride, b.se));
     }
-    avg_pool = register_module("avg_pool", nn::AdaptiveAvgPool2d(1));
-    last_conv = register_module("last_conv", nn::Conv2d(nn::Conv2dOptions(width(512), o.class_expand(), 1).bias(false)));
-    hardswish = register_module("hardswish", Activation("hardswish"));
-    dropout = register_module("dropout", DownscaleDropout(o.dropout_prob()));
-    flatten = register_module("flatten", nn::Flatten());
-    fc = register_module("fc", nn::Linear(o.class_expand(), o.class_num()));
+    build_head(width(512), o.class_expand(), o.dropout_prob(), o.class_num());
     paddle_default_init(*this);
     // The reference initialises the ConvBN convolutions Kaiming-normal (fan_in).
     torch::NoGradGuard no_grad;
@@ -97,19 +91,12 @@ class PPLCNetImpl : public Backbone {
   PPLCNetOptions options;
   ConvBN conv1{nullptr};
   std::array<torch::nn::Sequential, 5> stages{nullptr, nullptr, nullptr, nullptr, nullptr};
-  torch::nn::AdaptiveAvgPool2d avg_pool{nullptr};
-  torch::nn::Conv2d last_conv{nullptr};
-  Activation hardswish{nullptr};
-  DownscaleDropout dropout{nullptr};
-  torch::nn::Flatten flatten{nullptr};
-  torch::nn::Linear fc{nullptr};
 
  protected:
   torch::Tensor forward_logits(const torch::Tensor& input) override {
     auto x = call(conv1, input);
     for (auto& stage : stages) x = run(stage, x);
-    x = call(hardswish, call(last_conv, call(avg_pool, x)));
-    return call(fc, call(flatten, call(dropout, x)));
+    return head(x);
   }
 };
 TORCH_MODULE(PPLCNet);
