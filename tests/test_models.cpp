@@ -20,7 +20,7 @@ int64_t parameter_count(const torch::nn::Module& module) {
 }
 
 /// Runs `model` on one input of the given size and checks each named output's shape.
-void check_shapes(models::Backbone& model, int64_t size, const Shapes& expected) {
+void check_shapes(distill::Backbone& model, int64_t size, const Shapes& expected) {
   torch::NoGradGuard no_grad;
   model.eval();
   auto out = model.forward(torch::randn({1, 3, size, size}));
@@ -148,7 +148,7 @@ TEST_CASE("stop_after truncates the network and freeze_before cuts the gradient"
 
 TEST_CASE("a user's network gets taps with a few lines", "[models][taps]") {
   // The README's example.
-  struct TinyNetImpl : models::Backbone {
+  struct TinyNetImpl : distill::Backbone {
     TinyNetImpl() {
       body = register_module("body", torch::nn::Sequential(torch::nn::Conv2d(3, 8, 3), torch::nn::ReLU()));
       fc = register_module("fc", torch::nn::Linear(8, 10));
@@ -184,7 +184,7 @@ TEST_CASE("unknown patterns, names and keys are errors that say what exists", "[
   expect_error([&] { net->stop_after("blocks[9]"); }, {"stop_after", "blocks[9]"});
   expect_error([&] { net->freeze_before("stem[1]"); }, {"freeze_before", "stem[1]"});
   // A user's network whose forward skips call() for a requested layer is told so.
-  struct SkipNetImpl : models::Backbone {
+  struct SkipNetImpl : distill::Backbone {
     SkipNetImpl() { fc = register_module("fc", torch::nn::Linear(3, 2)); }
     std::string name() const override { return "SkipNet"; }
     torch::Tensor forward_logits(const torch::Tensor& x) override { return fc(x); }

@@ -1,5 +1,6 @@
 #pragma once
 // Backbones with named feature taps (ResNet, PP-LCNet, MobileNetV3) and their registry.
 
-#include "distill/models/backbone.hpp"
+#include "distill/compose/backbone.hpp"
+#include "distill/models/afd.hpp"
 #include "distill/models/registry.hpp"

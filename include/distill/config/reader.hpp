@@ -1,8 +1,11 @@
 #pragma once
 // Reading one JSON object of a recipe with errors that name the JSON path.
 
+#include <algorithm>
 #include <set>
 #include <string>
+#include <type_traits>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -14,12 +17,18 @@ using json = nlohmann::json;
 
 namespace detail {
 template <class T>
-const char* expected_type() {
+struct is_vector : std::false_type {};
+template <class T>
+struct is_vector<std::vector<T>> : std::true_type {};
+
+template <class T>
+std::string expected_type() {
   if constexpr (std::is_same_v<T, bool>) return "a boolean";
   else if constexpr (std::is_integral_v<T>) return "an integer";
   else if constexpr (std::is_floating_point_v<T>) return "a number";
   else if constexpr (std::is_same_v<T, std::string>) return "a string";
-  else return "a value of another type";
+  else if constexpr (is_vector<T>::value) return "a list of " + expected_type<typename T::value_type>() + " items";
+  else return "a JSON value";
 }
 
 template <class T>
@@ -28,6 +37,9 @@ bool holds(const json& value) {
   else if constexpr (std::is_integral_v<T>) return value.is_number_integer();
   else if constexpr (std::is_floating_point_v<T>) return value.is_number();
   else if constexpr (std::is_same_v<T, std::string>) return value.is_string();
+  else if constexpr (is_vector<T>::value)
+    return value.is_array() &&
+           std::all_of(value.begin(), value.end(), [](const json& v) { return holds<typename T::value_type>(v); });
   else return true;
 }
 }  // namespace detail
@@ -49,6 +61,11 @@ class Reader {
   bool has(const std::string& key) const {
     known_.insert(key);
     return object_.contains(key) && !object_.at(key).is_null();
+  }
+  /// Whether `key` is present and null (the reference's way to say "none").
+  bool is_null(const std::string& key) const {
+    known_.insert(key);
+    return object_.contains(key) && object_.at(key).is_null();
   }
   /// The raw value of a present key (see has()).
   const json& raw(const std::string& key) const {

@@ -1,5 +1,6 @@
 #pragma once
-// distill::Features: the output of a model, an ordered map from name to tensor.
+// distill::Named: an ordered map by name; Features (name -> tensor, what a model returns) and
+// ModelOutputs (name -> Features, what a composed model returns) are its two uses.
 
 #include <initializer_list>
 #include <string>
@@ -12,24 +13,20 @@
 
 namespace distill {
 
-/// What a model returns: "logits" first, then named intermediate outputs in the order they
-/// were asked for (a backbone's return patterns, an AFD transform's "query" and "value", ...).
-/// Lookups by a missing name throw distill::Error listing the names that exist.
-///
-///   distill::Features out = resnet->forward(images);
-///   auto logits = out["logits"];
-///   auto stage3 = out["blocks[12]"];
-class Features {
+/// An ordered map from name to value with the merge rule of Python's dict.update and lookups
+/// that fail with a distill::Error listing the names that exist.
+template <class Value>
+class Named {
  public:
-  using Item = std::pair<std::string, torch::Tensor>;
+  using Item = std::pair<std::string, Value>;
 
-  Features() = default;
-  Features(std::initializer_list<Item> items) {
+  Named() = default;
+  Named(std::initializer_list<Item> items) {
     for (const auto& [name, value] : items) set(name, value);
   }
 
   /// Adds `name`, or replaces its value in place (the merge rule of dict.update).
-  void set(const std::string& name, torch::Tensor value) {
+  void set(const std::string& name, Value value) {
     for (auto& item : items_)
       if (item.first == name) {
         item.second = std::move(value);
@@ -40,11 +37,11 @@ class Features {
 
   bool contains(const std::string& name) const { return find(name) != nullptr; }
 
-  const torch::Tensor& at(const std::string& name) const {
+  const Value& at(const std::string& name) const {
     if (const auto* value = find(name)) return *value;
-    detail::fail("Features: no entry '", name, "'; entries are ", describe_keys());
+    detail::fail("no entry '", name, "'; the entries are ", describe_keys());
   }
-  const torch::Tensor& operator[](const std::string& name) const { return at(name); }
+  const Value& operator[](const std::string& name) const { return at(name); }
 
   std::vector<std::string> keys() const {
     std::vector<std::string> names;
@@ -64,12 +61,26 @@ class Features {
   auto end() const { return items_.end(); }
 
  private:
-  const torch::Tensor* find(const std::string& name) const {
+  const Value* find(const std::string& name) const {
     for (const auto& item : items_)
       if (item.first == name) return &item.second;
     return nullptr;
   }
   std::vector<Item> items_;
 };
+
+/// What a model returns: "logits" first, then named intermediate outputs in the order they
+/// were asked for (a backbone's return patterns, an AFD transform's "query", ...).
+///
+///   distill::Features out = resnet->forward(images);
+///   auto logits = out["logits"];
+///   auto stage3 = out["blocks[12]"];
+using Features = Named<torch::Tensor>;
+
+/// What a composed model (DistillationModel) returns: each sub-model's Features by its name.
+///
+///   distill::ModelOutputs out = model->forward(images);
+///   auto student_logits = out["Student"]["logits"];
+using ModelOutputs = Named<Features>;
 
 }  // namespace distill

@@ -11,6 +11,14 @@ struct DistanceOptions {
   TORCH_ARG(std::string, mode) = "l2";
 };
 
+namespace detail {
+/// Checks DistanceOptions once, for the functional form and when a module is built.
+inline void check_options(const DistanceOptions& options) {
+  constexpr const char* kLoss = "distance_loss";
+  detail::check_choice(kLoss, "mode", options.mode(), {"l1", "l2", "smooth_l1"});
+}
+}  // namespace detail
+
 namespace functional {
 
 /// Mean over all elements of |d|, d^2 or Huber(d) with d = student - teacher.
@@ -21,9 +29,9 @@ namespace functional {
 inline torch::Tensor distance_loss(const torch::Tensor& student, const torch::Tensor& teacher,
                                    const DistanceOptions& options = {}) {
   constexpr const char* kLoss = "distance_loss";
+  detail::check_options(options);
   detail::check_floating(kLoss, "student", student);
   detail::check_same(kLoss, "student", student, "teacher", teacher);
-  detail::check_choice(kLoss, "mode", options.mode(), {"l1", "l2", "smooth_l1"});
   if (student.numel() == 0) detail::fail(kLoss, ": 'student' is empty: ", detail::describe(student));
   auto d = detail::compute(student) - detail::compute(teacher);
   if (options.mode() == "l1") return d.abs().mean();
@@ -41,7 +49,9 @@ inline torch::Tensor distance_loss(const torch::Tensor& student, const torch::Te
 class DistanceLossImpl : public detail::LossModule<DistanceLossImpl> {
  public:
   static constexpr const char* kName = "DistanceLoss";
-  explicit DistanceLossImpl(DistanceOptions options = {}) : options(std::move(options)) {}
+  explicit DistanceLossImpl(DistanceOptions options = {}) : options(std::move(options)) {
+    detail::check_options(this->options);
+  }
   torch::Tensor forward(const torch::Tensor& student, const torch::Tensor& teacher) {
     return functional::distance_loss(student, teacher, options);
   }

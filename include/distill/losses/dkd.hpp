@@ -17,6 +17,14 @@ struct DKDOptions {
   TORCH_ARG(bool, use_target_as_gt) = false;
 };
 
+namespace detail {
+/// Checks DKDOptions once, for the functional form and when a module is built.
+inline void check_options(const DKDOptions& options) {
+  constexpr const char* kLoss = "dkd_loss";
+  detail::check_positive(kLoss, "temperature", options.temperature());
+}
+}  // namespace detail
+
 namespace functional {
 
 /// alpha * TCKD + beta * NCKD, each scaled by T^2 / N:
@@ -31,9 +39,9 @@ namespace functional {
 inline torch::Tensor dkd_loss(const torch::Tensor& student, const torch::Tensor& teacher,
                               const torch::Tensor& target, const DKDOptions& options = {}) {
   constexpr const char* kLoss = "dkd_loss";
+  detail::check_options(options);
   detail::check_logits(kLoss, "student", student, /*min_classes=*/2);
   detail::check_same(kLoss, "student", student, "teacher", teacher);
-  detail::check_positive(kLoss, "temperature", options.temperature());
   const double t = options.temperature();
   auto zs = detail::compute(student) / t;
   auto zt = detail::compute(teacher).detach() / t;
@@ -70,7 +78,9 @@ inline torch::Tensor dkd_loss(const torch::Tensor& student, const torch::Tensor&
 class DKDLossImpl : public detail::LossModule<DKDLossImpl> {
  public:
   static constexpr const char* kName = "DKDLoss";
-  explicit DKDLossImpl(DKDOptions options = {}) : options(std::move(options)) {}
+  explicit DKDLossImpl(DKDOptions options = {}) : options(std::move(options)) {
+    detail::check_options(this->options);
+  }
   torch::Tensor forward(const torch::Tensor& student, const torch::Tensor& teacher,
                         const torch::Tensor& target = {}) {
     return functional::dkd_loss(student, teacher, target, options);

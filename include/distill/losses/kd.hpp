@@ -10,6 +10,14 @@ struct KDOptions {
   TORCH_ARG(double, temperature) = 4.0;
 };
 
+namespace detail {
+/// Checks KDOptions once, for the functional form and when a module is built.
+inline void check_options(const KDOptions& options) {
+  constexpr const char* kLoss = "kd_loss";
+  detail::check_positive(kLoss, "temperature", options.temperature());
+}
+}  // namespace detail
+
 namespace functional {
 
 /// T^2 / N * sum_{n,c} p_t (log p_t - log softmax(z_s / T)) with p_t = softmax(z_t / T).
@@ -20,9 +28,9 @@ namespace functional {
 inline torch::Tensor kd_loss(const torch::Tensor& student, const torch::Tensor& teacher,
                              const KDOptions& options = {}) {
   constexpr const char* kLoss = "kd_loss";
+  detail::check_options(options);
   detail::check_logits(kLoss, "student", student);
   detail::check_same(kLoss, "student", student, "teacher", teacher);
-  detail::check_positive(kLoss, "temperature", options.temperature());
   const double t = options.temperature();
   auto log_ps = torch::log_softmax(detail::compute(student) / t, 1);
   auto log_pt = torch::log_softmax(detail::compute(teacher).detach() / t, 1);
@@ -40,7 +48,9 @@ inline torch::Tensor kd_loss(const torch::Tensor& student, const torch::Tensor& 
 class KDLossImpl : public detail::LossModule<KDLossImpl> {
  public:
   static constexpr const char* kName = "KDLoss";
-  explicit KDLossImpl(KDOptions options = {}) : options(std::move(options)) {}
+  explicit KDLossImpl(KDOptions options = {}) : options(std::move(options)) {
+    detail::check_options(this->options);
+  }
   torch::Tensor forward(const torch::Tensor& student, const torch::Tensor& teacher) {
     return functional::kd_loss(student, teacher, options);
   }

@@ -13,6 +13,14 @@ struct SKDOptions {
   TORCH_ARG(double, alpha) = 0.9;
 };
 
+namespace detail {
+/// Checks SKDOptions once, for the functional form and when a module is built.
+inline void check_options(const SKDOptions& options) {
+  constexpr const char* kLoss = "skd_loss";
+  detail::check_positive(kLoss, "temperature", options.temperature());
+}
+}  // namespace detail
+
 namespace functional {
 
 /// With z' = multiplier * (z - mean) / sqrt(var + 1e-7) per sample over the classes (biased
@@ -27,9 +35,9 @@ namespace functional {
 inline torch::Tensor skd_loss(const torch::Tensor& student, const torch::Tensor& teacher,
                               const torch::Tensor& target, const SKDOptions& options = {}) {
   constexpr const char* kLoss = "skd_loss";
+  detail::check_options(options);
   detail::check_logits(kLoss, "student", student);
   detail::check_same(kLoss, "student", student, "teacher", teacher);
-  detail::check_positive(kLoss, "temperature", options.temperature());
   const double t = options.temperature();
   auto normalise = [&](const torch::Tensor& z) {
     auto centred = z - z.mean(1, true);
@@ -51,7 +59,9 @@ inline torch::Tensor skd_loss(const torch::Tensor& student, const torch::Tensor&
 class SKDLossImpl : public detail::LossModule<SKDLossImpl> {
  public:
   static constexpr const char* kName = "SKDLoss";
-  explicit SKDLossImpl(SKDOptions options = {}) : options(std::move(options)) {}
+  explicit SKDLossImpl(SKDOptions options = {}) : options(std::move(options)) {
+    detail::check_options(this->options);
+  }
   torch::Tensor forward(const torch::Tensor& student, const torch::Tensor& teacher,
                         const torch::Tensor& target = {}) {
     return functional::skd_loss(student, teacher, target, options);

@@ -10,6 +10,14 @@ struct WSLOptions {
   TORCH_ARG(double, temperature) = 2.0;
 };
 
+namespace detail {
+/// Checks WSLOptions once, for the functional form and when a module is built.
+inline void check_options(const WSLOptions& options) {
+  constexpr const char* kLoss = "wsl_loss";
+  detail::check_positive(kLoss, "temperature", options.temperature());
+}
+}  // namespace detail
+
 namespace functional {
 
 /// T^2 * mean_n(w_n * kd_n) where
@@ -24,9 +32,9 @@ namespace functional {
 inline torch::Tensor wsl_loss(const torch::Tensor& student, const torch::Tensor& teacher,
                               const torch::Tensor& target, const WSLOptions& options = {}) {
   constexpr const char* kLoss = "wsl_loss";
+  detail::check_options(options);
   detail::check_logits(kLoss, "student", student);
   detail::check_same(kLoss, "student", student, "teacher", teacher);
-  detail::check_positive(kLoss, "temperature", options.temperature());
   const double t = options.temperature();
   auto zs = detail::compute(student), zt = detail::compute(teacher);
   auto index = detail::target_or_argmax(kLoss, target, zt.detach());
@@ -48,7 +56,9 @@ inline torch::Tensor wsl_loss(const torch::Tensor& student, const torch::Tensor&
 class WSLLossImpl : public detail::LossModule<WSLLossImpl> {
  public:
   static constexpr const char* kName = "WSLLoss";
-  explicit WSLLossImpl(WSLOptions options = {}) : options(std::move(options)) {}
+  explicit WSLLossImpl(WSLOptions options = {}) : options(std::move(options)) {
+    detail::check_options(this->options);
+  }
   torch::Tensor forward(const torch::Tensor& student, const torch::Tensor& teacher,
                         const torch::Tensor& target = {}) {
     return functional::wsl_loss(student, teacher, target, options);

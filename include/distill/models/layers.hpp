@@ -5,7 +5,7 @@
 #include <cmath>
 #include <string>
 
-#include "distill/models/backbone.hpp"
+#include "distill/compose/backbone.hpp"
 
 namespace distill::models {
 
@@ -120,6 +120,17 @@ class ExpandHeadBackbone : public Backbone {
   DownscaleDropout dropout{nullptr};
   torch::nn::Flatten flatten{nullptr};
   torch::nn::Linear fc{nullptr};
+
+  /// The reference gives every BatchNorm of these networks L2Decay(0).
+  std::vector<torch::Tensor> no_weight_decay_parameters() const override {
+    std::vector<torch::Tensor> params;
+    for (const auto& m : modules(/*include_self=*/false))
+      if (auto* bn = dynamic_cast<torch::nn::BatchNorm2dImpl*>(m.get())) {
+        params.push_back(bn->weight);
+        params.push_back(bn->bias);
+      }
+    return params;
+  }
 
  protected:
   void build_head(int64_t in, int64_t class_expand, double dropout_prob, int64_t class_num) {

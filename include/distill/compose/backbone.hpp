@@ -1,101 +1,22 @@
 #pragma once
-// Named feature taps for libtorch networks: the role of the reference's TheseusLayer
-// (return_patterns, return_stages, stop_after, freeze_before; reference section 1.3).
-//
-// libtorch modules have no forward hooks, so a network cooperates: its forward passes every
-// child through call() (or run() for a Sequential). With no patterns set that is one null
-// check per child. With patterns, call() records the child's output when the child's path
-// was asked for; paths are found from the module tree, so nothing is named twice.
+// distill::Backbone: a network with named feature taps (the reference's TheseusLayer:
+// return_patterns, return_stages, stop_after, freeze_before; section 1.3).
 
 #include <map>
-#include <memory>
 #include <string>
-#include <unordered_map>
 #include <vector>
 
-#include <torch/torch.h>
-
+#include "distill/compose/model.hpp"
 #include "distill/core/error.hpp"
-#include "distill/core/features.hpp"
 
-namespace distill::models {
-
-namespace detail {
-
-/// libtorch's "blocks.3.conv0" as the reference writes it: "blocks[3].conv0".
-inline std::string reference_path(const std::string& dotted) {
-  std::string out, part;
-  auto flush = [&] {
-    const bool index = !part.empty() && part.find_first_not_of("0123456789") == std::string::npos;
-    if (index && !out.empty()) out += "[" + part + "]";
-    else out += (out.empty() ? "" : ".") + part;
-    part.clear();
-  };
-  for (char c : dotted) {
-    if (c == '.') flush();
-    else part += c;
-  }
-  flush();
-  return out;
-}
-
-/// What one forward pass does at the tapped children; shared by every Layer of a network.
-struct TapPlan {
-  std::unordered_map<const torch::nn::Module*, std::vector<std::string>> record;
-  const torch::nn::Module* stop = nullptr;    // stop_after: later children become identity
-  const torch::nn::Module* freeze = nullptr;  // freeze_before: output cut from the graph
-  std::unordered_map<std::string, torch::Tensor> outputs;
-  bool stopped = false;
-};
-
-}  // namespace detail
-
-/// Base of a module whose forward routes its children through taps. Blocks of a network
-/// (residual units, SE modules, ...) derive from it; the network itself derives from Backbone.
-///
-///   struct MyBlockImpl : distill::models::Layer {
-///     torch::Tensor forward(torch::Tensor x) { return call(conv, call(bn, x)); }
-///     ...
-///   };
-class Layer : public torch::nn::Module {
- protected:
-  /// child->forward(x), recorded if requested; identity once a stop_after point has run.
-  template <class Child>
-  torch::Tensor call(Child& child, const torch::Tensor& x) {
-    if (plan_ && plan_->stopped) return x;
-    return tap(*child, child->forward(x));
-  }
-  torch::Tensor call(torch::nn::AnyModule& child, const torch::Tensor& x) {
-    if (plan_ && plan_->stopped) return x;
-    return tap(*child.ptr(), child.forward(x));
-  }
-  /// Runs a Sequential child by child, so that each entry ("blocks[3]") can be tapped too.
-  torch::Tensor run(torch::nn::Sequential& sequence, torch::Tensor x) {
-    for (auto& child : *sequence) x = call(child, x);
-    return tap(*sequence, x);
-  }
-  /// Records `y` as the output of `module` (when asked for), applies freeze_before and
-  /// stop_after. For outputs a layer computes itself rather than through call().
-  torch::Tensor tap(const torch::nn::Module& module, torch::Tensor y) {
-    if (!plan_) return y;
-    if (&module == plan_->freeze) y = y.detach();
-    if (auto it = plan_->record.find(&module); it != plan_->record.end())
-      for (const auto& name : it->second) plan_->outputs[name] = y;
-    if (&module == plan_->stop) plan_->stopped = true;
-    return y;
-  }
-
- private:
-  friend class Backbone;
-  std::shared_ptr<detail::TapPlan> plan_;
-};
+namespace distill {
 
 /// A network with named feature taps (the reference's TheseusLayer). forward() returns
 /// Features: "logits" (the network's output) and one entry per return pattern, in pattern
 /// order. A subclass builds its layers, names its stages and implements forward_logits()
 /// with call()/run():
 ///
-///   struct TinyNetImpl : distill::models::Backbone {
+///   struct TinyNetImpl : distill::Backbone {
 ///     TinyNetImpl() {
 ///       body = register_module("body", torch::nn::Sequential(torch::nn::Conv2d(3, 8, 3), torch::nn::ReLU()));
 ///       fc = register_module("fc", torch::nn::Linear(8, 10));
@@ -110,13 +31,13 @@ class Layer : public torch::nn::Module {
 ///   TinyNetImpl net;
 ///   net.set_return_patterns({"body[0]", "body"});
 ///   distill::Features out = net.forward(images);   // "logits", "body[0]", "body"
-class Backbone : public Layer {
+class Backbone : public FeatureModel {
  public:
-  virtual std::string name() const = 0;
+  using FeatureModel::forward;
   /// The paths `return_stages` indexes (the reference's stages_pattern).
   virtual std::vector<std::string> stage_patterns() const { return {}; }
 
-  Features forward(const torch::Tensor& x) {
+  Features forward(const torch::Tensor& x) override {
     if (!plan_) return Features{{"logits", forward_logits(x)}};
     plan_->outputs.clear();
     plan_->stopped = false;
@@ -124,7 +45,7 @@ class Backbone : public Layer {
     for (const auto& pattern : patterns_) {
       auto it = plan_->outputs.find(pattern);
       if (it == plan_->outputs.end())
-        distill::detail::fail(name(), ": return pattern '", pattern,
+        detail::fail(name(), ": return pattern '", pattern,
                               "' names a layer this network's forward does not pass through call()");
       out.set(pattern, it->second);
     }
@@ -142,7 +63,7 @@ class Backbone : public Layer {
     std::vector<std::string> patterns;
     for (int64_t s : stages) {
       if (s < 0 || s >= static_cast<int64_t>(all.size()))
-        distill::detail::fail(name(), ": return stage ", s, " out of range; the network has ",
+        detail::fail(name(), ": return stage ", s, " out of range; the network has ",
                               all.size(), " stages");
       patterns.push_back(all[s]);
     }
@@ -179,7 +100,7 @@ class Backbone : public Layer {
     const std::string normalised = detail::reference_path(pattern);
     const std::string& path = aliases.count(normalised) ? aliases.at(normalised) : normalised;
     if (auto it = modules.find(path); it != modules.end()) return it->second;
-    distill::detail::fail(name(), ": ", what, " '", pattern, "' names no layer; the layers are ", describe_layers(),
+    detail::fail(name(), ": ", what, " '", pattern, "' names no layer; the layers are ", describe_layers(),
                           aliases.empty() ? "" : " (plus the reference's names, e.g. 'blocks[0]')",
                           " and their children, e.g. '", example_child(), "'");
   }
@@ -231,4 +152,4 @@ class Backbone : public Layer {
   std::string stop_, freeze_;
 };
 
-}  // namespace distill::models
+}  // namespace distill

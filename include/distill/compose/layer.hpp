@@ -1,0 +1,87 @@
+#pragma once
+// Feature taps for libtorch modules. libtorch has no forward hooks, so a network cooperates:
+// its forward passes every child through call() (or run() for a Sequential). With no taps
+// set that is one null check per child; with taps, call() records the child's output when
+// the child was asked for, cuts the graph at a freeze point, and turns later children into
+// identity after a stop point (the reference's TheseusLayer, section 1.3).
+
+#include <memory>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include <torch/torch.h>
+
+namespace distill {
+
+namespace detail {
+
+/// libtorch's "blocks.3.conv0" as the reference writes it: "blocks[3].conv0".
+inline std::string reference_path(const std::string& dotted) {
+  std::string out, part;
+  auto flush = [&] {
+    const bool index = !part.empty() && part.find_first_not_of("0123456789") == std::string::npos;
+    if (index && !out.empty()) out += "[" + part + "]";
+    else out += (out.empty() ? "" : ".") + part;
+    part.clear();
+  };
+  for (char c : dotted) {
+    if (c == '.') flush();
+    else part += c;
+  }
+  flush();
+  return out;
+}
+
+/// What one forward pass does at the tapped children; shared by every Layer of a network.
+struct TapPlan {
+  std::unordered_map<const torch::nn::Module*, std::vector<std::string>> record;
+  const torch::nn::Module* stop = nullptr;    // stop_after: later children become identity
+  const torch::nn::Module* freeze = nullptr;  // freeze_before: output cut from the graph
+  std::unordered_map<std::string, torch::Tensor> outputs;
+  bool stopped = false;
+};
+
+}  // namespace detail
+
+/// Base of a module whose forward routes its children through taps. Blocks of a network
+/// (residual units, SE modules, ...) derive from it; the network itself derives from Backbone.
+///
+///   struct MyBlockImpl : distill::Layer {
+///     torch::Tensor forward(torch::Tensor x) { return call(conv, call(bn, x)); }
+///     ...
+///   };
+class Layer : public torch::nn::Module {
+ protected:
+  /// child->forward(x), recorded if requested; identity once a stop_after point has run.
+  template <class Child>
+  torch::Tensor call(Child& child, const torch::Tensor& x) {
+    if (plan_ && plan_->stopped) return x;
+    return tap(*child, child->forward(x));
+  }
+  torch::Tensor call(torch::nn::AnyModule& child, const torch::Tensor& x) {
+    if (plan_ && plan_->stopped) return x;
+    return tap(*child.ptr(), child.forward(x));
+  }
+  /// Runs a Sequential child by child, so that each entry ("blocks[3]") can be tapped too.
+  torch::Tensor run(torch::nn::Sequential& sequence, torch::Tensor x) {
+    for (auto& child : *sequence) x = call(child, x);
+    return tap(*sequence, x);
+  }
+  /// Records `y` as the output of `module` (when asked for), applies freeze_before and
+  /// stop_after. For outputs a layer computes itself rather than through call().
+  torch::Tensor tap(const torch::nn::Module& module, torch::Tensor y) {
+    if (!plan_) return y;
+    if (&module == plan_->freeze) y = y.detach();
+    if (auto it = plan_->record.find(&module); it != plan_->record.end())
+      for (const auto& name : it->second) plan_->outputs[name] = y;
+    if (&module == plan_->stop) plan_->stopped = true;
+    return y;
+  }
+
+ private:
+  friend class Backbone;
+  std::shared_ptr<detail::TapPlan> plan_;
+};
+
+}  // namespace distill

@@ -1,0 +1,35 @@
+#pragma once
+// distill::FeatureModel: what DistillationModel and AttentionModel compose.
+
+#include <string>
+#include <vector>
+
+#include "distill/compose/layer.hpp"
+#include "distill/core/features.hpp"
+
+namespace distill {
+
+/// A model in a composition: it maps images, or the Features of the model before it in an
+/// AttentionModel chain, to Features. Backbones take images; transforms such as the AFD
+/// LinearTransformTeacher take features. Overriding classes add `using FeatureModel::forward;`
+/// so that the other overload stays visible.
+class FeatureModel : public Layer {
+ public:
+  virtual std::string name() const = 0;
+
+  virtual Features forward(const torch::Tensor& images) {
+    (void)images;
+    detail::fail(name(), ": takes the features of the model before it, not images; put it after a "
+                         "backbone in an AttentionModel");
+  }
+  virtual Features forward(const Features& features) {
+    (void)features;
+    detail::fail(name(), ": takes images, not features; it must come first in an AttentionModel");
+  }
+
+  /// Parameters the reference trains without weight decay (e.g. the BatchNorm scales and
+  /// shifts of PP-LCNet and MobileNetV3, whose ParamAttr sets L2Decay(0)).
+  virtual std::vector<torch::Tensor> no_weight_decay_parameters() const { return {}; }
+};
+
+}  // namespace distill

@@ -1,0 +1,291 @@
+// Composition: the seven recipes from JSON (forward, backward, loss keys), freezing and
+// mutual learning under an optimizer step, wrappers, CombinedLoss, and config errors with
+// their JSON paths.
+
+#include <catch2/catch.hpp>
+
+#include "distill/compose.hpp"
+#include "distill/config.hpp"
+#include "expect_error.hpp"
+#include "recipes.hpp"
+
+using distill_test::expect_error;
+using json = nlohmann::json;
+namespace config = distill::config;
+
+namespace {
+
+json recipe(const std::string& name) {
+  auto r = config::load_file(std::string(DISTILL_RECIPES) + "/" + name + ".json");
+  distill_test::shrink_recipe(r, 10, 64);
+  return r;
+}
+
+struct Built {
+  std::shared_ptr<distill::DistillationModelImpl> model;
+  std::shared_ptr<distill::CombinedLossImpl> loss;
+};
+
+Built build(const json& r) { return {config::build_model(r["Arch"]), config::build_loss(r["Loss"]["Train"])}; }
+
+std::vector<torch::Tensor> snapshot(const std::vector<torch::Tensor>& params) {
+  std::vector<torch::Tensor> copy;
+  for (const auto& p : params) copy.push_back(p.detach().clone());
+  return copy;
+}
+
+bool unchanged(const std::vector<torch::Tensor>& params, const std::vector<torch::Tensor>& before) {
+  for (size_t i = 0; i < params.size(); ++i)
+    if (!torch::equal(params[i], before[i])) return false;
+  return true;
+}
+
+bool all_changed(const std::vector<torch::Tensor>& params, const std::vector<torch::Tensor>& before) {
+  for (size_t i = 0; i < params.size(); ++i)
+    if (torch::equal(params[i], before[i])) return false;
+  return true;
+}
+
+/// One SGD step on the recipe's loss; returns the loss terms.
+distill::LossTerms step(Built& b, torch::optim::Optimizer& optimizer) {
+  auto images = torch::randn({4, 3, 64, 64});
+  auto labels = torch::randint(0, 10, {4, 1});
+  auto terms = b.loss->forward(b.model->forward(images), labels);
+  optimizer.zero_grad();
+  terms["loss"].backward();
+  optimizer.step();
+  return terms;
+}
+
+torch::optim::SGD sgd(const Built& b) {
+  auto groups = distill::optimizer_parameters(*b.model, *b.loss);
+  std::vector<torch::Tensor> all = groups.decay;
+  all.insert(all.end(), groups.no_decay.begin(), groups.no_decay.end());
+  return torch::optim::SGD(all, torch::optim::SGDOptions(0.1));
+}
+
+}  // namespace
+
+TEST_CASE("the seven recipes build from JSON, run forward and backward, and name their terms", "[compose][recipes]") {
+  const std::map<std::string, std::vector<std::string>> expected{
+      {"ssld", {"DMLLoss_Student_Teacher", "loss"}},
+      {"dml", {"CELoss_Student", "CELoss_Teacher", "DMLLoss_Student_Teacher", "loss"}},
+      {"udml", {"CELoss_Student", "CELoss_Teacher", "DMLLoss_Student_Teacher", "loss_l2_Student_Teacher_blocks5", "loss"}},
+      {"afd", {"CELoss_Student", "loss_kldiv_Student_Teacher", "loss_afd", "loss"}},
+      {"dkd", {"CELoss_Student", "loss_dkd_Student_Teacher", "loss"}},
+      {"dist", {"CELoss_Student", "loss_dist_Student_Teacher", "loss"}},
+      {"mgd", {"CELoss_Student", "loss_mgd_Student_Teacher_blocks[7]_blocks[15]", "loss"}}};
+  torch::manual_seed(0);
+  for (const auto& [name, keys] : expected) {
+    INFO(name);
+    auto b = build(recipe(name));
+    b.model->train();
+    auto terms = b.loss->forward(b.model->forward(torch::randn({2, 3, 64, 64})), torch::randint(0, 10, {2, 1}));
+    CHECK(terms.keys() == keys);
+    torch::Tensor sum = torch::zeros({});
+    for (const auto& [k, v] : terms)
+      if (k != "loss") sum = sum + v;
+    CHECK(terms["loss"].item<double>() == Approx(sum.item<double>()));
+    CHECK(std::isfinite(terms["loss"].item<double>()));
+    terms["loss"].backward();
+    for (const auto& p : b.model->infer_model()->parameters()) CHECK(p.grad().defined());
+  }
+}
+
+TEST_CASE("a frozen teacher stays fixed while the student and the loss modules learn", "[compose][recipes]") {
+  torch::manual_seed(1);
+  for (const char* name : {"mgd", "afd"}) {
+    INFO(name);
+    auto b = build(recipe(name));
+    b.model->train();
+    // The AFD teacher is an AttentionModel whose backbone is frozen and whose transform is not.
+    auto teacher = b.model->model("Teacher");
+    std::vector<torch::Tensor> frozen, trainable;
+    for (const auto& p : teacher->parameters()) (p.requires_grad() ? trainable : frozen).push_back(p);
+    REQUIRE(!frozen.empty());
+    auto student = b.model->model("Student")->parameters();
+    auto loss_params = b.loss->parameters();
+    REQUIRE(!loss_params.empty());  // MGD's generator, AFD's p_t and p_s
+    auto frozen0 = snapshot(frozen), student0 = snapshot(student), loss0 = snapshot(loss_params),
+         trainable0 = snapshot(trainable);
+    auto optimizer = sgd(b);
+    step(b, optimizer);
+    CHECK(unchanged(frozen, frozen0));
+    for (const auto& p : frozen) CHECK(!p.grad().defined());
+    CHECK(!unchanged(student, student0));
+    CHECK(all_changed(loss_params, loss0));
+    if (std::string(name) == "afd") CHECK(all_changed(trainable, trainable0));  // LinearTransformTeacher
+  }
+}
+
+TEST_CASE("DML trains both models", "[compose][recipes]") {
+  torch::manual_seed(2);
+  auto b = build(recipe("dml"));
+  b.model->train();
+  auto teacher = b.model->model("Teacher")->parameters(), student = b.model->model("Student")->parameters();
+  auto teacher0 = snapshot(teacher), student0 = snapshot(student);
+  auto optimizer = sgd(b);
+  step(b, optimizer);
+  CHECK(!unchanged(teacher, teacher0));
+  CHECK(!unchanged(student, student0));
+  // The DML term alone sends gradient into both networks (mutual learning).
+  optimizer.zero_grad();
+  auto outputs = b.model->forward(torch::randn({2, 3, 64, 64}));
+  distill::Pair<distill::DMLLoss> dml(distill::DMLLoss(), distill::PairOptions().name("DMLLoss"));
+  dml(outputs, torch::Tensor())["DMLLoss_Student_Teacher"].backward();
+  CHECK(b.model->model("Teacher")->named_parameters()["fc.weight"].grad().abs().sum().item<double>() > 0);
+  CHECK(b.model->model("Student")->named_parameters()["fc.weight"].grad().abs().sum().item<double>() > 0);
+}
+
+TEST_CASE("frozen models follow the frozen_mode", "[compose]") {
+  torch::manual_seed(3);
+  for (const std::string mode : {"train", "eval"}) {
+    INFO(mode);
+    auto r = recipe("dkd");
+    r["Arch"]["frozen_mode"] = mode;
+    auto b = build(r);
+    b.model->train();
+    auto teacher = b.model->model("Teacher");
+    CHECK(teacher->is_training() == (mode == "train"));
+    CHECK(b.model->model("Student")->is_training());
+    const auto stats0 = teacher->named_buffers()["bn1.running_mean"].clone();
+    b.model->forward(torch::randn({2, 3, 64, 64}));
+    // The reference's train mode updates a frozen teacher's BatchNorm statistics.
+    CHECK(torch::equal(teacher->named_buffers()["bn1.running_mean"], stats0) == (mode == "eval"));
+  }
+}
+
+TEST_CASE("optimizer parameters: frozen excluded, BatchNorm exempt where the reference exempts it", "[compose]") {
+  auto b = build(recipe("ssld"));  // frozen ResNet50_vd teacher, PP-LCNet student
+  auto groups = distill::optimizer_parameters(*b.model, *b.loss);
+  int64_t student_total = 0, grouped = 0, bn = 0;
+  for (const auto& p : b.model->model("Student")->parameters()) student_total += p.numel();
+  for (const auto* list : {&groups.decay, &groups.no_decay})
+    for (const auto& p : *list) grouped += p.numel();
+  for (const auto& p : groups.no_decay) bn += p.numel();
+  CHECK(grouped == student_total);  // the teacher contributes nothing
+  for (const auto& m : b.model->model("Student")->modules(false))
+    if (auto* norm = dynamic_cast<torch::nn::BatchNorm2dImpl*>(m.get())) bn -= 2 * norm->weight.numel();
+  CHECK(bn == 0);
+  // A ResNet student decays everything, and the MGD generator joins the decay group.
+  auto mgd = build(recipe("mgd"));
+  auto g = distill::optimizer_parameters(*mgd.model, *mgd.loss);
+  CHECK(g.no_decay.empty());
+  CHECK(g.decay.size() == mgd.model->model("Student")->parameters().size() + mgd.loss->parameters().size());
+}
+
+TEST_CASE("Pair, GroundTruth and AttentionModel compose from C++", "[compose]") {
+  torch::manual_seed(4);
+  auto s = torch::randn({3, 5}), t = torch::randn({3, 5});
+  auto y = torch::tensor({1, 0, 4}, torch::kLong);
+  distill::ModelOutputs outputs{{"Student", {{"logits", s}, {"f", s * 2}}}, {"Teacher", {{"logits", t}, {"f", t * 2}}}};
+  distill::Pair<distill::KDLoss> kd(distill::KDLoss(distill::KDOptions().temperature(2)),
+                                    distill::PairOptions().name("loss_kldiv"));
+  auto terms = kd(outputs, y);
+  CHECK(terms.keys() == std::vector<std::string>{"loss_kldiv_Student_Teacher"});
+  CHECK(terms["loss_kldiv_Student_Teacher"].item<double>() ==
+        distill::functional::kd_loss(s, t, distill::KDOptions().temperature(2)).item<double>());
+  distill::Pair<distill::DKDLoss> dkd(distill::DKDLoss(), distill::PairOptions().key("f").name("dkd"));
+  CHECK(dkd(outputs, y)["dkd_Student_Teacher_f"].item<double>() ==
+        distill::functional::dkd_loss(s * 2, t * 2, y).item<double>());  // labels reach DKD
+  distill::Pair<distill::DistanceLoss> l1(distill::DistanceLoss(distill::DistanceOptions().mode("l1")),
+                                          distill::PairOptions().act("softmax").name("l1"));
+  CHECK(l1(outputs, y)["l1_Student_Teacher"].item<double>() ==
+        Approx((torch::softmax(s, -1) - torch::softmax(t, -1)).abs().mean().item<double>()));
+  distill::GroundTruth<distill::CELoss> ce(distill::CELoss(), distill::GroundTruthOptions({"Student", "Teacher"}).name("CELoss"));
+  auto gt = ce(outputs, y);
+  CHECK(gt.keys() == std::vector<std::string>{"CELoss_Student", "CELoss_Teacher"});
+  CHECK(gt["CELoss_Teacher"].item<double>() == distill::functional::ce_loss(t, y).item<double>());
+
+  distill::CombinedLoss combined;
+  combined->add(kd.ptr(), 0.5);
+  combined->add(ce.ptr(), 2.0);
+  auto all = combined->forward(outputs, y);
+  CHECK(all["loss"].item<double>() ==
+        Approx(0.5 * terms["loss_kldiv_Student_Teacher"].item<double>() +
+               2.0 * (gt["CELoss_Student"].item<double>() + gt["CELoss_Teacher"].item<double>())));
+  // A single term is weighted too (the reference would ignore its weight).
+  distill::CombinedLoss single;
+  single->add(kd.ptr(), 0.25);
+  CHECK(single->forward(outputs, y)["loss"].item<double>() == Approx(0.25 * terms["loss_kldiv_Student_Teacher"].item<double>()));
+
+  // An AttentionModel merges the chained outputs.
+  auto chain = config::build_model(recipe("afd")["Arch"])->model("Teacher");
+  chain->eval();
+  auto merged = chain->forward(torch::randn({2, 3, 64, 64}));
+  CHECK(merged.keys().size() == 1 + 16 + 1 + 16);
+  CHECK(merged["query"].sizes() == torch::IntArrayRef({2, 16, 128}));
+  CHECK(merged["value[15]"].sizes() == torch::IntArrayRef({2, 4}));
+}
+
+TEST_CASE("config errors name their JSON path", "[compose][errors]") {
+  auto edit = [](const std::string& name, const std::string& assignment) {
+    auto r = recipe(name);
+    config::apply_override(r, assignment);
+    return r;
+  };
+  expect_error([&] { config::build_model(edit("dkd", "Arch.models[1].Student.name=ResNet19")["Arch"]); },
+               {"Arch.models[1].Student.name", "unknown backbone 'ResNet19'"});
+  expect_error([&] { config::build_model(edit("dkd", "Arch.models[0].Teacher.class_num=\"ten\"")["Arch"]); },
+               {"Arch.models[0].Teacher.class_num", "expected an integer", "string"});
+  expect_error([&] { config::build_model(edit("dkd", "Arch.freeze_params_list=[true]")["Arch"]); },
+               {"Arch.freeze_params_list", "2 booleans", "one per model"});
+  expect_error([&] { config::build_model(edit("dkd", "Arch.infer_model_name=Pupil")["Arch"]); },
+               {"Arch.infer_model_name", "'Pupil'", "'Student'"});
+  expect_error([&] { config::build_model(edit("dkd", "Arch.name=AttentionModel")["Arch"]); },
+               {"Arch.name", "DistillationModel"});
+  expect_error([&] { config::build_model(edit("mgd", "Arch.models[0].Teacher.return_patterns=[\"blocks[99]\"]")["Arch"]); },
+               {"Arch.models[0].Teacher", "blocks[99]", "names no layer"});
+  expect_error([&] { config::build_model(edit("afd", "Arch.models[1].Student.models[1].LinearTransformStudent.qk_dim=\"x\"")["Arch"]); },
+               {"Arch.models[1].Student.models[1].LinearTransformStudent.qk_dim", "an integer"});
+
+  auto dkd = recipe("dkd");
+  dkd["Loss"]["Train"][1]["DistillationDKDLoss"].erase("model_name_pairs");
+  expect_error([&] { config::build_loss(dkd["Loss"]["Train"]); },
+               {"Loss.Train[1].DistillationDKDLoss.model_name_pairs", "missing"});
+  dkd = recipe("dkd");
+  dkd["Loss"]["Train"][1]["DistillationDKDLoss"].erase("weight");
+  expect_error([&] { config::build_loss(dkd["Loss"]["Train"]); }, {"Loss.Train[1].DistillationDKDLoss.weight", "missing"});
+  dkd = recipe("dkd");
+  dkd["Loss"]["Train"][1]["DistillationDKDLoss"]["temprature"] = 2;
+  expect_error([&] { config::build_loss(dkd["Loss"]["Train"]); },
+               {"Loss.Train[1].DistillationDKDLoss.temprature", "unknown key", "temperature"});
+  expect_error([&] { config::build_loss(json::parse(R"([{"DistillationKDLoss": {"weight": 1}}])")); },
+               {"Loss.Train[0].DistillationKDLoss", "unknown loss", "DistillationKLDivLoss"});
+  expect_error([&] { config::build_loss(json::parse(R"([{"DistillationDKDLoss": {"weight": 1, "model_name_pairs": [["Student"]]}}])")); },
+               {"Loss.Train[0].DistillationDKDLoss.model_name_pairs[0]", "pair"});
+  expect_error([&] { config::build_loss(json::parse(R"([{"DistillationDKDLoss": {"weight": 1, "model_name_pairs": [["S", "T"]], "temperature": -1}}])")); },
+               {"Loss.Train[0].DistillationDKDLoss", "temperature"});
+  expect_error([&] {
+    config::build_loss(json::parse(R"([{"DistillationPairLoss": {"weight": 1, "model_name_pairs": [["S", "T"]], "base_loss_name": "FooLoss"}}])"));
+  }, {"Loss.Train[0].DistillationPairLoss.base_loss_name", "FooLoss", "MGDLoss"});
+
+  // Keys no model output has, and models that do not exist: reported at the first forward.
+  auto udml = edit("udml", "Loss.Train[2].DistillationDistanceLoss.key=blocks7");
+  auto b = build(udml);
+  auto outputs = b.model->forward(torch::randn({2, 3, 64, 64}));
+  auto labels = torch::randint(0, 10, {2});
+  expect_error([&] { b.loss->forward(outputs, labels); },
+               {"Loss.Train[2].DistillationDistanceLoss", "model 'Student' has no output 'blocks7'", "'blocks5'"});
+  auto wrong_model = edit("udml", "Loss.Train[1].DistillationDMLLoss.model_name_pairs=[[\"Student\", \"Teachr\"]]");
+  expect_error([&] { config::build_loss(wrong_model["Loss"]["Train"])->forward(outputs, labels); },
+               {"Loss.Train[1].DistillationDMLLoss", "no model 'Teachr'", "'Teacher'"});
+
+  // Two terms with one name: an error naming both entries (the reference overwrites one).
+  auto twice = recipe("udml");
+  twice["Loss"]["Train"].push_back(twice["Loss"]["Train"][2]);
+  expect_error([&] { config::build_loss(twice["Loss"]["Train"])->forward(outputs, labels); },
+               {"Loss.Train[3].DistillationDistanceLoss", "'loss_l2_Student_Teacher_blocks5'", "Loss.Train[2]"});
+
+  // Overrides must name existing keys.
+  auto r = recipe("dkd");
+  expect_error([&] { config::apply_override(r, "Arch.models[1].Student.clas_num=3"); },
+               {"Arch.models[1].Student", "no key 'clas_num'", "class_num"});
+  expect_error([&] { config::apply_override(r, "Arch.models[2].Student.class_num=3"); }, {"Arch.models", "no element [2]"});
+  expect_error([&] { config::apply_override(r, "Arch.models"); }, {"Dotted.Key=value"});
+  config::apply_override(r, "Arch.models[1].Student.class_num=3");
+  CHECK(r["Arch"]["models"][1]["Student"]["class_num"] == 3);
+  config::apply_override(r, "Arch.models[0].Teacher.pretrained=weights/x.pth");
+  CHECK(r["Arch"]["models"][0]["Teacher"]["pretrained"] == "weights/x.pth");
+  expect_error([&] { config::load_file(std::string(DISTILL_RECIPES) + "/missing.json"); }, {"missing.json", "cannot open"});
+}
