@@ -178,6 +178,20 @@ inline std::shared_ptr<FeatureModel> build_feature_model(const json& options, co
 
 }  // namespace detail
 
+/// Sets every "pretrained" / "pretrained_list" entry of an Arch section to "none", for runs
+/// that take all weights from one file afterwards (evaluation, inference, export).
+inline void drop_pretrained(json& node) {
+  if (node.is_object()) {
+    for (auto& [key, value] : node.items()) {
+      if (key == "pretrained") value = false;
+      else if (key == "pretrained_list") value = nullptr;
+      else drop_pretrained(value);
+    }
+  } else if (node.is_array()) {
+    for (auto& item : node) drop_pretrained(item);
+  }
+}
+
 /// Builds the reference's `Arch` section: a DistillationModel of the listed models (each a
 /// backbone, an AttentionModel or an AFD LinearTransform*), with `freeze_params_list`,
 /// `pretrained_list` (paths or nulls; it works here, unlike the reference's), `infer_model_name`

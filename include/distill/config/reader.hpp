@@ -106,7 +106,7 @@ class Reader {
   }
 
  private:
-  const json& object_;
+  json object_;  // a copy: a Reader may outlive the expression that produced its object
   std::string path_;
   mutable std::set<std::string> known_;
 };

@@ -9,6 +9,7 @@
 // _rebuild_parameter) and libtorch's own type tags, and rejects any other object by name.
 
 #include <cstring>
+#include <fstream>
 #include <memory>
 #include <string>
 #include <unordered_map>
@@ -63,6 +64,7 @@ inline torch::Dtype storage_dtype(const std::string& global, const std::string& 
 class Unpickler {
  public:
   explicit Unpickler(const std::string& path) : path_(path) {
+    if (!std::ifstream(path).good()) distill::detail::fail(path, ": cannot open the file");
     try {
       reader_ = std::make_unique<caffe2::serialize::PyTorchStreamReader>(path);
       if (reader_->hasRecord("byteorder")) {

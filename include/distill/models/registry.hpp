@@ -10,6 +10,7 @@
 
 #include "distill/config/reader.hpp"
 #include "distill/io/state_dict.hpp"
+#include "distill/models/convnet.hpp"
 #include "distill/models/mobilenet_v3.hpp"
 #include "distill/models/pp_lcnet.hpp"
 #include "distill/models/resnet.hpp"
@@ -52,6 +53,12 @@ inline std::map<std::string, Factory> builtin_factories() {
                                                      .class_expand(r.get<int64_t>("class_expand", 1280))
                                                      .dropout_prob(r.get<double>("dropout_prob", 0.2)));
       };
+  factories["ConvNet"] = [](const config::Reader& r) {
+    return std::make_shared<ConvNetImpl>(ConvNetOptions(r.get<std::vector<int64_t>>("widths", {16, 32, 64}))
+                                             .depth(r.get<int64_t>("depth", 1))
+                                             .class_num(r.get<int64_t>("class_num", 10))
+                                             .in_channels(r.get<int64_t>("in_channels", 3)));
+  };
   return factories;
 }
 
@@ -96,7 +103,8 @@ inline std::vector<std::string> backbone_names() {
 /// Creates a backbone by name. `options` holds the reference's constructor keys:
 /// class_num, return_patterns, return_stages (true, an index or a list), pretrained (a path
 /// to a state dict written by torch.save or distill), plus per family layout ("paddle" or
-/// "torchvision", ResNet) and class_expand and dropout_prob (PP-LCNet, MobileNetV3). A "name"
+/// "torchvision", ResNet), class_expand and dropout_prob (PP-LCNet, MobileNetV3), widths,
+/// depth and in_channels (ConvNet). A "name"
 /// key, if present, must agree. Unknown names and keys are errors naming `path`.
 ///
 ///   auto teacher = distill::models::create("ResNet34", {{"class_num", 100},

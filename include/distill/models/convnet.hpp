@@ -1,0 +1,76 @@
+#pragma once
+// ConvNet: a small plain CNN for quick runs (Fashion-MNIST, tests) where the reference's
+// ImageNet backbones are too slow on a CPU. Not part of the reference.
+
+#include <string>
+#include <vector>
+
+#include "distill/models/layers.hpp"
+
+namespace distill::models {
+
+/// Options of ConvNet: one stage per width, each `depth` 3x3 ConvBN-ReLU units followed by a
+/// 2x2 max-pool (except the last stage), then global average pooling and a Linear head.
+struct ConvNetOptions {
+  explicit ConvNetOptions(std::vector<int64_t> widths = {16, 32, 64}) : widths_(std::move(widths)) {}
+  TORCH_ARG(std::vector<int64_t>, widths);
+  TORCH_ARG(int64_t, depth) = 1;
+  TORCH_ARG(int64_t, class_num) = 10;
+  TORCH_ARG(int64_t, in_channels) = 3;
+};
+
+/// A plain CNN with named stages "stages[i]" (and "avg_pool", "fc").
+///
+///   auto teacher = distill::models::create("ConvNet", {{"widths", {32, 64, 128}}, {"depth", 2}, {"class_num", 10}});
+class ConvNetImpl : public Backbone {
+ public:
+  explicit ConvNetImpl(ConvNetOptions options) : options(std::move(options)) {
+    namespace nn = torch::nn;
+    const auto& o = this->options;
+    if (o.widths().empty() || o.depth() < 1 || o.class_num() < 1 || o.in_channels() < 1)
+      distill::detail::fail("ConvNet: widths must be non-empty and depth, class_num, in_channels positive");
+    stages = register_module("stages", nn::ModuleList());
+    int64_t in = o.in_channels();
+    for (size_t s = 0; s < o.widths().size(); ++s) {
+      nn::Sequential stage;
+      for (int64_t d = 0; d < o.depth(); ++d) {
+        stage->push_back(ConvBN(in, o.widths()[s], 3, 1, 1, "relu"));
+        in = o.widths()[s];
+      }
+      if (s + 1 < o.widths().size()) stage->push_back(nn::MaxPool2d(nn::MaxPool2dOptions(2)));
+      stages->push_back(stage);
+    }
+    avg_pool = register_module("avg_pool", nn::AdaptiveAvgPool2d(1));
+    flatten = register_module("flatten", nn::Flatten());
+    fc = register_module("fc", nn::Linear(in, o.class_num()));
+    torch::NoGradGuard no_grad;
+    for (auto& m : modules(/*include_self=*/false))
+      if (auto* conv = dynamic_cast<nn::Conv2dImpl*>(m.get())) nn::init::kaiming_normal_(conv->weight, 0, torch::kFanOut, torch::kReLU);
+  }
+
+  std::string name() const override { return "ConvNet"; }
+  std::vector<std::string> stage_patterns() const override {
+    std::vector<std::string> stages_list;
+    for (size_t s = 0; s < options.widths().size(); ++s) stages_list.push_back("stages[" + std::to_string(s) + "]");
+    return stages_list;
+  }
+
+  ConvNetOptions options;
+  torch::nn::ModuleList stages{nullptr};
+  torch::nn::AdaptiveAvgPool2d avg_pool{nullptr};
+  torch::nn::Flatten flatten{nullptr};
+  torch::nn::Linear fc{nullptr};
+
+ protected:
+  torch::Tensor forward_logits(const torch::Tensor& input) override {
+    auto x = input;
+    for (size_t s = 0; s < stages->size(); ++s) {
+      torch::nn::Sequential stage(stages->ptr<torch::nn::SequentialImpl>(s));
+      x = run(stage, x);
+    }
+    return call(fc, call(flatten, call(avg_pool, tap(*stages, x))));
+  }
+};
+TORCH_MODULE(ConvNet);
+
+}  // namespace distill::models

@@ -1,0 +1,59 @@
+# End-to-end test of the `distill` command on Fashion-MNIST (cmake -P, run by CTest):
+# train a teacher, evaluate and export it, distil a student from it (KD), run inference on
+# JPEG files, and check that mistakes on the command line are reported.
+#   -DDISTILL=<binary> -DSOURCE=<repository> -DWORK=<scratch folder> -DPYTHON=<python with torch>
+
+file(REMOVE_RECURSE ${WORK})
+file(MAKE_DIRECTORY ${WORK})
+set(recipes ${SOURCE}/examples/recipes/fashion_mnist)
+set(small -o DataLoader.Train.dataset.limit=512 -o DataLoader.Eval.dataset.limit=256 -o Global.epochs=1
+          -o Global.print_batch_step=2)
+
+function(distill expect_rc expect_regex)
+  execute_process(COMMAND ${DISTILL} ${ARGN} WORKING_DIRECTORY ${SOURCE}
+                  RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
+  string(REPLACE ";" " " shown "${ARGN}")
+  message(STATUS "distill ${shown}\n${out}${err}")
+  if(NOT rc EQUAL expect_rc)
+    message(FATAL_ERROR "exit code ${rc}, expected ${expect_rc}")
+  endif()
+  if(NOT "${out}${err}" MATCHES "${expect_regex}")
+    message(FATAL_ERROR "output does not match '${expect_regex}'")
+  endif()
+endfunction()
+
+distill(0 "commands:.*train.*eval.*infer.*export" --help)
+distill(0 "Resume: -o Global.checkpoints" train --help)
+distill(2 "usage: distill")
+distill(1 "no key 'epoch'.*epochs" train -c ${recipes}/teacher.json -o Global.epoch=1)
+distill(1 "unknown command 'fit'" fit -c ${recipes}/teacher.json)
+
+distill(0 "epoch 1/1 step [0-9]+/4 \\| CELoss_Teacher [0-9.]+ \\| loss [0-9.]+ \\| lr .* img/s \\| ETA.*eval epoch 1 \\| top1"
+        train -c ${recipes}/teacher.json ${small} -o Global.output_dir=${WORK}/teacher)
+foreach(file latest.pt best_model_student.pt metrics.jsonl training.svg)
+  if(NOT EXISTS ${WORK}/teacher/${file})
+    message(FATAL_ERROR "train did not write ${file}")
+  endif()
+endforeach()
+distill(0 "evaluated Teacher on 256 images: top1 [0-9.]+ top5"
+        eval -c ${recipes}/teacher.json ${small} -o Global.pretrained_model=${WORK}/teacher/latest.pt)
+distill(0 "exported Teacher"
+        export -c ${recipes}/teacher.json -o Global.pretrained_model=${WORK}/teacher/latest.pt --out ${WORK}/teacher.pt)
+execute_process(COMMAND ${PYTHON} -c "import torch; d = torch.load('${WORK}/teacher.pt'); assert 'fc.weight' in d, list(d); print(len(d), 'tensors')"
+                RESULT_VARIABLE rc)
+if(NOT rc EQUAL 0)
+  message(FATAL_ERROR "Python's torch.load cannot read the exported teacher")
+endif()
+
+# The teacher-student pair: KD from the exported teacher.
+distill(0 "loss_kldiv_Student_Teacher.*eval epoch 1 \\| top1"
+        train -c ${recipes}/kd.json ${small} -o Global.output_dir=${WORK}/kd
+        -o Arch.models[0].Teacher.pretrained=${WORK}/teacher.pt)
+
+execute_process(COMMAND ${PYTHON} ${SOURCE}/tests/cli/make_images.py ${WORK}/images RESULT_VARIABLE rc)
+if(NOT rc EQUAL 0)
+  message(FATAL_ERROR "could not write test images")
+endif()
+distill(0 "0_label9.jpg: [0-9] \\([A-Za-z/ -]+\\) [0-9.]+, "
+        infer -c ${recipes}/kd.json -o Global.pretrained_model=${WORK}/kd/latest.pt -o Infer.infer_imgs=${WORK}/images)
+distill(1 "give the weights" infer -c ${recipes}/kd.json ${WORK}/images/0_label9.jpg)

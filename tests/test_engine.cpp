@@ -1,0 +1,414 @@
+// The training engine: data (JPEG, transforms, image lists, Fashion-MNIST, loader),
+// schedules and optimiser, the trainer (one epoch, overfitting, resume, export, evaluation)
+// and mixed precision pieces, on a synthetic dataset the tests write.
+
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <set>
+
+#include <catch2/catch.hpp>
+
+#include "distill/data.hpp"
+#include "distill/train/trainer.hpp"
+#include "expect_error.hpp"
+#include "synthetic.hpp"
+
+using distill_test::expect_error;
+using json = nlohmann::json;
+namespace data = distill::data;
+namespace train = distill::train;
+
+namespace {
+
+std::string scratch(const std::string& name) {
+  const auto path = std::string(DISTILL_TEST_SCRATCH) + "/engine/" + name;
+  std::filesystem::create_directories(std::filesystem::path(path).parent_path());
+  return path;
+}
+
+/// The synthetic dataset, shared by the test processes CTest runs in parallel: each writes
+/// its own copy and moves it into place, so nobody reads a half-written one.
+const std::string& dataset_dir() {
+  static const std::string dir = [] {
+    const auto final_dir = scratch("synthetic");
+    if (!std::filesystem::exists(final_dir + "/train_list.txt")) {
+      const auto mine = final_dir + ".tmp" + std::to_string(::getpid());
+      distill_test::write_synthetic_dataset(mine);
+      std::error_code error;
+      std::filesystem::rename(mine, final_dir, error);
+      if (error) std::filesystem::remove_all(mine);  // another process was first; same content
+    }
+    return final_dir;
+  }();
+  return dir;
+}
+
+std::vector<json> read_jsonl(const std::string& path) {
+  std::ifstream in(path);
+  std::vector<json> records;
+  for (std::string line; std::getline(in, line);) records.push_back(json::parse(line));
+  return records;
+}
+
+/// Everything a run leaves in its parameters and buffers.
+distill::io::StateDict all_state(train::Trainer& t) {
+  distill::io::StateDict all;
+  for (const auto& item : distill::io::state_dict(t.model())) all.insert("model." + item.key(), item.value());
+  for (const auto& item : distill::io::state_dict(t.loss())) all.insert("loss." + item.key(), item.value());
+  return all;
+}
+
+std::string quiet_run(json recipe) {
+  std::ostringstream out;
+  train::Trainer trainer(recipe, out);
+  trainer.train();
+  return out.str();
+}
+
+}  // namespace
+
+TEST_CASE("JPEG round trip, and decoding errors name the file", "[engine][data]") {
+  auto image = (torch::rand({20, 30, 3}) * 255).to(torch::kUInt8);
+  auto back = data::decode_jpeg(data::encode_jpeg(image, 100), "memory");
+  CHECK(back.sizes() == torch::IntArrayRef({20, 30, 3}));
+  CHECK((back.to(torch::kFloat) - image.to(torch::kFloat)).abs().mean().item<double>() < 4.0);
+  expect_error([] { data::decode_jpeg("\x89PNG not a jpeg", "photo.png"); }, {"photo.png", "not a JPEG"});
+  expect_error([] { data::decode_jpeg("", "empty.jpg"); }, {"empty.jpg", "empty file"});
+  auto bytes = data::encode_jpeg(image);
+  expect_error([&] { data::decode_jpeg(bytes.substr(0, 40), "cut.jpg"); }, {"cut.jpg"});
+  expect_error([] { data::read_file("/no/such/file.jpg"); }, {"/no/such/file.jpg", "cannot open"});
+}
+
+TEST_CASE("transforms follow the reference's definitions", "[engine][data]") {
+  data::Rng rng(1);
+  auto image = torch::arange(3 * 40 * 60, torch::kFloat).reshape({3, 40, 60});
+  CHECK(data::random_crop(24, 24)(image, rng).sizes() == torch::IntArrayRef({3, 24, 24}));
+  CHECK(data::resize_short(20)(image, rng).sizes() == torch::IntArrayRef({3, 20, 30}));
+  auto crop = data::center_crop(10, 20)(image, rng);
+  CHECK(torch::equal(crop, image.slice(1, 15, 25).slice(2, 20, 40)));
+  // Flips happen about half the time and mirror the width.
+  int flipped = 0;
+  for (int i = 0; i < 200; ++i) flipped += torch::equal(data::random_flip()(image, rng), image.flip({2}));
+  CHECK(flipped > 70);
+  CHECK(flipped < 130);
+  auto norm = data::normalize(1.0 / 255, {0.5, 0.5, 0.5}, {0.25, 0.25, 0.25})(torch::full({3, 2, 2}, 255.0), rng);
+  CHECK(norm.allclose(torch::full({3, 2, 2}, 2.0)));
+  // The same generator state draws the same crop.
+  data::Rng a(9), b(9);
+  CHECK(torch::equal(data::random_crop(16, 16)(image, a), data::random_crop(16, 16)(image, b)));
+  // From the reference's vocabulary, with errors that name the path.
+  auto pipeline = data::Pipeline::from_config(
+      json::parse(R"([{"DecodeImage": {"to_rgb": true, "channel_first": false}}, {"ResizeImage": {"resize_short": 32}},
+                      {"CropImage": {"size": 24}}, {"NormalizeImage": {"scale": "1.0/255.0", "mean": [0.485, 0.456, 0.406],
+                      "std": [0.229, 0.224, 0.225], "order": ""}}, {"ToCHWImage": null}])"),
+      "Infer.transforms");
+  auto out = pipeline(torch::full({48, 64, 3}, 128, torch::kUInt8), rng);
+  CHECK(out.sizes() == torch::IntArrayRef({3, 24, 24}));
+  CHECK(out[0][0][0].item<double>() == Approx((128.0 / 255 - 0.485) / 0.229).epsilon(1e-5));
+  expect_error([] { data::Pipeline::from_config(json::parse(R"([{"RandomErasing": {}}])"), "T"); },
+               {"T[0]", "unknown transform 'RandomErasing'"});
+  expect_error([] { data::Pipeline::from_config(json::parse(R"([{"CropImage": {"size": -3}}])"), "T"); }, {"T[0].CropImage.size"});
+  expect_error([] { data::Pipeline::from_config(json::parse(R"([{"NormalizeImage": {"scale": "one"}}])"), "T"); },
+               {"T[0].NormalizeImage.scale", "fraction"});
+}
+
+TEST_CASE("bad list lines and missing or corrupt images are errors naming file and line", "[engine][data]") {
+  const auto& dir = dataset_dir();
+  data::Pipeline plain;
+  {
+    std::ofstream(scratch("bad_list.txt")) << "images/0.jpg 0\nimages/1.jpg\nimages/2.jpg two\n";
+    expect_error([&] { data::ImageListDataset(dir, scratch("bad_list.txt"), plain); },
+                 {"bad_list.txt:2", "relative/path label", "images/1.jpg"});
+    data::ImageListDataset skipping(dir, scratch("bad_list.txt"), plain, /*skip_bad=*/true);
+    CHECK(skipping.size() == 1);
+    CHECK(skipping.bad_lines() == 2);
+  }
+  std::ofstream(scratch("corrupt.jpg"), std::ios::binary) << "not really a jpeg";
+  std::ofstream(scratch("list_with_bad_images.txt"))
+      << "images/0.jpg 0\n" << "images/missing.jpg 1\n" << scratch("corrupt.jpg") << " 2\n";
+  data::ImageListDataset images("", scratch("list_with_bad_images.txt"), plain);
+  data::Rng rng(0);
+  expect_error([&] { images.get(1, rng); }, {"images/missing.jpg", "list_with_bad_images.txt:2", "cannot open"});
+  expect_error([&] { images.get(2, rng); }, {"corrupt.jpg", "list_with_bad_images.txt:3", "not a JPEG"});
+  expect_error([&] { data::ImageListDataset(dir, scratch("no_list.txt"), plain); }, {"no_list.txt", "cannot open"});
+  // With skip_bad the loader drops them and counts them.
+  std::ofstream(scratch("mixed.txt")) << "images/0.jpg 0\nimages/missing.jpg 1\n" << scratch("corrupt.jpg") << " 2\nimages/3.jpg 3\n";
+  auto pipeline = data::Pipeline::from_config(json::parse(R"([{"ResizeImage": {"size": 16}}])"), "T");
+  auto skipping = std::make_shared<data::ImageListDataset>(dir, scratch("mixed.txt"), pipeline, true);
+  data::DataLoader loader(skipping, data::LoaderOptions().batch_size(4).num_workers(2));
+  loader.start(0);
+  auto batch = loader.next();
+  REQUIRE(batch);
+  CHECK(batch->labels.size(0) == 2);
+  CHECK(skipping->skipped() == 2);
+  // Without it, the worker's error reaches the caller.
+  auto strict = std::make_shared<data::ImageListDataset>(dir, scratch("mixed.txt"), pipeline, false);
+  data::DataLoader failing(strict, data::LoaderOptions().batch_size(2).num_workers(2));
+  failing.start(0);
+  expect_error([&] { while (failing.next()) {} }, {"images/missing.jpg", "mixed.txt:2"});
+}
+
+TEST_CASE("the loader's order depends only on seed, epoch and rank", "[engine][data]") {
+  auto pipeline = data::Pipeline::from_config(json::parse(R"([{"RandCropImage": {"size": 16}}, {"RandFlipImage": {}}])"), "T");
+  auto dataset = std::make_shared<data::ImageListDataset>(dataset_dir(), dataset_dir() + "/train_list.txt", pipeline);
+  auto run = [&](int64_t workers, int64_t rank, int64_t world, int64_t batch, int64_t epoch) {
+    data::DataLoader loader(dataset, data::LoaderOptions().batch_size(batch).shuffle(true).seed(5).num_workers(workers)
+                                         .rank(rank).world_size(world));
+    std::vector<data::Batch> batches;
+    loader.start(epoch);
+    while (auto b = loader.next()) batches.push_back(*b);
+    return batches;
+  };
+  auto serial = run(0, 0, 1, 8, 1), threaded = run(3, 0, 1, 8, 1);
+  REQUIRE(serial.size() == 5);
+  for (size_t i = 0; i < serial.size(); ++i) {
+    CHECK(torch::equal(serial[i].images, threaded[i].images));
+    CHECK(torch::equal(serial[i].labels, threaded[i].labels));
+  }
+  // Another epoch, another order.
+  CHECK(!torch::equal(run(0, 0, 1, 8, 2)[0].images, serial[0].images));
+  // Two ranks with half the batch read disjoint halves of each global batch.
+  auto r0 = run(2, 0, 2, 4, 1), r1 = run(2, 1, 2, 4, 1);
+  REQUIRE(r0.size() == serial.size());
+  for (size_t i = 0; i < serial.size(); ++i) {
+    auto together = torch::cat({r0[i].images, r1[i].images});
+    for (int64_t j = 0; j < serial[i].images.size(0); ++j) {
+      bool found = false;
+      for (int64_t k = 0; k < together.size(0) && !found; ++k) found = torch::equal(together[k], serial[i].images[j]);
+      CHECK(found);
+    }
+  }
+  data::DataLoader dropping(dataset, data::LoaderOptions().batch_size(16).drop_last(true));
+  CHECK(dropping.batches_per_epoch() == 2);
+}
+
+TEST_CASE("Fashion-MNIST loads from Debian's package", "[engine][data]") {
+  data::FashionMNIST test(data::FashionMNIST::kDefaultRoot, false, data::Pipeline());
+  CHECK(test.size() == 10000);
+  CHECK(test.labels().max().item<int64_t>() == 9);
+  data::Rng rng(0);
+  auto sample = test.get(0, rng);
+  REQUIRE(sample);
+  CHECK(sample->image.sizes() == torch::IntArrayRef({3, 28, 28}));
+  CHECK(sample->label == 9);  // the first test image is an ankle boot
+  data::FashionMNIST small(data::FashionMNIST::kDefaultRoot, true, data::Pipeline(), 100);
+  CHECK(small.size() == 100);
+  expect_error([] { data::FashionMNIST("/no/fashion", true, data::Pipeline()); }, {"/no/fashion/train-images-idx3-ubyte.gz"});
+}
+
+TEST_CASE("learning-rate schedules and the optimiser follow the reference", "[engine][train]") {
+  auto cosine = train::LRSchedule::from_config(json::parse(R"({"name": "Cosine", "learning_rate": 0.4, "warmup_epoch": 5})"),
+                                               "lr", 100, 10);
+  CHECK(cosine(0) == 0.0);
+  CHECK(cosine(25) == Approx(0.2));  // halfway through the warm-up
+  CHECK(cosine(50) == Approx(0.4));
+  CHECK(cosine(50 + 475) == Approx(0.2));  // halfway through the cosine
+  CHECK(cosine(1000) == Approx(0.0).margin(1e-12));
+  auto piecewise = train::LRSchedule::from_config(
+      json::parse(R"({"name": "Piecewise", "learning_rate": 0.1, "decay_epochs": [30, 60, 90], "values": [0.1, 0.01, 0.001, 0.0001]})"),
+      "lr", 100, 10);
+  CHECK(piecewise(299) == 0.1);
+  CHECK(piecewise(300) == 0.01);
+  CHECK(piecewise(950) == 0.0001);
+  auto multistep = train::LRSchedule::from_config(
+      json::parse(R"({"name": "MultiStepDecay", "learning_rate": 0.2, "milestones": [30, 60, 90], "step_each_epoch": 1, "gamma": 0.1})"),
+      "lr", 100, 10);
+  CHECK(multistep(599) == Approx(0.02));
+  CHECK(multistep(600) == Approx(0.002));
+  expect_error([] { train::LRSchedule::from_config(json::parse(R"({"name": "Step", "learning_rate": 1})"), "Optimizer.lr", 1, 1); },
+               {"Optimizer.lr.name", "unknown schedule 'Step'"});
+  expect_error([] {
+    train::LRSchedule::from_config(json::parse(R"({"name": "Piecewise", "learning_rate": 1, "decay_epochs": [1], "values": [1]})"),
+                                   "Optimizer.lr", 1, 1);
+  }, {"Optimizer.lr.values", "one value more"});
+
+  // Momentum with coupled L2 decay; the no_decay group gets none.
+  auto w = torch::tensor({1.0f, -2.0f}).requires_grad_(), b = torch::tensor({0.5f}).requires_grad_();
+  distill::ParameterGroups groups{{w}, {b}};
+  auto optimizer = train::make_optimizer(json::parse(R"({"name": "Momentum", "momentum": 0.9, "regularizer": {"name": "L2", "coeff": 0.1}, "lr": {}})"),
+                                         "Optimizer", groups);
+  train::set_learning_rate(*optimizer, 0.5);
+  for (int step = 0; step < 2; ++step) {
+    optimizer->zero_grad();
+    ((w * w).sum() + 3 * b.sum()).backward();
+    optimizer->step();
+  }
+  // Step 1: v = 2w + 0.1w = 2.1w -> w1 = w (1 - 1.05) = -0.05 w. Step 2: v = 0.9 * 2.1w + 2.1 w1.
+  auto w0 = torch::tensor({1.0f, -2.0f});
+  auto w1 = w0 * (1 - 0.5 * 2.1);
+  auto w2 = w1 - 0.5 * (0.9 * 2.1 * w0 + 2.1 * w1);
+  CHECK(w.allclose(w2));
+  CHECK(b.item<float>() == Approx(0.5 - 0.5 * 3 - 0.5 * (0.9 * 3 + 3)));
+  expect_error([&] { train::make_optimizer(json::parse(R"({"name": "Adam", "lr": {}})"), "Optimizer", groups); },
+               {"Optimizer.name", "Momentum"});
+}
+
+TEST_CASE("top-k accuracy on a hand-made case", "[engine][train]") {
+  auto logits = torch::tensor({{1.0, 3.0, 2.0}, {3.0, 1.0, 2.0}, {1.0, 2.0, 3.0}});
+  auto labels = torch::tensor({1, 2, 0}, torch::kLong);
+  CHECK(train::topk_correct(logits, labels, {1, 2, 5}) == std::vector<int64_t>{1, 2, 3});
+}
+
+TEST_CASE("one epoch of training writes checkpoints, metrics and a plot", "[engine][train]") {
+  const auto out = scratch("one_epoch");
+  std::filesystem::remove_all(out);
+  const auto log = quiet_run(distill_test::synthetic_recipe(dataset_dir(), out, 1));
+  for (const char* file : {"latest.pt", "epoch_1.pt", "best_model.pt", "best_model_student.pt", "metrics.jsonl", "training.svg"})
+    CHECK(std::filesystem::exists(out + "/" + file));
+  CHECK(log.find("epoch 1/1 step 5/5") != std::string::npos);
+  CHECK(log.find("loss_mgd_Student_Teacher_stages[1]") != std::string::npos);
+  CHECK(log.find("img/s") != std::string::npos);
+  CHECK(log.find("ETA") != std::string::npos);
+  auto records = read_jsonl(out + "/metrics.jsonl");
+  REQUIRE(records.size() >= 2);
+  CHECK(records.front()["type"] == "train");
+  CHECK(records.front().contains("loss_dkd_Student_Teacher"));
+  CHECK(records.back()["type"] == "eval");
+  CHECK(records.back().contains("top1"));
+  std::ifstream svg(out + "/training.svg");
+  std::string text((std::istreambuf_iterator<char>(svg)), {});
+  CHECK(text.find("<svg") != std::string::npos);
+  CHECK(text.find("polyline") != std::string::npos);
+}
+
+TEST_CASE("a fixed small batch is overfitted", "[engine][train]") {
+  // Eight images, no augmentation, one batch per epoch: the loss must collapse.
+  std::ofstream(scratch("eight.txt")) << [] {
+    std::string lines;
+    for (int i = 0; i < 8; ++i) lines += "images/" + std::to_string(i) + ".jpg " + std::to_string(i % 4) + "\n";
+    return lines;
+  }();
+  auto recipe = distill_test::synthetic_recipe(dataset_dir(), scratch("overfit"), 150, /*mgd=*/false);
+  recipe["Loss"]["Train"] = json::parse(R"([{"DistillationGTCELoss": {"weight": 1.0, "model_names": ["Student"]}}])");
+  recipe["Arch"]["models"] = json::parse(R"([{"Student": {"name": "ConvNet", "widths": [16, 32]}}])");
+  recipe["Arch"]["freeze_params_list"] = {false};
+  for (const char* phase : {"Train", "Eval"}) {
+    auto& loader = recipe["DataLoader"][phase];
+    loader["dataset"]["cls_label_path"] = scratch("eight.txt");
+    loader["dataset"]["transform_ops"] = json::parse(R"([{"DecodeImage": {"to_rgb": true}}, {"NormalizeImage": {"mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5]}}])");
+    loader["sampler"]["batch_size"] = 8;
+  }
+  recipe["Optimizer"]["lr"] = json::parse(R"({"name": "Constant", "learning_rate": 0.1})");
+  recipe["Optimizer"]["weight_decay"] = 0.0;
+  recipe["Global"]["print_batch_step"] = 1;
+  recipe["Global"]["eval_interval"] = 50;
+  std::filesystem::remove_all(scratch("overfit"));
+  quiet_run(recipe);
+  auto records = read_jsonl(scratch("overfit") + "/metrics.jsonl");
+  double first = -1, last = -1, top1 = -1;
+  for (const auto& r : records) {
+    if (r["type"] == "train") {
+      if (first < 0) first = r["loss"];
+      last = r["loss"];
+    } else {
+      top1 = r["top1"];
+    }
+  }
+  INFO("loss " << first << " -> " << last);
+  CHECK(last < first / 20);
+  CHECK(top1 == 1.0);
+}
+
+TEST_CASE("stopping after epoch 1 and resuming equals an uninterrupted run", "[engine][train]") {
+  for (const auto& dir : {scratch("straight"), scratch("resumed")}) std::filesystem::remove_all(dir);
+  auto straight = distill_test::synthetic_recipe(dataset_dir(), scratch("straight"), 2);
+  std::ostringstream log_a;
+  train::Trainer a(straight, log_a);
+  a.train();
+
+  auto first = distill_test::synthetic_recipe(dataset_dir(), scratch("resumed"), 1);
+  quiet_run(first);  // "stops" after epoch 1
+  auto second = distill_test::synthetic_recipe(dataset_dir(), scratch("resumed"), 2);
+  second["Global"]["checkpoints"] = scratch("resumed") + "/latest.pt";
+  std::ostringstream log_b;
+  train::Trainer b(second, log_b);
+  b.train();
+  CHECK(log_b.str().find("resumed from") != std::string::npos);
+
+  auto sa = all_state(a), sb = all_state(b);
+  REQUIRE(sa.size() == sb.size());
+  for (const auto& item : sa) {
+    INFO(item.key());
+    CHECK(torch::equal(item.value(), sb[item.key()]));
+  }
+}
+
+TEST_CASE("the exported student loads back and evaluation counts what it should", "[engine][train]") {
+  auto recipe = distill_test::synthetic_recipe(dataset_dir(), scratch("export"), 1);
+  std::ostringstream log;
+  train::Trainer trainer(recipe, log);
+  trainer.export_student(scratch("export/student.pt"));
+  auto student = distill::models::create("ConvNet", {{"widths", {8, 16}}, {"class_num", 4}, {"pretrained", scratch("export/student.pt")}});
+  student->eval();
+  trainer.model().eval();
+  torch::NoGradGuard no_grad;
+  auto x = torch::randn({3, 3, 24, 24});
+  CHECK(torch::equal(student->forward(x)["logits"], trainer.model().infer_model()->forward(x)["logits"]));
+
+  // A student that always answers class 2: accuracy is the share of class 2 in val_list.txt
+  // (indices 0, 2, ..., 38: labels 0 and 2 alternate, so exactly one half).
+  auto params = trainer.model().model("Student")->named_parameters();
+  params["fc.weight"].zero_();
+  params["fc.bias"].copy_(torch::tensor({0.0, 0.0, 5.0, 0.0}));
+  auto result = trainer.evaluate();
+  CHECK(result.samples == 20);
+  CHECK(result.top1() == Approx(0.5));
+  CHECK(result.topk.back().first == 5);
+  CHECK(result.topk.back().second == Approx(1.0));  // only 4 classes
+  REQUIRE(!result.loss_terms.empty());
+  CHECK(result.loss_terms.front().first == "CELoss_Student");
+  const double expected_ce = -std::log(std::exp(0.0) / (3 + std::exp(5.0))) * 0.5 - std::log(std::exp(5.0) / (3 + std::exp(5.0))) * 0.5;
+  CHECK(result.loss_terms.front().second == Approx(expected_ce).epsilon(1e-5));
+}
+
+TEST_CASE("mixed precision: bfloat16 autocast on the CPU and the loss scaler", "[engine][train]") {
+  auto recipe = distill_test::synthetic_recipe(dataset_dir(), scratch("bf16"), 1);
+  recipe["AMP"] = json::parse(R"({"use_amp": true, "dtype": "bfloat16", "level": "O1", "scale_loss": 128.0, "use_dynamic_loss_scaling": true})");
+  std::filesystem::remove_all(scratch("bf16"));
+  quiet_run(recipe);
+  auto records = read_jsonl(scratch("bf16") + "/metrics.jsonl");
+  REQUIRE(!records.empty());
+  CHECK(std::isfinite(records.front()["loss"].get<double>()));
+  // float16 needs CUDA.
+  recipe["AMP"]["dtype"] = "float16";
+  expect_error([&] { train::Trainer t(recipe); }, {"AMP", "CUDA", "bfloat16"});
+
+  train::GradScaler scaler(128.0);
+  auto p = torch::ones({2}).requires_grad_();
+  p.mutable_grad() = torch::tensor({256.0f, 128.0f});
+  CHECK(scaler.unscale_and_check({p}));
+  CHECK(p.grad().allclose(torch::tensor({2.0f, 1.0f})));
+  for (int i = 0; i < 2; ++i) {
+    p.mutable_grad() = torch::tensor({INFINITY, 1.0f});
+    CHECK(!scaler.unscale_and_check({p}));
+  }
+  CHECK(scaler.current_scale() == 64.0);
+  for (int i = 0; i < 1000; ++i) {
+    p.mutable_grad() = torch::ones({2});
+    scaler.unscale_and_check({p});
+  }
+  CHECK(scaler.current_scale() == 128.0);
+}
+
+TEST_CASE("bad engine configs are errors with their paths", "[engine][errors]") {
+  auto recipe = distill_test::synthetic_recipe(dataset_dir(), scratch("bad"), 1);
+  auto with = [&](const std::string& assignment) {
+    auto r = recipe;
+    distill::config::apply_override(r, assignment);
+    return r;
+  };
+  expect_error([&] { train::Trainer t(with("Global.device=\"gpu\"")); }, {"Global.device", "CUDA"});
+  expect_error([&] { train::Trainer t(with("Global.epochs=0")); }, {"Global.epochs"});
+  expect_error([&] { train::Trainer t(with("DataLoader.Train.dataset.name=\"ImageNet\"")); },
+               {"DataLoader.Train.dataset.name", "unknown dataset"});
+  expect_error([&] { train::Trainer t(with("DataLoader.Train.sampler.batch_size=\"8\"")); },
+               {"DataLoader.Train.sampler.batch_size", "an integer"});
+  expect_error([&] { train::Trainer t(with("Optimizer.lr.name=\"Linear\"")); }, {"Optimizer.lr.name"});
+  auto extra = recipe;
+  extra["Global"]["epoch"] = 3;
+  expect_error([&] { train::Trainer t(extra); }, {"Global.epoch", "unknown key", "epochs"});
+  auto resume = with("Global.checkpoints=\"" + scratch("nothing.pt") + "\"");
+  expect_error([&] { train::Trainer t(resume, std::cout); t.train(); }, {"nothing.pt"});
+}
