@@ -43,9 +43,7 @@ class ConvNetImpl : public Backbone {
     avg_pool = register_module("avg_pool", nn::AdaptiveAvgPool2d(1));
     flatten = register_module("flatten", nn::Flatten());
     fc = register_module("fc", nn::Linear(in, o.class_num()));
-    torch::NoGradGuard no_grad;
-    for (auto& m : modules(/*include_self=*/false))
-      if (auto* conv = dynamic_cast<nn::Conv2dImpl*>(m.get())) nn::init::kaiming_normal_(conv->weight, 0, torch::kFanOut, torch::kReLU);
+    kaiming_fan_out_init(*this);
   }
 
   std::string name() const override { return "ConvNet"; }

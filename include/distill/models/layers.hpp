@@ -169,6 +169,14 @@ inline void paddle_default_init(torch::nn::Module& module) {
   }
 }
 
+/// torchvision's conv initialisation: Kaiming-normal weights (fan_out, ReLU gain).
+inline void kaiming_fan_out_init(torch::nn::Module& module) {
+  torch::NoGradGuard no_grad;
+  for (auto& m : module.modules(/*include_self=*/false))
+    if (auto* conv = dynamic_cast<torch::nn::Conv2dImpl*>(m.get()))
+      torch::nn::init::kaiming_normal_(conv->weight, 0, torch::kFanOut, torch::kReLU);
+}
+
 /// make_divisible(v, 8) of the reference's PP-LCNet and MobileNetV3: round to a multiple of
 /// 8 (at least 8), adding 8 if rounding lost more than 10%.
 inline int64_t make_divisible(double v, int64_t divisor = 8) {

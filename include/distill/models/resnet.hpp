@@ -232,11 +232,7 @@ class ResNetImpl : public Backbone {
       }
     }
     build_head("avgpool");
-    // torchvision's init: Kaiming-normal (fan_out, ReLU) convs; BN and Linear keep defaults.
-    torch::NoGradGuard no_grad;
-    for (auto& m : modules(/*include_self=*/false))
-      if (auto* conv = dynamic_cast<torch::nn::Conv2dImpl*>(m.get()))
-        torch::nn::init::kaiming_normal_(conv->weight, 0, torch::kFanOut, torch::kReLU);
+    kaiming_fan_out_init(*this);  // torchvision's; BN and Linear keep their defaults
   }
 
   void build_head(const std::string& pool_name = "avg_pool") {

@@ -52,15 +52,24 @@ inline std::vector<int64_t> topk_correct(const torch::Tensor& logits, const torc
 ///   trainer.export_student("student.pt");   // a state dict Python's torch.load reads
 class Trainer {
  public:
-  explicit Trainer(const config::json& recipe, std::ostream& out = std::cout)
-      : recipe_(recipe), out_(out) {
+  explicit Trainer(const config::json& recipe, std::ostream& out = std::cout) : Trainer(recipe, nullptr, nullptr, out) {}
+
+  /// A model and a training loss built in C++; the recipe supplies the rest (its Arch and
+  /// Loss.Train are then not used; Loss.Eval still is).
+  Trainer(const config::json& recipe, std::shared_ptr<DistillationModelImpl> model,
+          std::shared_ptr<CombinedLossImpl> loss, std::ostream& out = std::cout)
+      : recipe_(recipe), out_(out), model_(std::move(model)), loss_(std::move(loss)) {
     config::Reader root(recipe_, "recipe");
     read_global(config::Reader(root.raw("Global"), "Global"));
-    model_ = config::build_model(root.raw("Arch"));
-    const auto& loss = config::Reader(root.raw("Loss"), "Loss");
-    loss_ = config::build_loss(loss.raw("Train"), "Loss.Train");
-    if (loss.has("Eval")) eval_loss_ = config::build_loss(loss.raw("Eval"), "Loss.Eval");
-    loss.done();
+    if (!model_) model_ = config::build_model(root.raw("Arch"));
+    root.has("Arch");
+    if (!loss_ || root.has("Loss")) {
+      const auto& losses = config::Reader(root.raw("Loss"), "Loss");
+      if (!loss_) loss_ = config::build_loss(losses.raw("Train"), "Loss.Train");
+      losses.has("Train");
+      if (losses.has("Eval")) eval_loss_ = config::build_loss(losses.raw("Eval"), "Loss.Eval");
+      losses.done();
+    }
     read_metric(root);
     read_amp(root);
     model_->to(device_);

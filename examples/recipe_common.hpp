@@ -1,0 +1,140 @@
+#pragma once
+// What the seven recipe programs share: their command line, and the recipe JSON
+// (examples/recipes/<name>.json) that supplies data, optimiser and schedule. Each program
+// builds its method (models and losses) in C++ and hands it to the engine.
+//
+//   <program> --data DIR --teacher FILE [--epochs N] [--batch-size N] [--image-size N]
+//             [--classes N] [--device cpu|gpu] [--workers N] [--threads N] [--no-amp]
+//             [--output DIR] [-o Dotted.Key=value ...]
+
+#include <cmath>
+#include <iostream>
+#include <string>
+#include <vector>
+
+#include "distill/distill.hpp"
+#include "distill/train/trainer.hpp"
+
+namespace examples {
+
+struct Args {
+  std::string data, teacher, output, device;
+  int64_t epochs = 0, batch_size = 0, image_size = 224, classes = 1000, workers = -1, threads = 0;
+  bool amp = true;
+  std::vector<std::string> overrides;
+};
+
+inline void usage(const char* program, const char* summary) {
+  std::cout << summary << "\n\nusage: " << program << R"( --data DIR [--teacher FILE] [options]
+
+  --data DIR         ImageNet layout: DIR/train_list.txt, DIR/val_list.txt ("relative/path label"), images below DIR
+  --teacher FILE     teacher weights (a state dict; a torchvision one for the ResNet34 teachers)
+  --epochs N         override the recipe's epochs
+  --batch-size N     override the training batch size (per process)
+  --image-size N     train/eval crop size (default 224; the resize is scaled by 256/224)
+  --classes N        number of classes (default 1000)
+  --device cpu|gpu   default: the recipe's (gpu)
+  --workers N        data loader threads
+  --threads N        libtorch intra-op threads
+  --no-amp           train in float32 (AMP needs CUDA)
+  --output DIR       checkpoints and logs (default: the recipe's output_dir)
+  -o KEY=VALUE       any other recipe value, e.g. -o Global.save_interval=10
+)";
+}
+
+inline Args parse(int argc, char** argv, const char* summary) {
+  Args a;
+  for (int i = 1; i < argc; ++i) {
+    const std::string arg = argv[i];
+    auto value = [&]() -> std::string {
+      if (i + 1 >= argc) distill::detail::fail("option ", arg, " needs a value");
+      return argv[++i];
+    };
+    if (arg == "-h" || arg == "--help") {
+      usage(argv[0], summary);
+      std::exit(0);
+    } else if (arg == "--data") a.data = value();
+    else if (arg == "--teacher") a.teacher = value();
+    else if (arg == "--output") a.output = value();
+    else if (arg == "--device") a.device = value();
+    else if (arg == "--epochs") a.epochs = std::stoll(value());
+    else if (arg == "--batch-size") a.batch_size = std::stoll(value());
+    else if (arg == "--image-size") a.image_size = std::stoll(value());
+    else if (arg == "--classes") a.classes = std::stoll(value());
+    else if (arg == "--workers") a.workers = std::stoll(value());
+    else if (arg == "--threads") a.threads = std::stoi(value());
+    else if (arg == "--no-amp") a.amp = false;
+    else if (arg == "-o") a.overrides.push_back(value());
+    else distill::detail::fail("unknown option ", arg, " (see --help)");
+  }
+  if (a.data.empty()) distill::detail::fail("--data DIR is required (see --help)");
+  if (a.threads > 0) torch::set_num_threads(a.threads);
+  return a;
+}
+
+/// The recipe `name` with the command line applied: data paths, sizes, epochs, device.
+inline nlohmann::json recipe(const std::string& name, const Args& a) {
+  auto r = distill::config::load_file(std::string(DISTILL_RECIPE_DIR) + "/" + name + ".json");
+  const int64_t resize = static_cast<int64_t>(std::lround(a.image_size * 256.0 / 224.0));
+  for (const char* phase : {"Train", "Eval"}) {
+    auto& dataset = r["DataLoader"][phase]["dataset"];
+    dataset["image_root"] = a.data;
+    dataset["cls_label_path"] = a.data + (std::string(phase) == "Train" ? "/train_list.txt" : "/val_list.txt");
+    for (auto& op : dataset["transform_ops"]) {
+      for (const char* crop : {"RandCropImage", "CropImage"})
+        if (op.contains(crop)) op[crop]["size"] = a.image_size;
+      if (op.contains("ResizeImage")) op["ResizeImage"]["resize_short"] = resize;
+    }
+    if (a.workers >= 0) r["DataLoader"][phase]["loader"]["num_workers"] = a.workers;
+  }
+  if (a.batch_size > 0) r["DataLoader"]["Train"]["sampler"]["batch_size"] = a.batch_size;
+  if (a.batch_size > 0) r["DataLoader"]["Eval"]["sampler"]["batch_size"] = a.batch_size;
+  if (a.epochs > 0) r["Global"]["epochs"] = a.epochs;
+  if (!a.device.empty()) r["Global"]["device"] = a.device;
+  if (!a.output.empty()) r["Global"]["output_dir"] = a.output;
+  if (!a.amp && r.contains("AMP")) r["AMP"]["use_amp"] = false;
+  for (const auto& o : a.overrides) distill::config::apply_override(r, o);
+  return r;
+}
+
+/// A backbone from the registry, with the teacher's weights when `weights` is set.
+inline std::shared_ptr<distill::Backbone> backbone(const std::string& name, nlohmann::json options, const Args& a,
+                                                   const std::string& weights = "") {
+  options["class_num"] = a.classes;
+  if (!weights.empty()) options["pretrained"] = weights;
+  return distill::models::create(name, options);
+}
+
+/// The teacher's weights file, or a warning that the teacher stays untrained (smoke tests).
+inline std::string teacher_weights(const Args& a) {
+  if (a.teacher.empty())
+    std::cerr << "warning: no --teacher given; the teacher is untrained, which is only useful to test the pipeline\n";
+  return a.teacher;
+}
+
+/// Trains `model` with `loss` on the recipe's data, optimiser and schedule.
+inline int train(const nlohmann::json& recipe, std::shared_ptr<distill::DistillationModelImpl> model,
+                 std::shared_ptr<distill::CombinedLossImpl> loss) {
+  distill::train::Trainer trainer(recipe, std::move(model), std::move(loss));
+  trainer.train();
+  return 0;
+}
+
+/// Runs `body`, turning a distill::Error into a message and exit code 1.
+template <class Body>
+int guarded(Body&& body) {
+  try {
+    return body();
+  } catch (const distill::Error& e) {
+    std::cerr << "error: " << e.what() << '\n';
+    return 1;
+  }
+}
+
+/// Ground-truth cross-entropy on the given models: the reference's DistillationGTCELoss.
+inline std::shared_ptr<distill::LossTerm> ground_truth_ce(std::vector<std::string> models) {
+  return std::make_shared<distill::GroundTruthImpl<distill::CELoss>>(
+      distill::CELoss(), distill::GroundTruthOptions(std::move(models)).name("CELoss"));
+}
+
+}  // namespace examples

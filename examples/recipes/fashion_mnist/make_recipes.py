@@ -1,0 +1,60 @@
+#!/usr/bin/env python3
+"""Writes examples/recipes/fashion_mnist/*.json (the teacher, the baseline and the
+methods of the Fashion-MNIST demo) and labels.txt.
+Run from the repository root: python3 examples/recipes/fashion_mnist/make_recipes.py"""
+import json
+norm = {"NormalizeImage": {"scale": "1.0/255.0", "mean": [0.286, 0.286, 0.286], "std": [0.353, 0.353, 0.353], "order": ""}}
+def loaders(train_tf):
+    return {"Train": {"dataset": {"name": "FashionMNIST", "split": "train", "limit": 0, "transform_ops": train_tf},
+                      "sampler": {"name": "DistributedBatchSampler", "batch_size": 128, "drop_last": False, "shuffle": True},
+                      "loader": {"num_workers": 2}},
+            "Eval": {"dataset": {"name": "FashionMNIST", "split": "test", "limit": 0, "transform_ops": [{"DecodeImage": {"to_rgb": True}}, norm]},
+                     "sampler": {"name": "DistributedBatchSampler", "batch_size": 500, "drop_last": False, "shuffle": False},
+                     "loader": {"num_workers": 2}}}
+train_tf = [{"DecodeImage": {"to_rgb": True}}, {"RandFlipImage": {"flip_code": 1}}, norm]
+teacher = {"name": "ConvNet", "widths": [32, 64, 128], "depth": 2, "class_num": 10}
+student = {"name": "ConvNet", "widths": [8, 16, 32], "depth": 1, "class_num": 10}
+def recipe(name, models, freeze, infer, losses, epochs=3, patterns=None):
+    return {
+      "Global": {"output_dir": f"output/fashion_mnist/{name}", "device": "cpu", "seed": 0, "epochs": epochs,
+                 "print_batch_step": 50, "save_interval": epochs, "eval_during_train": True, "eval_interval": 1,
+                 "checkpoints": None, "pretrained_model": None},
+      "Arch": {"name": "DistillationModel", "class_num": 10, "freeze_params_list": freeze, "infer_model_name": infer,
+               "models": models},
+      "Loss": {"Train": losses, "Eval": [{"CELoss": {"weight": 1.0, "model_names": [infer]}}]},
+      "Optimizer": {"name": "Momentum", "momentum": 0.9, "weight_decay": 5e-4,
+                    "lr": {"name": "Cosine", "learning_rate": 0.1, "warmup_epoch": 0}},
+      "DataLoader": loaders(train_tf),
+      "Metric": {"Eval": [{"DistillationTopkAcc": {"model_key": infer, "topk": [1, 5]}}]},
+      "Infer": {"infer_imgs": "", "batch_size": 1, "transforms": [{"DecodeImage": {"to_rgb": True}}, norm],
+                "PostProcess": {"name": "Topk", "topk": 3, "class_id_map_file": "examples/recipes/fashion_mnist/labels.txt"}},
+    }
+T = {"Teacher": dict(teacher, pretrained="output/fashion_mnist/teacher/best_model_student.pt")}
+S = {"Student": student}
+gt = {"DistillationGTCELoss": {"weight": 1.0, "model_names": ["Student"]}}
+recipes = {
+  "teacher": recipe("teacher", [{"Teacher": teacher}], [False], "Teacher",
+                    [{"DistillationGTCELoss": {"weight": 1.0, "model_names": ["Teacher"]}}]),
+  "baseline": recipe("baseline", [{"Student": student}], [False], "Student", [gt]),
+  "kd": recipe("kd", [T, S], [True, False], "Student",
+               [gt, {"DistillationKLDivLoss": {"weight": 1.0, "model_name_pairs": [["Student", "Teacher"]], "temperature": 4}}]),
+  "dkd": recipe("dkd", [T, S], [True, False], "Student",
+                [gt, {"DistillationDKDLoss": {"weight": 1.0, "model_name_pairs": [["Student", "Teacher"]], "temperature": 4, "alpha": 1.0, "beta": 8.0}}]),
+  "dist": recipe("dist", [T, S], [True, False], "Student",
+                 [gt, {"DistillationDISTLoss": {"weight": 2.0, "model_name_pairs": [["Student", "Teacher"]]}}]),
+  "dml": recipe("dml", [{"Teacher": dict(student)}, S], [False, False], "Student",
+                [{"DistillationGTCELoss": {"weight": 1.0, "model_names": ["Student", "Teacher"]}},
+                 {"DistillationDMLLoss": {"weight": 1.0, "model_name_pairs": [["Student", "Teacher"]]}}]),
+  "mgd": recipe("mgd", [{"Teacher": dict(T["Teacher"], return_patterns=["stages[2]"])},
+                        {"Student": dict(student, return_patterns=["stages[2]"])}], [True, False], "Student",
+                [gt, {"DistillationPairLoss": {"weight": 1.0, "base_loss_name": "MGDLoss", "model_name_pairs": [["Student", "Teacher"]],
+                                               "s_keys": ["stages[2]"], "t_keys": ["stages[2]"], "name": "loss_mgd",
+                                               "student_channels": 32, "teacher_channels": 128}}]),
+}
+for name, r in recipes.items():
+    with open(f"examples/recipes/fashion_mnist/{name}.json", "w") as f:
+        json.dump(r, f, indent=2); f.write("\n")
+labels = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+with open("examples/recipes/fashion_mnist/labels.txt", "w") as f:
+    for i, l in enumerate(labels): f.write(f"{i} {l}\n")
+print("ok")
