@@ -1,9 +1,21 @@
-// Forward+backward time of the logit losses on [N, C] float32 logits, next to the floor any
-// exact implementation pays: one softmax pass over the student and one over the teacher.
+// Forward and forward+backward time of every loss, next to the floor of the logit losses: one
+// softmax pass over the student and one over the teacher, which any exact implementation needs.
 //
-//   build/bench/loss_bench --benchmark_filter=256
+//   build/bench/loss_bench                                  # all, one intra-op thread
+//   build/bench/loss_bench --benchmark_filter=/256/ --threads=2
+//   build/bench/loss_bench --peak-memory=kd                 # peak RSS of one fwd+bwd at 1024x32000
 //
-// The intra-op thread count libtorch uses is printed in the context as torch_threads.
+// CUDA cases (cuda/...) run when libtorch sees a GPU.
+
+#include <sys/resource.h>
+
+#include <unistd.h>
+
+#include <cstring>
+#include <fstream>
+#include <iostream>
+#include <map>
+#include <string>
 
 #include <benchmark/benchmark.h>
 
@@ -13,64 +25,172 @@ namespace F = distill::functional;
 
 namespace {
 
+using T = const torch::Tensor&;
+using LogitLoss = torch::Tensor (*)(T, T, T);
+
+// Which losses send a gradient into the teacher (as distill's losses do).
+const std::map<std::string, std::pair<LogitLoss, bool>>& logit_losses() {
+  static const std::map<std::string, std::pair<LogitLoss, bool>> losses{
+      {"kd", {[](T s, T t, T) { return F::kd_loss(s, t); }, false}},
+      {"dml", {[](T s, T t, T) { return F::dml_loss(s, t); }, true}},
+      {"dkd", {[](T s, T t, T y) { return F::dkd_loss(s, t, y); }, false}},
+      {"dist", {[](T s, T t, T) { return F::dist_loss(s, t); }, true}},
+      {"wsl", {[](T s, T t, T y) { return F::wsl_loss(s, t, y); }, true}},
+      {"skd", {[](T s, T t, T y) { return F::skd_loss(s, t, y); }, true}},
+      {"ce_smoothed", {[](T s, T, T y) { return F::ce_loss(s, y, distill::CEOptions().label_smoothing(0.1)); }, false}},
+      {"ce_torch", {[](T s, T, T y) {
+                      return torch::nn::functional::cross_entropy(
+                          s, y, torch::nn::functional::CrossEntropyFuncOptions().label_smoothing(0.1));
+                    }, false}},
+  };
+  return losses;
+}
+
 struct Inputs {
   torch::Tensor student, teacher, target;
 };
 
-Inputs make_inputs(const benchmark::State& state) {
+Inputs make_inputs(int64_t n, int64_t c, torch::Device device, bool teacher_grad) {
   torch::manual_seed(0);
-  const int64_t n = state.range(0), c = state.range(1);
-  return {torch::randn({n, c}) * 3, torch::randn({n, c}) * 3, torch::randint(0, c, {n})};
+  auto options = torch::TensorOptions().device(device);
+  return {torch::randn({n, c}, options).mul_(3).requires_grad_(true),
+          torch::randn({n, c}, options).mul_(3).requires_grad_(teacher_grad), torch::randint(0, c, {n}, options.dtype(torch::kLong))};
 }
 
-template <class Loss>
-void fwd_bwd(benchmark::State& state, Loss loss) {
-  auto in = make_inputs(state);
-  auto student = in.student.clone().requires_grad_(true);
-  auto teacher = in.teacher.clone().requires_grad_(true);
+void sync(torch::Device device) {
+  if (device.is_cuda()) torch::cuda::synchronize();
+}
+
+void logit(benchmark::State& state, const std::string& loss, bool backward, torch::Device device) {
+  const auto& [fn, teacher_grad] = logit_losses().at(loss);
+  auto in = make_inputs(state.range(0), state.range(1), device, teacher_grad);
   for (auto _ : state) {
-    auto value = loss(student, teacher, in.target);
-    value.backward();
-    student.mutable_grad().reset();
-    teacher.mutable_grad().reset();
+    if (backward) {
+      fn(in.student, in.teacher, in.target).backward();
+      in.student.mutable_grad().reset();
+      if (teacher_grad) in.teacher.mutable_grad().reset();
+    } else {
+      torch::NoGradGuard no_grad;
+      benchmark::DoNotOptimize(fn(in.student, in.teacher, in.target).data_ptr());
+    }
+    sync(device);
   }
   state.SetItemsProcessed(state.iterations() * state.range(0));
 }
 
-void floor_two_softmax(benchmark::State& state) {
-  auto in = make_inputs(state);
+void floor_two_softmax(benchmark::State& state, torch::Device device) {
+  auto in = make_inputs(state.range(0), state.range(1), device, false);
+  torch::NoGradGuard no_grad;
   for (auto _ : state) {
     auto ps = torch::log_softmax(in.student, 1);
     auto pt = torch::softmax(in.teacher, 1);
     benchmark::DoNotOptimize(ps.data_ptr());
     benchmark::DoNotOptimize(pt.data_ptr());
+    sync(device);
   }
   state.SetItemsProcessed(state.iterations() * state.range(0));
 }
 
-void shapes(benchmark::internal::Benchmark* b) {
-  for (int64_t n : {64, 256, 1024}) b->Args({n, 1000});
-  b->Args({1024, 32000});
-  b->Unit(benchmark::kMicrosecond);
+/// Feature losses at the recipes' shapes: distance and MGD on [64, 512, 7, 7], AFD with the
+/// ResNet34 -> ResNet18 recipe's 16 teacher / 8 student features.
+void features(benchmark::State& state, const std::string& loss, torch::Device device) {
+  torch::manual_seed(0);
+  auto options = torch::TensorOptions().device(device);
+  std::function<torch::Tensor()> step;
+  torch::Tensor s = torch::randn({64, 512, 7, 7}, options).requires_grad_(), t = torch::randn({64, 512, 7, 7}, options);
+  distill::MGDLoss mgd(distill::MGDOptions(512, 512));
+  distill::FeatureShapes ts, ss;
+  for (int i = 0; i < 16; ++i) ts.push_back(i < 3 ? std::vector<int64_t>{64, 56, 56} : i < 7 ? std::vector<int64_t>{128, 28, 28}
+                                            : i < 13 ? std::vector<int64_t>{256, 14, 14} : std::vector<int64_t>{512, 7, 7});
+  for (int i = 0; i < 8; ++i) ss.push_back(ts[i < 2 ? 0 : i < 4 ? 3 : i < 6 ? 7 : 13]);
+  distill::AFDLoss afd(distill::AFDOptions(ss, ts).qk_dim(128));
+  std::vector<torch::Tensor> sv, tv;
+  torch::Tensor key, query;
+  if (loss == "mgd") {
+    mgd->to(device);
+    step = [&] { return mgd(s, t); };
+  } else if (loss == "afd") {
+    afd->to(device);
+    const int64_t n = 64;
+    key = torch::randn({n, 8, 16, 128}, options).requires_grad_();
+    query = torch::randn({n, 16, 128}, options).requires_grad_();
+    for (const auto& shape : afd->groups.unique) sv.push_back(torch::randn({n, 8, shape[1] * shape[2]}, options).requires_grad_());
+    for (const auto& shape : ts) tv.push_back(torch::randn({n, shape[1] * shape[2]}, options));
+    step = [&] { return afd->forward(key, sv, query, tv); };
+  } else {
+    step = [&] { return F::distance_loss(s, t); };
+  }
+  for (auto _ : state) {
+    step().backward();
+    sync(device);
+  }
 }
 
-using T = const torch::Tensor&;
-BENCHMARK(floor_two_softmax)->Apply(shapes);
-BENCHMARK_CAPTURE(fwd_bwd, kd, [](T s, T t, T) { return F::kd_loss(s, t); })->Apply(shapes);
-BENCHMARK_CAPTURE(fwd_bwd, dml, [](T s, T t, T) { return F::dml_loss(s, t); })->Apply(shapes);
-BENCHMARK_CAPTURE(fwd_bwd, dkd, [](T s, T t, T y) { return F::dkd_loss(s, t, y); })->Apply(shapes);
-BENCHMARK_CAPTURE(fwd_bwd, dist, [](T s, T t, T) { return F::dist_loss(s, t); })->Apply(shapes);
-BENCHMARK_CAPTURE(fwd_bwd, wsl, [](T s, T t, T y) { return F::wsl_loss(s, t, y); })->Apply(shapes);
-BENCHMARK_CAPTURE(fwd_bwd, skd, [](T s, T t, T y) { return F::skd_loss(s, t, y); })->Apply(shapes);
-BENCHMARK_CAPTURE(fwd_bwd, ce_smoothed, [](T s, T, T y) {
-  return F::ce_loss(s, y, distill::CEOptions().label_smoothing(0.1));
-})->Apply(shapes);
+void register_all() {
+  std::vector<torch::Device> devices{torch::kCPU};
+  if (torch::cuda::is_available()) devices.emplace_back(torch::kCUDA, 0);
+  for (const auto& device : devices) {
+    const std::string prefix = device.is_cuda() ? "cuda/" : "";
+    auto shapes = [](benchmark::internal::Benchmark* b) {
+      for (int64_t n : {64, 256, 1024}) b->Args({n, 1000});
+      b->Args({1024, 32000});
+      b->Unit(benchmark::kMicrosecond)->UseRealTime();
+    };
+    benchmark::RegisterBenchmark((prefix + "floor_two_softmax").c_str(), floor_two_softmax, device)->Apply(shapes);
+    for (const auto& [name, unused] : logit_losses()) {
+      benchmark::RegisterBenchmark((prefix + "fwd_bwd/" + name).c_str(), logit, name, true, device)->Apply(shapes);
+      benchmark::RegisterBenchmark((prefix + "fwd/" + name).c_str(), logit, name, false, device)->Apply(shapes);
+    }
+    for (const char* name : {"distance_l2", "mgd", "afd"})
+      benchmark::RegisterBenchmark((prefix + "fwd_bwd/" + name).c_str(), features, std::string(name), device)
+          ->Unit(benchmark::kMillisecond)
+          ->UseRealTime();
+  }
+}
+
+int64_t peak_rss_kb() {
+  struct rusage usage {};
+  getrusage(RUSAGE_SELF, &usage);
+  return usage.ru_maxrss;
+}
+
+/// Resident memory now (KiB): the base, since an earlier peak (start-up) may have been freed.
+int64_t rss_kb() {
+  std::ifstream statm("/proc/self/statm");
+  int64_t pages = 0, resident = 0;
+  statm >> pages >> resident;
+  return resident * (sysconf(_SC_PAGESIZE) / 1024);
+}
+
+/// One forward+backward at 1024 x 32000 in this fresh process: the peak resident memory beyond
+/// the inputs, in units of one [N, C] float32 tensor (the gradients count).
+int peak_memory(const std::string& loss) {
+  const auto& [fn, teacher_grad] = logit_losses().at(loss);
+  auto in = make_inputs(1024, 32000, torch::kCPU, teacher_grad);
+  const int64_t base = rss_kb();
+  fn(in.student, in.teacher, in.target).backward();
+  const double tensor_kb = 1024.0 * 32000 * 4 / 1024;
+  std::cout << loss << " peak memory beyond the inputs (in [N, C] float tensors): " << (peak_rss_kb() - base) / tensor_kb
+            << '\n';
+  return 0;
+}
 
 }  // namespace
 
 int main(int argc, char** argv) {
+  int threads = 1;
+  for (int i = 1; i < argc; ++i) {
+    if (std::strncmp(argv[i], "--threads=", 10) == 0) threads = std::atoi(argv[i] + 10);
+    if (std::strncmp(argv[i], "--peak-memory=", 14) == 0) {
+      torch::set_num_threads(threads);
+      return peak_memory(argv[i] + 14);
+    }
+  }
+  torch::set_num_threads(threads);
+  register_all();
   benchmark::Initialize(&argc, argv);
   benchmark::AddCustomContext("torch_threads", std::to_string(torch::get_num_threads()));
+  benchmark::AddCustomContext("torch_version", TORCH_VERSION);
   benchmark::RunSpecifiedBenchmarks();
   benchmark::Shutdown();
   return 0;

@@ -279,3 +279,102 @@ TEST_CASE("AFD groups teacher features by shape as the reference does", "[losses
   CHECK(groups.unique.size() == 4);
   CHECK(groups.group == std::vector<int64_t>{0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 3, 3, 3});
 }
+
+namespace {
+
+/// The fused losses of issue 7 over [N, C] logits (distance over any shape), as the recipes
+/// call them. Which of them may send a gradient into the teacher is their own decision.
+std::vector<std::pair<std::string, std::function<torch::Tensor(const torch::Tensor&, const torch::Tensor&,
+                                                               const torch::Tensor&)>>>
+fused_losses() {
+  using T = const torch::Tensor&;
+  return {{"kd", [](T s, T t, T) { return F::kd_loss(s, t, distill::KDOptions().temperature(4)); }},
+          {"ce_hard_smoothed", [](T s, T, T y) { return F::ce_loss(s, y, distill::CEOptions().label_smoothing(0.1)); }},
+          {"ce_soft_smoothed", [](T s, T t, T) { return F::ce_loss(s, t, distill::CEOptions().label_smoothing(0.1)); }},
+          {"dkd", [](T s, T t, T y) { return F::dkd_loss(s, t, y, distill::DKDOptions().temperature(4).beta(8)); }},
+          {"dml", [](T s, T t, T) { return F::dml_loss(s, t); }},
+          {"dist", [](T s, T t, T) { return F::dist_loss(s, t, distill::DISTOptions().beta(2).gamma(2)); }},
+          {"wsl", [](T s, T t, T y) { return F::wsl_loss(s, t, y); }},
+          {"skd", [](T s, T t, T y) { return F::skd_loss(s, t, y, distill::SKDOptions().temperature(2)); }},
+          {"distance_l1", [](T s, T t, T) { return F::distance_loss(s, t, distill::DistanceOptions().mode("l1")); }},
+          {"distance_l2", [](T s, T t, T) { return F::distance_loss(s, t, distill::DistanceOptions().mode("l2")); }},
+          {"distance_smooth_l1",
+           [](T s, T t, T) { return F::distance_loss(s, t, distill::DistanceOptions().mode("smooth_l1")); }}};
+}
+
+struct Grads {
+  torch::Tensor value, student, teacher;
+};
+
+/// Value and gradients of `loss` with the chosen inputs requiring grad, scaled by `weight`.
+Grads run_fused(const std::function<torch::Tensor(const torch::Tensor&, const torch::Tensor&, const torch::Tensor&)>& loss,
+                const torch::Tensor& zs, const torch::Tensor& zt, const torch::Tensor& y, bool student_grad,
+                bool teacher_grad, double weight = 1.0) {
+  auto s = zs.detach().clone().requires_grad_(student_grad), t = zt.detach().clone().requires_grad_(teacher_grad);
+  auto value = loss(s, t, y);
+  if (value.requires_grad()) (value * weight).backward();
+  return {value.detach(), s.grad(), t.grad()};
+}
+
+}  // namespace
+
+TEST_CASE("fused losses: gradients do not depend on which inputs require grad", "[losses][fused]") {
+  torch::manual_seed(5);
+  const auto zs = torch::randn({6, 9}, torch::kDouble) * 3, zt = torch::randn({6, 9}, torch::kDouble) * 3;
+  const auto y = torch::randint(0, 9, {6});
+  for (const auto& [name, loss] : fused_losses()) {
+    INFO(name);
+    const auto both = run_fused(loss, zs, zt, y, true, true);
+    const auto student_only = run_fused(loss, zs, zt, y, true, false);
+    const auto teacher_only = run_fused(loss, zs, zt, y, false, true);
+    CHECK(torch::allclose(both.value, student_only.value, 1e-12, 0));
+    CHECK(torch::allclose(both.student, student_only.student, 1e-12, 0));
+    CHECK(!student_only.teacher.defined());
+    CHECK(!teacher_only.student.defined());
+    CHECK(both.teacher.defined() == teacher_only.teacher.defined());
+    if (both.teacher.defined()) CHECK(torch::allclose(both.teacher, teacher_only.teacher, 1e-12, 0));
+    torch::NoGradGuard no_grad;
+    CHECK(torch::allclose(loss(zs, zt, y), both.value, 1e-12, 0));
+  }
+}
+
+TEST_CASE("fused losses: backward scales by the incoming gradient and runs once", "[losses][fused]") {
+  torch::manual_seed(6);
+  const auto zs = torch::randn({5, 7}), zt = torch::randn({5, 7});
+  const auto y = torch::randint(0, 7, {5});
+  for (const auto& [name, loss] : fused_losses()) {
+    INFO(name);
+    const auto once = run_fused(loss, zs, zt, y, true, true);
+    const auto scaled = run_fused(loss, zs, zt, y, true, true, -2.5);
+    CHECK(torch::allclose(scaled.student, once.student * -2.5, 1e-5, 1e-7));
+    if (once.teacher.defined()) CHECK(torch::allclose(scaled.teacher, once.teacher * -2.5, 1e-5, 1e-7));
+    // Gradients accumulate into .grad like any other loss's.
+    auto s = zs.clone().requires_grad_(), t = zt.clone().requires_grad_();
+    loss(s, t, y).backward();
+    loss(s, t, y).backward();
+    CHECK(torch::allclose(s.grad(), once.student * 2, 1e-5, 1e-7));
+    // The gradients are handed over at the first backward: a second one through the same
+    // graph is an error that says so.
+    auto value = loss(s, t, y);
+    value.backward({}, /*retain_graph=*/true);
+    CHECK_THROWS_WITH(value.backward(), Catch::Contains("retain_graph"));
+  }
+}
+
+TEST_CASE("fused losses: warm scratch buffers give the same results at any shape order", "[losses][fused]") {
+  torch::manual_seed(7);
+  const std::vector<std::pair<int64_t, int64_t>> shapes{{3, 40}, {17, 300}, {2, 5}, {17, 300}};
+  for (const auto& [name, loss] : fused_losses()) {
+    INFO(name);
+    std::vector<Grads> first;
+    for (const auto& [n, c] : shapes) {
+      const auto zs = torch::randn({n, c}), zt = torch::randn({n, c});
+      const auto y = torch::randint(0, c, {n});
+      const auto warm = run_fused(loss, zs, zt, y, true, true);
+      distill::release_loss_workspace();
+      const auto cold = run_fused(loss, zs, zt, y, true, true);
+      CHECK(torch::equal(warm.value, cold.value));
+      CHECK(torch::equal(warm.student, cold.student));
+    }
+  }
+}

@@ -65,15 +65,16 @@ inline std::vector<torch::Tensor> numbered(const Tensors& in, const std::string&
   return out;
 }
 
-/// Builds the case in `dtype` (float64 for exact parity, float32 for a looser check).
-inline LossCase make_case(const json& spec, torch::Dtype dtype = torch::kDouble) {
+/// Builds the case in `dtype` (float64 for exact parity, float32 for a looser check) on
+/// `device` (inputs, target and loss module; expected values stay on the CPU).
+inline LossCase make_case(const json& spec, torch::Dtype dtype = torch::kDouble, torch::Device device = torch::kCPU) {
   namespace F = distill::functional;
   LossCase c;
   c.id = spec.at("id");
   c.loss = spec.at("loss");
   const json& o = spec.at("options");
-  for (const auto& [name, value] : spec.at("inputs").items()) c.inputs[name] = decode(value, dtype);
-  if (spec.contains("target")) c.target = decode(spec.at("target"));
+  for (const auto& [name, value] : spec.at("inputs").items()) c.inputs[name] = decode(value, dtype).to(device);
+  if (spec.contains("target")) c.target = decode(spec.at("target")).to(device);
   c.expected_value = spec.at("value");
   for (const auto& [name, value] : spec.at("grads").items()) c.expected_grads[name] = decode(value, dtype);
   const torch::Tensor target = c.target;
@@ -149,13 +150,14 @@ inline LossCase make_case(const json& spec, torch::Dtype dtype = torch::kDouble)
   } else {
     throw std::runtime_error("unknown loss in fixture: " + loss);
   }
+  if (c.module) c.module->to(device);
   return c;
 }
 
 /// Largest |a - b| relative to the largest |expected|; an all-zero expectation must be met
 /// exactly (e.g. no gradient into a teacher).
 inline double relative_error(const torch::Tensor& got, const torch::Tensor& expected) {
-  const auto g = got.defined() ? got.to(torch::kDouble) : torch::zeros_like(expected, torch::kDouble);
+  const auto g = got.defined() ? got.to(torch::kCPU, torch::kDouble) : torch::zeros_like(expected, torch::kDouble);
   const auto e = expected.to(torch::kDouble);
   const double diff = (g - e).abs().max().item<double>();
   const double scale = e.abs().max().item<double>();

@@ -2,6 +2,7 @@
 // Cross-entropy with hard, label-smoothed or soft (teacher-logit) targets (reference 2.2).
 
 #include "distill/losses/common.hpp"
+#include "distill/losses/rows.hpp"
 
 namespace distill {
 
@@ -9,6 +10,51 @@ namespace distill {
 struct CEOptions {
   TORCH_ARG(double, label_smoothing) = 0.0;
 };
+
+namespace detail {
+
+/// Cross-entropy with its gradient formed in the forward pass, (p - y) / N, where y is the
+/// (smoothed) one-hot label or the (smoothed) softmax of a soft target. With l = z - rowmax z
+/// and S = sum exp(l): -sum_c y_c log p_c = log S - sum_c y_c l_c (each row of y sums to 1).
+/// One exponential pass for hard labels (PyTorch's cross_entropy makes two: log_softmax, then
+/// exp in backward); one fresh [N, C] tensor (the gradient).
+struct CEFunction : public torch::autograd::Function<CEFunction> {
+  /// `target` is the class index [N, 1] (int64) or the soft-target logits [N, C] (floating):
+  /// one argument for both, as libtorch 1.13's Function::apply rejects undefined tensors.
+  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& logits,
+                               const torch::Tensor& target, double eps, int64_t wanted) {
+    const double n = static_cast<double>(logits.size(0)), uniform = eps / static_cast<double>(logits.size(1));
+    auto grad = torch::empty_like(logits, torch::MemoryFormat::Contiguous);
+    shift_into(grad, logits, 1.0);  // l, becomes the gradient
+    torch::Tensor cross, eq, sq;    // sum_c y_c l_c per row; the soft target's exp and sums
+    if (target.is_floating_point()) {
+      eq = scratch(0, target);
+      shift_into(eq, target, 1.0);
+      sq = exp_rows(eq);
+      cross = rowdot(eq, grad, scratch(1, grad)) * ((1 - eps) / sq);
+    } else {
+      cross = grad.gather(1, target) * (1 - eps);
+    }
+    if (eps > 0) cross = cross + grad.sum(1, true) * uniform;
+    auto s = exp_rows(grad);
+    auto loss = (s.log() - cross).sum() / n;
+    if (!(wanted & 1)) return loss;
+    grad.mul_(1 / (n * s));
+    if (eps > 0) grad.sub_(uniform / n);
+    if (eq.defined())
+      grad.addcmul_(eq, -(1 - eps) / (n * sq));
+    else
+      grad.scatter_add_(1, target, torch::full_like(s, -(1 - eps) / n));
+    keep_gradients(ctx, grad);
+    return loss;
+  }
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grad_output) {
+    return hand_over(ctx, grad_output[0], 4, "ce_loss");
+  }
+};
+
+}  // namespace detail
 
 namespace functional {
 
@@ -22,6 +68,7 @@ namespace functional {
 /// - label_smoothing outside [0, 1) is an error (the reference silently ignores it);
 /// - with soft targets and label_smoothing, softmax(target) is smoothed; the reference smooths
 ///   the raw teacher logits (its quirk 7.7), which is not a distribution.
+/// Computed by a fused function (detail::CEFunction).
 ///
 ///   auto hard = distill::functional::ce_loss(logits, labels);
 ///   auto soft = distill::functional::ce_loss(student_logits, teacher_logits);
@@ -31,19 +78,13 @@ inline torch::Tensor ce_loss(const torch::Tensor& logits, const torch::Tensor& t
   detail::check_logits(kLoss, "logits", logits);
   const double eps = options.label_smoothing();
   if (!(eps >= 0 && eps < 1)) detail::fail(kLoss, ": label_smoothing must be in [0, 1), got ", eps);
-  auto log_p = torch::log_softmax(detail::compute(logits), 1);
-  const double classes = static_cast<double>(logits.size(1));
   if (target.defined() && target.is_floating_point()) {
     detail::check_same(kLoss, "logits", logits, "target", target);
-    auto y = torch::softmax(detail::compute(target).detach(), 1);
-    if (eps > 0) y = y * (1 - eps) + eps / classes;
-    return -(y * log_p).sum(1).mean();
+    return detail::CEFunction::apply(detail::compute(logits), detail::compute(target).detach(), eps,
+                                     detail::wanted_gradients(logits, target));
   }
   auto index = detail::check_target(kLoss, target, logits).unsqueeze(1);
-  auto nll = -log_p.gather(1, index).squeeze(1);
-  if (eps == 0) return nll.mean();
-  // (1 - eps) * nll + eps / C * sum_c(-log p_c): the smoothed label without a one-hot tensor.
-  return ((1 - eps) * nll - (eps / classes) * log_p.sum(1)).mean();
+  return detail::CEFunction::apply(detail::compute(logits), index, eps, detail::wanted_gradients(logits, index));
 }
 
 }  // namespace functional

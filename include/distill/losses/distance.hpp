@@ -17,12 +17,45 @@ inline void check_options(const DistanceOptions& options) {
   constexpr const char* kLoss = "distance_loss";
   detail::check_choice(kLoss, "mode", options.mode(), {"l1", "l2", "smooth_l1"});
 }
+
+/// Distances with the gradient formed in the forward pass: one difference buffer d = s - t
+/// (plus a warm scratch buffer for smooth_l1), the loss from norms of it, and
+/// d loss / d s = -d loss / d t = g(d) / M with g = 2 d (l2), sign(d) (l1), clamp(d, -1, 1)
+/// (smooth_l1).
+struct DistanceFunction : public torch::autograd::Function<DistanceFunction> {
+  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& student,
+                               const torch::Tensor& teacher, int64_t mode, int64_t wanted) {
+    const double m = static_cast<double>(student.numel());
+    auto d = student - teacher;
+    torch::Tensor loss;
+    if (mode == 2) {  // l2
+      loss = d.norm().square() / m;
+      d.mul_(2.0 / m);
+    } else if (mode == 1) {  // l1
+      loss = d.norm(1) / m;
+      d.sign_().div_(m);
+    } else {  // smooth_l1: huber(d) = c (d - c / 2) with c = clamp(d, -1, 1)
+      auto c = scratch(0, d);
+      torch::clamp_out(c, d, -1, 1);
+      loss = d.sub_(c, 0.5).mul_(c).sum() / m;
+      d.copy_(c).div_(m);
+    }
+    keep_gradients(ctx, wanted & 1 ? d : torch::Tensor(), wanted & 2 ? (wanted & 1 ? -d : d.neg_()) : torch::Tensor());
+    return loss;
+  }
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grad_output) {
+    return hand_over(ctx, grad_output[0], 4, "distance_loss");
+  }
+};
+
 }  // namespace detail
 
 namespace functional {
 
 /// Mean over all elements of |d|, d^2 or Huber(d) with d = student - teacher.
-/// Gradient reaches both inputs. Any shape, but both shapes must be equal.
+/// Gradient reaches both inputs. Any shape, but both shapes must be equal. Computed by a
+/// fused function (detail::DistanceFunction).
 ///
 ///   auto loss = distill::functional::distance_loss(student_map, teacher_map,
 ///                                                  distill::DistanceOptions().mode("l2"));
@@ -33,11 +66,9 @@ inline torch::Tensor distance_loss(const torch::Tensor& student, const torch::Te
   detail::check_floating(kLoss, "student", student);
   detail::check_same(kLoss, "student", student, "teacher", teacher);
   if (student.numel() == 0) detail::fail(kLoss, ": 'student' is empty: ", detail::describe(student));
-  auto d = detail::compute(student) - detail::compute(teacher);
-  if (options.mode() == "l1") return d.abs().mean();
-  if (options.mode() == "l2") return d.square().mean();
-  auto a = d.abs();
-  return torch::where(a < 1, 0.5 * d.square(), a - 0.5).mean();
+  const int64_t mode = options.mode() == "l2" ? 2 : options.mode() == "l1" ? 1 : 0;
+  auto zs = detail::compute(student), zt = detail::compute(teacher);
+  return detail::DistanceFunction::apply(zs, zt, mode, detail::wanted_gradients(zs, zt));
 }
 
 }  // namespace functional

@@ -1,9 +1,8 @@
 #pragma once
 // Decoupled knowledge distillation: target-class and non-target-class KD (reference 2.6).
 
-#include <limits>
-
 #include "distill/losses/common.hpp"
+#include "distill/losses/rows.hpp"
 
 namespace distill {
 
@@ -23,6 +22,64 @@ inline void check_options(const DKDOptions& options) {
   constexpr const char* kLoss = "dkd_loss";
   detail::check_positive(kLoss, "temperature", options.temperature());
 }
+
+/// DKD with its gradient formed in the forward pass. With q = softmax(z / T - 1000 onehot(g)),
+/// p_g the student's target probability at T and b the teacher's:
+///   d loss / d z_s = T / N [beta (q_s - q_t) + alpha (p_g - b) (onehot(g) - q_s)]
+/// (the TCKD part uses q_s as the non-target distribution, which the -1000 trick makes it).
+/// Two exponential passes; one fresh [N, C] tensor (the gradient), two warm scratch buffers.
+struct DKDFunction : public torch::autograd::Function<DKDFunction> {
+  /// y = z / T with the target logit lowered by 1000, minus its row max, written into `y`;
+  /// per row the target logit z_g / T and that max. Then, from the row sum S of exp(y), the
+  /// binary log-probabilities of target and rest at T (the rest's log-sum-exp is max + log S,
+  /// which the -1000 trick leaves exact).
+  struct Rows {
+    torch::Tensor target, max, log_target, log_rest;  // [N, 1]
+    void shift(torch::Tensor& y, const torch::Tensor& z, const torch::Tensor& index, double t) {
+      scale_into(y, z, 1 / t);
+      target = y.gather(1, index);
+      y.scatter_(1, index, target - 1000.0);
+      max = y.amax(1, true);
+      y.sub_(max);
+    }
+    void binary(const torch::Tensor& sum) {
+      auto rest = max + sum.log();
+      auto full = torch::logaddexp(rest, target);
+      log_target = target - full;
+      log_rest = rest - full;
+    }
+  };
+
+  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& student,
+                               const torch::Tensor& teacher, const torch::Tensor& index, double t, double alpha,
+                               double beta, int64_t wanted) {
+    const double k = t / static_cast<double>(student.size(0));
+    auto yt = scratch(0, teacher), et = scratch(1, teacher);
+    Rows rt, rs;
+    rt.shift(yt, teacher, index, t);
+    auto st = torch::exp_out(et, yt).sum(1, true);
+    rt.binary(st);
+    auto grad = torch::empty_like(student, torch::MemoryFormat::Contiguous);
+    rs.shift(grad, student, index, t);  // y_s, becomes the gradient
+    auto cross = rowdot(yt.sub_(grad), et, yt);
+    auto ss = exp_rows(grad);
+    rs.binary(ss);
+    auto nckd = cross / st - st.log() + ss.log();
+    auto bt = rt.log_target.exp(), bt_rest = rt.log_rest.exp();
+    auto tckd = bt * (rt.log_target - rs.log_target) + bt_rest * (rt.log_rest - rs.log_rest);
+    auto loss = (alpha * tckd.sum() + beta * nckd.sum()) * (t * k);
+    if (!(wanted & 1)) return loss;
+    auto d = rs.log_target.exp() - bt;  // p_g - b, [N, 1]
+    grad.mul_((beta - alpha * d) * k / ss).addcmul_(et, -beta * k / st).scatter_add_(1, index, alpha * k * d);
+    keep_gradients(ctx, grad);
+    return loss;
+  }
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grad_output) {
+    return hand_over(ctx, grad_output[0], 7, "dkd_loss");
+  }
+};
+
 }  // namespace detail
 
 namespace functional {
@@ -33,6 +90,9 @@ namespace functional {
 ///   distributions over the non-target classes.
 /// `target` holds class indices [N] or [N, 1]; undefined means argmax of the teacher.
 /// No gradient reaches the teacher. There is no warm-up factor (as in the reference).
+/// The binary log-probabilities come from log-sum-exps: the reference takes the log of summed
+/// probabilities, which is -inf (then NaN) once the target probability underflows (quirk 7.8);
+/// this equals it wherever that is finite. Computed by a fused function (detail::DKDFunction).
 ///
 ///   auto loss = distill::functional::dkd_loss(student_logits, teacher_logits, labels,
 ///                                             distill::DKDOptions().beta(8).temperature(4));
@@ -42,31 +102,11 @@ inline torch::Tensor dkd_loss(const torch::Tensor& student, const torch::Tensor&
   detail::check_options(options);
   detail::check_logits(kLoss, "student", student, /*min_classes=*/2);
   detail::check_same(kLoss, "student", student, "teacher", teacher);
-  const double t = options.temperature();
-  auto zs = detail::compute(student) / t;
-  auto zt = detail::compute(teacher).detach() / t;
-  auto index = detail::target_or_argmax(
-      kLoss, options.use_target_as_gt() ? torch::Tensor() : target, zt);
-
-  // Binary log-probabilities [log b_target, log b_rest]. The reference takes log of summed
-  // probabilities, which is -inf (then NaN) once the target probability underflows (quirk
-  // 7.8); logsumexp over the log-softmax gives the same value wherever that one is finite.
-  auto binary = [&](const torch::Tensor& z) {
-    auto log_p = torch::log_softmax(z, 1);
-    auto rest = log_p.scatter(1, index, -std::numeric_limits<double>::infinity()).logsumexp(1, true);
-    return torch::cat({log_p.gather(1, index), rest}, 1);
-  };
-  auto log_bs = binary(zs), log_bt = binary(zt);
-  auto tckd = (log_bt.exp() * (log_bt - log_bs)).sum();
-
-  // The reference's -1000 trick on the target logit, kept literally so values match it.
-  auto suppress = [&](const torch::Tensor& z) {
-    return torch::log_softmax(z.scatter(1, index, z.gather(1, index) - 1000.0), 1);
-  };
-  auto log_ns = suppress(zs), log_nt = suppress(zt);
-  auto nckd = (log_nt.exp() * (log_nt - log_ns)).sum();
-
-  return (options.alpha() * tckd + options.beta() * nckd) * (t * t / student.size(0));
+  auto zt = detail::compute(teacher).detach();
+  auto index = detail::target_or_argmax(kLoss, options.use_target_as_gt() ? torch::Tensor() : target, zt);
+  auto zs = detail::compute(student);
+  return detail::DKDFunction::apply(zs, zt, index, options.temperature(), options.alpha(), options.beta(),
+                                    detail::wanted_gradients(zs, zt));
 }
 
 }  // namespace functional

@@ -2,6 +2,7 @@
 // Deep mutual learning: symmetric KL between two networks' distributions (reference 2.3).
 
 #include "distill/losses/common.hpp"
+#include "distill/losses/rows.hpp"
 
 namespace distill {
 
@@ -14,13 +15,61 @@ struct DMLOptions {
   TORCH_ARG(bool, sum_across_class_dim) = false;
 };
 
+namespace detail {
+
+/// DML with softmax activations, both gradients formed in the forward pass. With
+/// r = (q + eps) / (p + eps) and D = log r, the loss is 1/2 sum (q - p) D and
+///   d/dp = (1 - r - D) / 2,  d/dq = (1 - 1/r + D) / 2,
+/// each followed by softmax's backward p (g - <p, g>). Two exponential passes and one log;
+/// one fresh [N, C] tensor per gradient, four warm scratch buffers.
+struct DMLSoftmaxFunction : public torch::autograd::Function<DMLSoftmaxFunction> {
+  /// Softmax of z written into `out` (a fresh tensor: it becomes the gradient).
+  static torch::Tensor softmax_into(const torch::Tensor& z) {
+    auto out = torch::empty_like(z, torch::MemoryFormat::Contiguous);
+    shift_into(out, z, 1.0);
+    return out.div_(exp_rows(out));
+  }
+  /// g <- p (g - <p, g>), then p <- that (p's buffer becomes the gradient).
+  static torch::Tensor softmax_backward(torch::Tensor& p, torch::Tensor& g, torch::Tensor buffer) {
+    return p.mul_(g.sub_(rowdot(p, g, buffer)));
+  }
+
+  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& student,
+                               const torch::Tensor& teacher, double eps, double scale, int64_t wanted) {
+    auto p = softmax_into(student), q = softmax_into(teacher);
+    auto r = scratch(0, p), d = scratch(1, p), g = scratch(2, p), buffer = scratch(3, p);
+    torch::add_out(r, q, torch::full({}, eps, q.options())).div_(p.add_(eps));
+    p.sub_(eps);
+    torch::log_out(d, r);
+    auto loss = (rowdot(q, d, buffer).sum() - rowdot(p, d, buffer).sum()) * (0.5 * scale);
+    torch::Tensor grad_s, grad_t;
+    if (wanted & 2) {
+      torch::reciprocal_out(g, r).neg_().add_(1).add_(d).mul_(0.5 * scale);  // (1 - 1/r + D) / 2
+      grad_t = softmax_backward(q, g, buffer);
+    }
+    if (wanted & 1) {
+      r.neg_().add_(1).sub_(d).mul_(0.5 * scale);  // (1 - r - D) / 2
+      grad_s = softmax_backward(p, r, buffer);
+    }
+    keep_gradients(ctx, grad_s, grad_t);
+    return loss;
+  }
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grad_output) {
+    return hand_over(ctx, grad_output[0], 5, "dml_loss");
+  }
+};
+
+}  // namespace detail
+
 namespace functional {
 
 /// With p = act(student), q = act(teacher), k(a, b) = b log((b + eps) / (a + eps)):
 /// sum of (k(p, q) + k(q, p)) / 2 over the class axis, averaged over the other axes
 /// (= batch mean of the symmetric KL). With sum_across_class_dim the reference's extra factor
 /// C (the class count) is kept: the result is C times larger. Gradient reaches both inputs,
-/// so both networks learn from each other. No temperature (reference quirk 7.11).
+/// so both networks learn from each other. No temperature (reference quirk 7.11). With softmax
+/// (the recipes' activation) a fused function computes it (detail::DMLSoftmaxFunction).
 ///
 ///   auto loss = distill::functional::dml_loss(logits_a, logits_b);
 inline torch::Tensor dml_loss(const torch::Tensor& student, const torch::Tensor& teacher,
@@ -34,19 +83,21 @@ inline torch::Tensor dml_loss(const torch::Tensor& student, const torch::Tensor&
                  detail::describe(student));
   const double eps = options.eps();
   if (!(eps >= 0) || !std::isfinite(eps)) detail::fail(kLoss, ": eps must be >= 0, got ", eps);
+  const int64_t classes = student.size(-1);
+  const double rows = static_cast<double>(student.numel() / classes);
+  const double scale = options.sum_across_class_dim() ? classes / rows : 1.0 / rows;
+  if (options.act() == "softmax")
+    return detail::DMLSoftmaxFunction::apply(detail::compute(student).reshape({-1, classes}),
+                                             detail::compute(teacher).reshape({-1, classes}), eps, scale,
+                                             detail::wanted_gradients(student, teacher));
   auto activate = [&](const torch::Tensor& x) {
     auto y = detail::compute(x);
-    if (options.act() == "softmax") return torch::softmax(y, -1);
     if (options.act() == "sigmoid") return torch::sigmoid(y);
     return y;
   };
   auto p = activate(student), q = activate(teacher);
   auto log_p = (p + eps).log(), log_q = (q + eps).log();
-  auto both = (q * (log_q - log_p) + p * (log_p - log_q)) * 0.5;
-  const int64_t classes = student.size(-1);
-  const double rows = static_cast<double>(student.numel() / classes);
-  const double scale = options.sum_across_class_dim() ? classes / rows : 1.0 / rows;
-  return both.sum() * scale;
+  return ((q - p) * (log_q - log_p)).sum() * (0.5 * scale);
 }
 
 }  // namespace functional

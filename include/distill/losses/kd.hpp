@@ -2,6 +2,7 @@
 // Hinton knowledge distillation: temperature-softened KL divergence (reference 2.5).
 
 #include "distill/losses/common.hpp"
+#include "distill/losses/rows.hpp"
 
 namespace distill {
 
@@ -16,12 +17,40 @@ inline void check_options(const KDOptions& options) {
   constexpr const char* kLoss = "kd_loss";
   detail::check_positive(kLoss, "temperature", options.temperature());
 }
+
+/// KD with its gradient formed in the forward pass: d loss / d z_s = T / N (p_s - p_t).
+/// With y = (z - rowmax z) / T, e = exp(y) and S its row sum (p = e / S):
+///   loss = T^2 / N sum_n [ sum_c e_t (y_t - y_s) / S_t - log S_t + log S_s ].
+/// Two exponential passes; one fresh [N, C] tensor (the gradient), two warm scratch buffers.
+struct KDFunction : public torch::autograd::Function<KDFunction> {
+  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& student,
+                               const torch::Tensor& teacher, double t, int64_t wanted) {
+    const double k = t / static_cast<double>(student.size(0));
+    auto yt = scratch(0, teacher), et = scratch(1, teacher);
+    shift_into(yt, teacher, 1 / t);
+    auto st = torch::exp_out(et, yt).sum(1, true);
+    auto grad = torch::empty_like(student, torch::MemoryFormat::Contiguous);
+    shift_into(grad, student, 1 / t);  // y_s, becomes the gradient
+    auto cross = rowdot(yt.sub_(grad), et, yt);
+    auto ss = exp_rows(grad);
+    auto loss = ((cross / st).sum() - st.log().sum() + ss.log().sum()) * (t * k);
+    if (wanted & 1) keep_gradients(ctx, grad.mul_(k / ss).addcmul_(et, -k / st));
+    return loss;
+  }
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grad_output) {
+    return hand_over(ctx, grad_output[0], 4, "kd_loss");
+  }
+};
+
 }  // namespace detail
 
 namespace functional {
 
 /// T^2 / N * sum_{n,c} p_t (log p_t - log softmax(z_s / T)) with p_t = softmax(z_t / T).
 /// Logits are [N, C]. Like the reference's KL op, no gradient reaches the teacher.
+/// Computed by a fused function (detail::KDFunction): an underflowed p_t contributes 0, as the
+/// reference skips p_t <= 0, and nothing becomes inf for logits of any size.
 ///
 ///   auto loss = distill::functional::kd_loss(student_logits, teacher_logits,
 ///                                            distill::KDOptions().temperature(4));
@@ -31,12 +60,8 @@ inline torch::Tensor kd_loss(const torch::Tensor& student, const torch::Tensor& 
   detail::check_options(options);
   detail::check_logits(kLoss, "student", student);
   detail::check_same(kLoss, "student", student, "teacher", teacher);
-  const double t = options.temperature();
-  auto log_ps = torch::log_softmax(detail::compute(student) / t, 1);
-  auto log_pt = torch::log_softmax(detail::compute(teacher).detach() / t, 1);
-  // p_t * (log p_t - log p_s) from log-probabilities: an underflowed p_t gives 0, exactly as
-  // the reference skips p_t <= 0, and nothing becomes inf for logits of any size.
-  return (log_pt.exp() * (log_pt - log_ps)).sum() * (t * t / student.size(0));
+  auto zs = detail::compute(student), zt = detail::compute(teacher).detach();
+  return detail::KDFunction::apply(zs, zt, options.temperature(), detail::wanted_gradients(zs, zt));
 }
 
 }  // namespace functional

@@ -1,0 +1,117 @@
+#pragma once
+// Building blocks of the fused losses: warm scratch buffers, row-wise softmax pieces, and the
+// hand-over of gradients that forward already formed.
+//
+// The fused losses (KD, CE, DKD, DML, DIST, WSL, SKD, distance) compute their gradients in the
+// forward pass with closed forms; backward only scales them by the incoming gradient, in place.
+// Every pass is an ATen op, so the same code runs on CPU and CUDA. What they save against
+// eager autograd is passes over [N, C] and, above all, fresh [N, C] allocations: on the CPU a
+// fresh buffer of a few MB is memory the kernel faults in page by page (glibc hands large
+// blocks back to the system on free), which costs more than the arithmetic on it.
+
+#include <array>
+#include <string>
+
+#include <torch/torch.h>
+
+#include "distill/core/error.hpp"
+
+namespace distill {
+
+namespace detail {
+
+/// Per-thread scratch buffers of the fused losses on the CPU, kept warm between calls. Each
+/// slot grows to the largest request it has served. Off the CPU (CUDA's caching allocator
+/// already reuses memory) a slot is a plain new tensor.
+inline std::array<torch::Tensor, 4>& scratch_slots() {
+  thread_local std::array<torch::Tensor, 4> slots;
+  return slots;
+}
+
+/// A contiguous buffer shaped like `like` (same dtype and device, contents undefined). A loss
+/// uses each slot once per call and never lets it escape: the next call overwrites it.
+inline torch::Tensor scratch(size_t slot, const torch::Tensor& like) {
+  const auto options = like.options().requires_grad(false);
+  if (!like.is_cpu()) return torch::empty(like.sizes(), options);
+  auto& buffer = scratch_slots().at(slot);
+  const int64_t n = like.numel();
+  if (!buffer.defined() || buffer.dtype() != like.dtype() || buffer.numel() < n)
+    buffer = torch::empty({n}, options);
+  return buffer.narrow(0, 0, n).view(like.sizes());
+}
+
+}  // namespace detail
+
+/// Frees this thread's scratch buffers of the fused losses (they are kept between calls so
+/// that a training loop does not fault in fresh memory at every step; at 1024 x 32000 logits
+/// that is up to three 131 MB buffers).
+///
+///   distill::release_loss_workspace();  // e.g. after training, before a memory-hungry phase
+inline void release_loss_workspace() {
+  for (auto& buffer : detail::scratch_slots()) buffer = torch::Tensor();
+}
+
+namespace detail {
+
+/// out = scale * (z - rowmax(z)) in one pass after the max: logits ready for a stable exp.
+/// `scale` > 0. Returns scale * rowmax(z), [N, 1] (so that the log-sum-exp of scale * z is
+/// that plus the log of the row sum of exp(out)).
+inline torch::Tensor shift_into(torch::Tensor& out, const torch::Tensor& z, double scale) {
+  auto max = z.amax(1, true).mul_(scale);
+  torch::add_out(out, -max, z, scale);
+  return max;
+}
+
+/// exp(out) written over `out`, and its row sums [N, 1].
+inline torch::Tensor exp_rows(torch::Tensor& out) {
+  return out.exp_().sum(1, true);
+}
+
+/// out = scale * z in one pass.
+inline torch::Tensor& scale_into(torch::Tensor& out, const torch::Tensor& z, double scale) {
+  return torch::add_out(out, torch::zeros({}, z.options()), z, scale);
+}
+
+/// Row sums of a * b as [N, 1], through `buffer` (overwritten; may be a or b itself).
+inline torch::Tensor rowdot(const torch::Tensor& a, const torch::Tensor& b, torch::Tensor buffer) {
+  return torch::mul_out(buffer, a, b).sum(1, true);
+}
+
+/// Which inputs of a fused loss want a gradient: bit 0 the first, bit 1 the second. Decided
+/// before Function::apply (inside forward, grad mode is off).
+inline int64_t wanted_gradients(const torch::Tensor& first, const torch::Tensor& second) {
+  if (!torch::GradMode::is_enabled()) return 0;
+  return (first.requires_grad() ? 1 : 0) | (second.requires_grad() ? 2 : 0);
+}
+
+/// Keeps the gradients that forward formed (undefined: none for that input).
+inline void keep_gradients(torch::autograd::AutogradContext* ctx, const torch::Tensor& first,
+                           const torch::Tensor& second = {}) {
+  if (first.defined()) ctx->saved_data["grad0"] = first;
+  if (second.defined()) ctx->saved_data["grad1"] = second;
+  ctx->saved_data["pending"] = true;
+}
+
+/// Backward of a fused loss: the kept gradients times the incoming (scalar) gradient, scaled
+/// in place and handed over, so no new [N, C] tensor is made. A second backward through the
+/// same forward (retain_graph) is refused: the gradients are gone.
+inline torch::autograd::variable_list hand_over(torch::autograd::AutogradContext* ctx, const torch::Tensor& grad_output,
+                                                size_t num_inputs, const char* loss) {
+  if (!ctx->saved_data.count("pending"))
+    fail(loss, ": backward ran twice through one forward (retain_graph); the fused loss keeps its gradients for "
+               "one backward only: compute the loss again");
+  ctx->saved_data.erase("pending");
+  const bool unit = grad_output.is_cpu() && grad_output.item<double>() == 1.0;
+  torch::autograd::variable_list out(num_inputs);
+  for (size_t i = 0; i < 2; ++i) {
+    const std::string key = "grad" + std::to_string(i);
+    if (!ctx->saved_data.count(key)) continue;
+    auto grad = ctx->saved_data[key].toTensor();
+    ctx->saved_data.erase(key);
+    out[i] = unit ? grad : grad.mul_(grad_output);
+  }
+  return out;
+}
+
+}  // namespace detail
+}  // namespace distill
