@@ -16,7 +16,6 @@ One intra-op thread on both sides unless --threads says otherwise. On a GPU mach
 """
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import time
@@ -119,7 +118,9 @@ def cpp_times(path, device):
     data = json.load(open(path))
     out = {}
     for b in data["benchmarks"]:
-        parts = b["name"].split("/")  # [cuda/]fwd_bwd/kd/256/1000[/real_time]
+        if b.get("run_type") == "aggregate" and b.get("aggregate_name") != "median":
+            continue  # with --benchmark_repetitions, the median stands for the case
+        parts = b.get("run_name", b["name"]).split("/")  # [cuda/]fwd_bwd/kd/256/1000[/real_time]
         on_cuda = parts[0] == "cuda"
         if on_cuda != (device == "cuda"):
             continue
@@ -138,14 +139,17 @@ def cpp_times(path, device):
 def peak_python(loss, n, c):
     """Peak RSS beyond the inputs of one forward+backward, in [N, C] float tensors."""
     code = f"""
-import resource, torch, sys
+import torch, sys
 sys.path.insert(0, {repr(sys.path[0])})
 import compare_eager as m
 torch.set_num_threads(1)
 s, t, y = m.inputs({n}, {c}, {repr(loss)})
-base = int(open("/proc/self/statm").read().split()[1]) * resource.getpagesize() // 1024  # resident now, KiB
+def status_kb(field):  # VmRSS: resident now; VmHWM: peak of this process image (ru_maxrss would
+    # carry the parent's peak across exec)
+    return next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith(field + ":"))
+base = status_kb("VmRSS")
 m.LOSSES[{repr(loss)}](s, t, y).backward()
-print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) * 1024 / ({n} * {c} * 4))
+print((status_kb("VmHWM") - base) * 1024 / ({n} * {c} * 4))
 """
     return float(subprocess.check_output([sys.executable, "-c", code]).decode().strip())
 
@@ -157,12 +161,13 @@ def peak_cpp(binary, loss):
 
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("cpp_json", help="loss_bench --benchmark_format=json output")
+    parser.add_argument("cpp_json", nargs="?", help="loss_bench JSON output (without it: only --memory)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--compile", action="store_true", help="also time torch.compile'd versions")
     parser.add_argument("--shapes", default=",".join(f"{n}x{c}" for n, c in SHAPES),
                         help="comma-separated NxC list (default: all four)")
+    parser.add_argument("--compile-shapes", help="NxC list for torch.compile (default: --shapes)")
     parser.add_argument("--memory", metavar="LOSS_BENCH", help="also measure peak memory at 1024x32000 (CPU)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -170,7 +175,9 @@ def main():
         print(f"torch {torch.__version__} has no torch.compile: timing eager only")
         args.compile = False
     shapes = [tuple(int(v) for v in s.split("x")) for s in args.shapes.split(",")]
-    cpp = cpp_times(args.cpp_json, args.device)
+    compile_shapes = ([tuple(int(v) for v in s.split("x")) for s in args.compile_shapes.split(",")]
+                      if args.compile_shapes else shapes)
+    cpp = cpp_times(args.cpp_json, args.device) if args.cpp_json else {}
     print(f"torch {torch.__version__} on {args.device}"
           + (f" ({torch.cuda.get_device_name()})" if args.device == "cuda" else f", {torch.get_num_threads()} thread(s)")
           + "; forward+backward in microseconds; floor = two softmax passes (loss_bench)\n")
@@ -180,8 +187,9 @@ def main():
     header += f" {'distill':>9} {'vs eager':>8}"
     if args.compile:
         header += f" {'vs comp':>8}"
-    print(header + f" {'floor':>8} {'x floor':>8}")
-    for loss in LOSSES:
+    if cpp:
+        print(header + f" {'floor':>8} {'x floor':>8}")
+    for loss in LOSSES if cpp else []:
         compiled = torch.compile(LOSSES[loss]) if args.compile else None
         for n, c in shapes:
             ours, floor = cpp.get((loss, n, c)), cpp.get(("floor", n, c))
@@ -190,12 +198,15 @@ def main():
             s, t, y = inputs(n, c, loss, args.device)
             eager = time_us(fwd_bwd(LOSSES[loss], s, t, y), args.device)
             line = f"{loss:<12} {f'{n}x{c}':>11} {eager:>9.0f}"
-            if compiled is not None:
+            comp = None
+            if compiled is not None and (n, c) in compile_shapes:
                 comp = time_us(fwd_bwd(compiled, s, t, y), args.device)
                 line += f" {comp:>9.0f}"
+            elif compiled is not None:
+                line += f" {'-':>9}"
             line += f" {ours:>9.0f} {eager / ours:>7.1f}x"
             if compiled is not None:
-                line += f" {comp / ours:>7.1f}x"
+                line += f" {comp / ours:>7.1f}x" if comp is not None else f" {'-':>8}"
             print(line + f" {floor:>8.0f} {ours / floor:>7.2f}x", flush=True)
     if args.memory:
         print("\npeak memory of one forward+backward at 1024x32000 beyond the inputs, in [N, C] float32 tensors "

@@ -15,6 +15,7 @@ cd "$(dirname "$0")/.."
 results=${1:-bench/results/gpu}
 device=${DISTILL_GPU_DEVICE:-cuda}
 build=${DISTILL_GPU_BUILD:-build-gpu}
+python=${PYTHON:-python3}
 mkdir -p "$results"
 start=$SECONDS
 declare -a summary
@@ -28,9 +29,9 @@ step() {  # step <name> <command...>: runs it, records the outcome and the secon
   return $rc
 }
 
-python3 -c 'import torch; print("torch", torch.__version__, "CUDA", torch.version.cuda,
+"$python" -c 'import torch; print("torch", torch.__version__, "CUDA", torch.version.cuda,
       torch.cuda.get_device_name() if torch.cuda.is_available() else "(no GPU visible)")'
-torch_prefix=${TORCH_PREFIX:-$(python3 -c 'import torch; print(torch.utils.cmake_prefix_path)')}
+torch_prefix=${TORCH_PREFIX:-$("$python" -c 'import torch; print(torch.utils.cmake_prefix_path)')}
 configure() {
   cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release \
     -DCMAKE_PREFIX_PATH="$torch_prefix;${DISTILL_DEPS_PREFIX:-}" \
@@ -41,15 +42,14 @@ step "configure against $(basename "$(dirname "$(dirname "$torch_prefix")")")" c
   printf '%s\n' "${summary[@]}"
   exit 1
 }
-step "parity on cpu (libtorch $(python3 -c 'import torch; print(torch.__version__)'))" \
-  "$build/bench/loss_parity" tests/reference/losses.json --device cpu
+step "parity on cpu" "$build/bench/loss_parity" tests/reference/losses.json --device cpu
 [[ $device == cpu ]] || step "parity on cuda" "$build/bench/loss_parity" tests/reference/losses.json --device cuda
 filter='^cuda/'
-[[ $device == cpu ]] && filter='^(floor_two_softmax|fwd_bwd)/[a-z_]+/(256/1000|1024/32000)'
+[[ $device == cpu ]] && filter='^(floor_two_softmax|fwd_bwd/[a-z_]+)/(256/1000|1024/32000)'
 step "benchmarks ($device)" "$build/bench/loss_bench" --benchmark_filter="$filter" --benchmark_min_time=0.2 \
   --benchmark_out="$results/loss_bench_$device.json" --benchmark_out_format=json
-step "eager and torch.compile comparison" bash -c "python3 bench/compare_eager.py '$results/loss_bench_$device.json' \
-  --device $device --compile --shapes 256x1000,1024x32000 | tee '$results/compare_$device.txt'"
+step "eager and torch.compile comparison" bash -c "set -o pipefail; '$python' bench/compare_eager.py '$results/loss_bench_$device.json' \
+  --device $device --compile --shapes 256x1000,1024x32000 --compile-shapes 1024x32000 | tee '$results/compare_$device.txt'"
 
 echo
 echo "== summary ($((SECONDS - start)) s)"

@@ -7,10 +7,6 @@
 //
 // CUDA cases (cuda/...) run when libtorch sees a GPU.
 
-#include <sys/resource.h>
-
-#include <unistd.h>
-
 #include <cstring>
 #include <fstream>
 #include <iostream>
@@ -148,18 +144,14 @@ void register_all() {
   }
 }
 
-int64_t peak_rss_kb() {
-  struct rusage usage {};
-  getrusage(RUSAGE_SELF, &usage);
-  return usage.ru_maxrss;
-}
-
-/// Resident memory now (KiB): the base, since an earlier peak (start-up) may have been freed.
-int64_t rss_kb() {
-  std::ifstream statm("/proc/self/statm");
-  int64_t pages = 0, resident = 0;
-  statm >> pages >> resident;
-  return resident * (sysconf(_SC_PAGESIZE) / 1024);
+/// A field of /proc/self/status in KiB: VmRSS (resident now) or VmHWM (the peak of this
+/// process image; getrusage's ru_maxrss would carry a parent's peak across exec).
+int64_t status_kb(const std::string& field) {
+  std::ifstream status("/proc/self/status");
+  std::string line;
+  while (std::getline(status, line))
+    if (line.rfind(field + ":", 0) == 0) return std::stoll(line.substr(field.size() + 1));
+  return -1;
 }
 
 /// One forward+backward at 1024 x 32000 in this fresh process: the peak resident memory beyond
@@ -167,10 +159,10 @@ int64_t rss_kb() {
 int peak_memory(const std::string& loss) {
   const auto& [fn, teacher_grad] = logit_losses().at(loss);
   auto in = make_inputs(1024, 32000, torch::kCPU, teacher_grad);
-  const int64_t base = rss_kb();
+  const int64_t base = status_kb("VmRSS");
   fn(in.student, in.teacher, in.target).backward();
   const double tensor_kb = 1024.0 * 32000 * 4 / 1024;
-  std::cout << loss << " peak memory beyond the inputs (in [N, C] float tensors): " << (peak_rss_kb() - base) / tensor_kb
+  std::cout << loss << " peak memory beyond the inputs (in [N, C] float tensors): " << (status_kb("VmHWM") - base) / tensor_kb
             << '\n';
   return 0;
 }

@@ -358,6 +358,9 @@ TEST_CASE("fused losses: backward scales by the incoming gradient and runs once"
     auto value = loss(s, t, y);
     value.backward({}, /*retain_graph=*/true);
     CHECK_THROWS_WITH(value.backward(), Catch::Contains("retain_graph"));
+    auto again = loss(s, t, y);
+    again.backward({}, /*retain_graph=*/true);
+    CHECK_THROWS_AS(again.backward(), distill::Error);
   }
 }
 
@@ -376,5 +379,27 @@ TEST_CASE("fused losses: warm scratch buffers give the same results at any shape
       CHECK(torch::equal(warm.value, cold.value));
       CHECK(torch::equal(warm.student, cold.student));
     }
+  }
+}
+
+TEST_CASE("fused WSL equals the composite formula at any temperature", "[losses][fused]") {
+  // T = 1 and 2 share exponentials between the weight and the KD term; other T do not.
+  torch::manual_seed(8);
+  const auto zs = torch::randn({7, 11}, torch::kDouble) * 3, zt = torch::randn({7, 11}, torch::kDouble) * 3;
+  const auto y = torch::randint(0, 11, {7});
+  for (double t : {1.0, 2.0, 3.0, 0.5}) {
+    INFO("T = " << t);
+    auto s = zs.clone().requires_grad_(), te = zt.clone().requires_grad_();
+    auto fused = F::wsl_loss(s, te, y, distill::WSLOptions().temperature(t));
+    fused.backward();
+    auto s2 = zs.clone().requires_grad_(), t2 = zt.clone().requires_grad_();
+    auto ce = [&](const torch::Tensor& z) { return -torch::log_softmax(z.detach(), 1).gather(1, y.unsqueeze(1)); };
+    auto w = 1 - torch::exp(-(ce(s2) / (ce(t2) + 1e-7)).clamp_min(0));
+    auto kd = -(torch::softmax(t2 / t, 1) * torch::log_softmax(s2 / t, 1)).sum(1, true);
+    auto composite = (kd * w).mean() * (t * t);
+    composite.backward();
+    CHECK(fused.item<double>() == Approx(composite.item<double>()).epsilon(1e-12));
+    CHECK(torch::allclose(s.grad(), s2.grad(), 1e-10, 1e-14));
+    CHECK(torch::allclose(te.grad(), t2.grad(), 1e-10, 1e-14));
   }
 }

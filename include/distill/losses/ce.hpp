@@ -18,13 +18,14 @@ namespace detail {
 /// and S = sum exp(l): -sum_c y_c log p_c = log S - sum_c y_c l_c (each row of y sums to 1).
 /// One exponential pass for hard labels (PyTorch's cross_entropy makes two: log_softmax, then
 /// exp in backward); one fresh [N, C] tensor (the gradient).
-struct CEFunction : public torch::autograd::Function<CEFunction> {
+struct CEFunction : public FusedFunction<CEFunction, 4> {
+  static constexpr const char* kLoss = "ce_loss";
   /// `target` is the class index [N, 1] (int64) or the soft-target logits [N, C] (floating):
   /// one argument for both, as libtorch 1.13's Function::apply rejects undefined tensors.
   static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& logits,
                                const torch::Tensor& target, double eps, int64_t wanted) {
     const double n = static_cast<double>(logits.size(0)), uniform = eps / static_cast<double>(logits.size(1));
-    auto grad = torch::empty_like(logits, torch::MemoryFormat::Contiguous);
+    auto grad = gradient_buffer(wanted & 1, 2, logits);
     shift_into(grad, logits, 1.0);  // l, becomes the gradient
     torch::Tensor cross, eq, sq;    // sum_c y_c l_c per row; the soft target's exp and sums
     if (target.is_floating_point()) {
@@ -47,10 +48,6 @@ struct CEFunction : public torch::autograd::Function<CEFunction> {
       grad.scatter_add_(1, target, torch::full_like(s, -(1 - eps) / n));
     keep_gradients(ctx, grad);
     return loss;
-  }
-  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
-                                                 torch::autograd::variable_list grad_output) {
-    return hand_over(ctx, grad_output[0], 4, "ce_loss");
   }
 };
 

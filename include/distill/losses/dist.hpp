@@ -20,7 +20,8 @@ namespace detail {
 /// a = 1 / D, b = <u, v> |v| / (|u| D^2), D = |u| |v| + 1e-8 (b = 0 where |u| = 0, where the
 /// reference's gradient is NaN); centring's backward leaves such zero-mean directions as they
 /// are. Row terms (inter) and column terms (intra) add up, then softmax's backward.
-struct DISTFunction : public torch::autograd::Function<DISTFunction> {
+struct DISTFunction : public FusedFunction<DISTFunction, 5> {
+  static constexpr const char* kLoss = "dist_loss";
   struct Stats {
     torch::Tensor rho, a, b_u, b_v;  // correlation, and the coefficients of v, u (for d/du) and u (for d/dv)
   };
@@ -36,9 +37,9 @@ struct DISTFunction : public torch::autograd::Function<DISTFunction> {
     return s;
   }
 
-  /// softmax(z) - 1 / C (its rows' mean is 1 / C) in a fresh tensor, which becomes the gradient.
-  static torch::Tensor centred_softmax(const torch::Tensor& z) {
-    auto y = torch::empty_like(z, torch::MemoryFormat::Contiguous);
+  /// softmax(z) - 1 / C (its rows' mean is 1 / C) in the buffer that becomes z's gradient.
+  static torch::Tensor centred_softmax(const torch::Tensor& z, bool wanted, size_t slot) {
+    auto y = gradient_buffer(wanted, slot, z);
     shift_into(y, z, 1.0);
     return y.div_(exp_rows(y)).sub_(1.0 / static_cast<double>(z.size(1)));
   }
@@ -47,7 +48,7 @@ struct DISTFunction : public torch::autograd::Function<DISTFunction> {
   static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& student,
                                const torch::Tensor& teacher, double beta, double gamma, int64_t wanted) {
     const int64_t n = student.size(0), c = student.size(1);
-    auto ys = centred_softmax(student), yt = centred_softmax(teacher);
+    auto ys = centred_softmax(student, wanted & 1, 4), yt = centred_softmax(teacher, wanted & 2, 5);
     auto s0 = scratch(0, ys), cs = scratch(1, ys), ct = scratch(2, ys), s3 = scratch(3, ys);
     // Inter-class (rows), on the row-centred probabilities.
     auto row = stats(rowdot(ys, yt, s0), rowdot(ys, ys, s0), rowdot(yt, yt, s0));
@@ -75,10 +76,6 @@ struct DISTFunction : public torch::autograd::Function<DISTFunction> {
     }
     keep_gradients(ctx, grad_s, grad_t);
     return loss;
-  }
-  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
-                                                 torch::autograd::variable_list grad_output) {
-    return hand_over(ctx, grad_output[0], 5, "dist_loss");
   }
 };
 

@@ -22,7 +22,8 @@ inline void check_options(const DistanceOptions& options) {
 /// (plus a warm scratch buffer for smooth_l1), the loss from norms of it, and
 /// d loss / d s = -d loss / d t = g(d) / M with g = 2 d (l2), sign(d) (l1), clamp(d, -1, 1)
 /// (smooth_l1).
-struct DistanceFunction : public torch::autograd::Function<DistanceFunction> {
+struct DistanceFunction : public FusedFunction<DistanceFunction, 4> {
+  static constexpr const char* kLoss = "distance_loss";
   static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& student,
                                const torch::Tensor& teacher, int64_t mode, int64_t wanted) {
     const double m = static_cast<double>(student.numel());
@@ -42,10 +43,6 @@ struct DistanceFunction : public torch::autograd::Function<DistanceFunction> {
     }
     keep_gradients(ctx, wanted & 1 ? d : torch::Tensor(), wanted & 2 ? (wanted & 1 ? -d : d.neg_()) : torch::Tensor());
     return loss;
-  }
-  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
-                                                 torch::autograd::variable_list grad_output) {
-    return hand_over(ctx, grad_output[0], 4, "distance_loss");
   }
 };
 

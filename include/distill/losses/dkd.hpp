@@ -28,7 +28,8 @@ inline void check_options(const DKDOptions& options) {
 ///   d loss / d z_s = T / N [beta (q_s - q_t) + alpha (p_g - b) (onehot(g) - q_s)]
 /// (the TCKD part uses q_s as the non-target distribution, which the -1000 trick makes it).
 /// Two exponential passes; one fresh [N, C] tensor (the gradient), two warm scratch buffers.
-struct DKDFunction : public torch::autograd::Function<DKDFunction> {
+struct DKDFunction : public FusedFunction<DKDFunction, 7> {
+  static constexpr const char* kLoss = "dkd_loss";
   /// y = z / T with the target logit lowered by 1000, minus its row max, written into `y`;
   /// per row the target logit z_g / T and that max. Then, from the row sum S of exp(y), the
   /// binary log-probabilities of target and rest at T (the rest's log-sum-exp is max + log S,
@@ -59,7 +60,7 @@ struct DKDFunction : public torch::autograd::Function<DKDFunction> {
     rt.shift(yt, teacher, index, t);
     auto st = torch::exp_out(et, yt).sum(1, true);
     rt.binary(st);
-    auto grad = torch::empty_like(student, torch::MemoryFormat::Contiguous);
+    auto grad = gradient_buffer(wanted & 1, 2, student);
     rs.shift(grad, student, index, t);  // y_s, becomes the gradient
     auto cross = rowdot(yt.sub_(grad), et, yt);
     auto ss = exp_rows(grad);
@@ -73,10 +74,6 @@ struct DKDFunction : public torch::autograd::Function<DKDFunction> {
     grad.mul_((beta - alpha * d) * k / ss).addcmul_(et, -beta * k / st).scatter_add_(1, index, alpha * k * d);
     keep_gradients(ctx, grad);
     return loss;
-  }
-  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
-                                                 torch::autograd::variable_list grad_output) {
-    return hand_over(ctx, grad_output[0], 7, "dkd_loss");
   }
 };
 

@@ -22,10 +22,11 @@ namespace detail {
 ///   d/dp = (1 - r - D) / 2,  d/dq = (1 - 1/r + D) / 2,
 /// each followed by softmax's backward p (g - <p, g>). Two exponential passes and one log;
 /// one fresh [N, C] tensor per gradient, four warm scratch buffers.
-struct DMLSoftmaxFunction : public torch::autograd::Function<DMLSoftmaxFunction> {
-  /// Softmax of z written into `out` (a fresh tensor: it becomes the gradient).
-  static torch::Tensor softmax_into(const torch::Tensor& z) {
-    auto out = torch::empty_like(z, torch::MemoryFormat::Contiguous);
+struct DMLSoftmaxFunction : public FusedFunction<DMLSoftmaxFunction, 5> {
+  static constexpr const char* kLoss = "dml_loss";
+  /// Softmax of z in the buffer that becomes z's gradient.
+  static torch::Tensor softmax_into(const torch::Tensor& z, bool wanted, size_t slot) {
+    auto out = gradient_buffer(wanted, slot, z);
     shift_into(out, z, 1.0);
     return out.div_(exp_rows(out));
   }
@@ -36,7 +37,7 @@ struct DMLSoftmaxFunction : public torch::autograd::Function<DMLSoftmaxFunction>
 
   static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& student,
                                const torch::Tensor& teacher, double eps, double scale, int64_t wanted) {
-    auto p = softmax_into(student), q = softmax_into(teacher);
+    auto p = softmax_into(student, wanted & 1, 4), q = softmax_into(teacher, wanted & 2, 5);
     auto r = scratch(0, p), d = scratch(1, p), g = scratch(2, p), buffer = scratch(3, p);
     torch::add_out(r, q, torch::full({}, eps, q.options())).div_(p.add_(eps));
     p.sub_(eps);
@@ -53,10 +54,6 @@ struct DMLSoftmaxFunction : public torch::autograd::Function<DMLSoftmaxFunction>
     }
     keep_gradients(ctx, grad_s, grad_t);
     return loss;
-  }
-  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
-                                                 torch::autograd::variable_list grad_output) {
-    return hand_over(ctx, grad_output[0], 5, "dml_loss");
   }
 };
 

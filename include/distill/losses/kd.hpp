@@ -22,24 +22,21 @@ inline void check_options(const KDOptions& options) {
 /// With y = (z - rowmax z) / T, e = exp(y) and S its row sum (p = e / S):
 ///   loss = T^2 / N sum_n [ sum_c e_t (y_t - y_s) / S_t - log S_t + log S_s ].
 /// Two exponential passes; one fresh [N, C] tensor (the gradient), two warm scratch buffers.
-struct KDFunction : public torch::autograd::Function<KDFunction> {
+struct KDFunction : public FusedFunction<KDFunction, 4> {
+  static constexpr const char* kLoss = "kd_loss";
   static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& student,
                                const torch::Tensor& teacher, double t, int64_t wanted) {
     const double k = t / static_cast<double>(student.size(0));
     auto yt = scratch(0, teacher), et = scratch(1, teacher);
     shift_into(yt, teacher, 1 / t);
     auto st = torch::exp_out(et, yt).sum(1, true);
-    auto grad = torch::empty_like(student, torch::MemoryFormat::Contiguous);
+    auto grad = gradient_buffer(wanted & 1, 2, student);
     shift_into(grad, student, 1 / t);  // y_s, becomes the gradient
     auto cross = rowdot(yt.sub_(grad), et, yt);
     auto ss = exp_rows(grad);
     auto loss = ((cross / st).sum() - st.log().sum() + ss.log().sum()) * (t * k);
     if (wanted & 1) keep_gradients(ctx, grad.mul_(k / ss).addcmul_(et, -k / st));
     return loss;
-  }
-  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
-                                                 torch::autograd::variable_list grad_output) {
-    return hand_over(ctx, grad_output[0], 4, "kd_loss");
   }
 };
 

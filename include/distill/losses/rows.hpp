@@ -23,8 +23,8 @@ namespace detail {
 /// Per-thread scratch buffers of the fused losses on the CPU, kept warm between calls. Each
 /// slot grows to the largest request it has served. Off the CPU (CUDA's caching allocator
 /// already reuses memory) a slot is a plain new tensor.
-inline std::array<torch::Tensor, 4>& scratch_slots() {
-  thread_local std::array<torch::Tensor, 4> slots;
+inline std::array<torch::Tensor, 6>& scratch_slots() {
+  thread_local std::array<torch::Tensor, 6> slots;
   return slots;
 }
 
@@ -40,11 +40,17 @@ inline torch::Tensor scratch(size_t slot, const torch::Tensor& like) {
   return buffer.narrow(0, 0, n).view(like.sizes());
 }
 
+/// The buffer that becomes an input's gradient: a fresh tensor when that gradient is wanted
+/// (autograd takes it over), a warm scratch slot otherwise (forward only, e.g. evaluation).
+inline torch::Tensor gradient_buffer(bool wanted, size_t slot, const torch::Tensor& like) {
+  return wanted ? torch::empty(like.sizes(), like.options().requires_grad(false)) : scratch(slot, like);
+}
+
 }  // namespace detail
 
 /// Frees this thread's scratch buffers of the fused losses (they are kept between calls so
 /// that a training loop does not fault in fresh memory at every step; at 1024 x 32000 logits
-/// that is up to three 131 MB buffers).
+/// that is up to six 131 MB buffers for DIST and DML, two to three for the others).
 ///
 ///   distill::release_loss_workspace();  // e.g. after training, before a memory-hungry phase
 inline void release_loss_workspace() {
@@ -112,6 +118,17 @@ inline torch::autograd::variable_list hand_over(torch::autograd::AutogradContext
   }
   return out;
 }
+
+/// Base of the fused losses: Derived::forward forms the gradients and calls keep_gradients;
+/// this backward hands them over. `Inputs` is the number of forward arguments (tensors and
+/// options alike); Derived::kLoss names the loss in errors.
+template <class Derived, size_t Inputs>
+struct FusedFunction : public torch::autograd::Function<Derived> {
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grad_output) {
+    return hand_over(ctx, grad_output[0], Inputs, Derived::kLoss);
+  }
+};
 
 }  // namespace detail
 }  // namespace distill

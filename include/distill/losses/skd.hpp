@@ -28,7 +28,8 @@ inline void check_options(const SKDOptions& options) {
 /// and layer normalisation's backward g_z = (g - mean(g) - y mean(g y)) / sigma.
 /// Two exponential passes (three when T != 1); one fresh [N, C] tensor per gradient, two warm
 /// scratch buffers.
-struct SKDFunction : public torch::autograd::Function<SKDFunction> {
+struct SKDFunction : public FusedFunction<SKDFunction, 7> {
+  static constexpr const char* kLoss = "skd_loss";
   struct Norm {
     torch::Tensor mean, sigma;  // [N, 1]
     Norm(const torch::Tensor& z, torch::Tensor& buffer) : mean(z.mean(1, true)) {
@@ -59,10 +60,10 @@ struct SKDFunction : public torch::autograd::Function<SKDFunction> {
     const Norm norm_t(teacher, s0), norm_s(student, s0);
     norm_t.logits_into(et, teacher, m / t);
     auto st = exp_rows(et);
-    auto grad_s = torch::empty_like(student, torch::MemoryFormat::Contiguous);
+    auto grad_s = gradient_buffer(wanted & 1, 2, student);
     norm_s.logits_into(grad_s, student, m / t);  // L_s
     torch::Tensor grad_t;
-    if (wanted & 2) grad_t = torch::empty_like(teacher, torch::MemoryFormat::Contiguous);
+    if (wanted & 2) grad_t = gradient_buffer(true, 3, teacher);
     auto x = rowdot(et, grad_s, grad_t.defined() ? grad_t : s0) / st;
     if (grad_t.defined()) {
       torch::add_out(grad_t, -x, grad_s).mul_(et).mul_(-kd_k / st);
@@ -90,10 +91,6 @@ struct SKDFunction : public torch::autograd::Function<SKDFunction> {
     }
     keep_gradients(ctx, grad_s, grad_t);
     return loss;
-  }
-  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
-                                                 torch::autograd::variable_list grad_output) {
-    return hand_over(ctx, grad_output[0], 7, "skd_loss");
   }
 };
 

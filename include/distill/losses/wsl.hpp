@@ -22,42 +22,52 @@ inline void check_options(const WSLOptions& options) {
 /// y = (z - rowmax z) / T, e = exp(y), S = sum e, and X = sum_c e_t y_s / S_t:
 ///   kd = -sum_c p_t log p_s = log S_s - X,
 ///   d loss / d z_s = T / N w (p_s - p_t),  d loss / d z_t = -T / N w p_t (y_s - X).
-/// Four exponential passes (two at T = 1 for w); one fresh [N, C] tensor per gradient, two
-/// warm scratch buffers.
-struct WSLFunction : public torch::autograd::Function<WSLFunction> {
+/// The weight needs log-sum-exps at T = 1; for T = 1 and T = 2 (the reference's default) they
+/// come from the same exponentials (exp(z - max) = e^T), otherwise from two more passes.
+/// One fresh [N, C] tensor per gradient, two warm scratch buffers.
+struct WSLFunction : public FusedFunction<WSLFunction, 5> {
+  static constexpr const char* kLoss = "wsl_loss";
   static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& student,
                                const torch::Tensor& teacher, const torch::Tensor& index, double t, int64_t wanted) {
     const double n = static_cast<double>(student.size(0));
+    const bool shared = t == 1.0 || t == 2.0;
     auto s0 = scratch(0, student), et = scratch(1, teacher);
-    auto hard_ce = [&](const torch::Tensor& z) {  // log-sum-exp minus the target logit, at T = 1
-      auto max = shift_into(s0, z, 1.0);
-      return max + exp_rows(s0).log_() - z.gather(1, index);
+    // log-sum-exp at T = 1 from e = exp((z - max) / T) and the scaled max: max + log sum e^T.
+    auto lse_shared = [&](const torch::Tensor& scaled_max, const torch::Tensor& e, const torch::Tensor& sum) {
+      return scaled_max * t + (t == 1.0 ? sum : e.norm(2, 1, true).square()).log();
     };
-    auto ratio = (hard_ce(student) / (hard_ce(teacher) + 1e-7)).clamp_min_(0);
-    auto kw = (1 - torch::exp(-ratio)) * (t / n);  // T / N w, [N, 1]
-    shift_into(s0, teacher, 1 / t);
+    auto lse_alone = [&](const torch::Tensor& z) {
+      auto max = shift_into(s0, z, 1.0);
+      return max + exp_rows(s0).log_();
+    };
+    torch::Tensor lse_t, lse_s;
+    if (!shared) lse_t = lse_alone(teacher), lse_s = lse_alone(student);
+    auto max_t = shift_into(s0, teacher, 1 / t);
     torch::exp_out(et, s0);
     auto st = et.sum(1, true);
-    auto grad_s = torch::empty_like(student, torch::MemoryFormat::Contiguous);
-    shift_into(grad_s, student, 1 / t);  // y_s
+    if (shared) lse_t = lse_shared(max_t, et, st);
+    auto grad_s = gradient_buffer(wanted & 1, 2, student);
+    auto max_s = shift_into(grad_s, student, 1 / t);  // y_s
+    auto x = rowdot(et, grad_s, s0) / st;
     torch::Tensor grad_t;
-    if (wanted & 2) grad_t = torch::empty_like(teacher, torch::MemoryFormat::Contiguous);
-    auto x = rowdot(et, grad_s, grad_t.defined() ? grad_t : s0) / st;
-    if (grad_t.defined()) {
-      torch::add_out(grad_t, -x, grad_s).mul_(et).mul_(-kw / st);
+    if (wanted & 2) {
+      grad_t = gradient_buffer(true, 3, teacher);
+      torch::add_out(grad_t, -x, grad_s).mul_(et);  // scaled by the weight below
     }
-    auto ss = exp_rows(grad_s);
+    torch::exp_out(s0, grad_s);  // e_s
+    auto ss = s0.sum(1, true);
+    if (shared) lse_s = lse_shared(max_s, s0, ss);
+    auto hard_ce = [&](const torch::Tensor& lse, const torch::Tensor& z) { return lse - z.gather(1, index); };
+    auto ratio = (hard_ce(lse_s, student) / (hard_ce(lse_t, teacher) + 1e-7)).clamp_min_(0);
+    auto kw = (1 - torch::exp(-ratio)) * (t / n);  // T / N w, [N, 1]
     auto loss = (kw * (ss.log() - x)).sum() * t;
+    if (grad_t.defined()) grad_t.mul_(-kw / st);
     if (wanted & 1)
-      grad_s.mul_(kw / ss).addcmul_(et, -kw / st);
+      torch::mul_out(grad_s, s0, kw / ss).addcmul_(et, -kw / st);
     else
       grad_s = torch::Tensor();
     keep_gradients(ctx, grad_s, grad_t);
     return loss;
-  }
-  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
-                                                 torch::autograd::variable_list grad_output) {
-    return hand_over(ctx, grad_output[0], 5, "wsl_loss");
   }
 };
 
