@@ -41,7 +41,10 @@ struct DistanceFunction : public FusedFunction<DistanceFunction, 4> {
       loss = d.sub_(c, 0.5).mul_(c).sum() / m;
       d.copy_(c).div_(m);
     }
-    keep_gradients(ctx, wanted & 1 ? d : torch::Tensor(), wanted & 2 ? (wanted & 1 ? -d : d.neg_()) : torch::Tensor());
+    // The teacher's gradient is -d: a new tensor when the student keeps d, else d itself negated.
+    torch::Tensor grad_s = wanted & 1 ? d : torch::Tensor(), grad_t;
+    if (wanted & 2) grad_t = grad_s.defined() ? -d : d.neg_();
+    keep_gradients(ctx, grad_s, grad_t);
     return loss;
   }
 };
