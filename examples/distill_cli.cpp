@@ -11,6 +11,7 @@
 
 #include "distill/data.hpp"
 #include "distill/distill.hpp"
+#include "distill/train/launch.hpp"
 #include "distill/train/trainer.hpp"
 
 namespace {
@@ -26,8 +27,18 @@ commands:
 common options:
   -c, --config FILE    the recipe (JSON, the reference's vocabulary)
   -o KEY=VALUE         override one recipe value, e.g. -o Global.epochs=3; the key must exist
-  --threads N          intra-op threads of libtorch (default: libtorch's)
+  --threads N          intra-op threads of libtorch (default: libtorch's), per worker
   -h, --help           this text, or the command's with `distill <command> --help`
+
+data parallel (train, eval):
+  --nproc N            start N workers on this machine (Gloo on CPU); the recipe's
+                       batch_size is per worker
+  --nnodes M           machines taking part (default 1); each runs the same command with
+  --node-rank K        its index K in 0..M-1 and
+  --master ADDR:PORT   the address of machine 0, where rank 0 hosts the rendezvous
+  --timeout S          seconds a silent worker is waited for before the others stop (60)
+  Workers started by torchrun (RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT set) join without
+  these options.
 )";
 
 const std::map<std::string, const char*> kCommandHelp{
@@ -61,9 +72,22 @@ model.load_state_dict(torch.load(FILE)). Default: <Global.output_dir>/student.pt
 struct Args {
   std::string command, config, out;
   std::vector<std::string> overrides, positional;
+  std::vector<std::string> worker_arguments;  // everything but the launch options
   int threads = 0;
   bool help = false;
+  bool launch = false;
+  distill::train::LaunchOptions launch_options;
 };
+
+int64_t integer(const std::string& option, const std::string& text) {
+  try {
+    size_t used = 0;
+    const auto value = std::stoll(text, &used);
+    if (used == text.size()) return value;
+  } catch (const std::exception&) {
+  }
+  distill::detail::fail("option ", option, ": expected an integer, got '", text, "'");
+}
 
 Args parse(int argc, char** argv) {
   Args a;
@@ -71,8 +95,27 @@ Args parse(int argc, char** argv) {
     const std::string arg = argv[i];
     auto value = [&]() -> std::string {
       if (i + 1 >= argc) distill::detail::fail("option ", arg, " needs a value");
-      return argv[++i];
+      ++i;
+      if (arg != "--nproc" && arg != "--nnodes" && arg != "--node-rank" && arg != "--master" && arg != "--timeout")
+        a.worker_arguments.push_back(argv[i]);
+      return argv[i];
     };
+    if (arg == "--nproc" || arg == "--nnodes" || arg == "--node-rank" || arg == "--master" || arg == "--timeout") {
+      const auto v = value();
+      a.launch = true;
+      auto& l = a.launch_options;
+      if (arg == "--nproc") l.nproc(integer(arg, v));
+      else if (arg == "--nnodes") l.nnodes(integer(arg, v));
+      else if (arg == "--node-rank") l.node_rank(integer(arg, v));
+      else if (arg == "--timeout") l.timeout(std::stod(v));
+      else {
+        const auto colon = v.rfind(':');
+        if (colon == std::string::npos || colon == 0) distill::detail::fail("option --master: expected ADDR:PORT, got '", v, "'");
+        l.master_addr(v.substr(0, colon)).master_port(integer(arg, v.substr(colon + 1)));
+      }
+      continue;
+    }
+    a.worker_arguments.push_back(arg);
     if (arg == "-h" || arg == "--help") a.help = true;
     else if (arg == "-c" || arg == "--config") a.config = value();
     else if (arg == "-o" || arg == "--override") a.overrides.push_back(value());
@@ -176,20 +219,36 @@ int run(const Args& a) {
     std::cout << kCommandHelp.at(a.command);
     return 0;
   }
+  if (a.launch) {
+    if (a.command != "train" && a.command != "eval")
+      distill::detail::fail("distill ", a.command, ": --nproc, --nnodes, --node-rank, --master and --timeout are for train and eval");
+    if (std::getenv("RANK"))
+      distill::detail::fail("distill ", a.command, ": RANK is set, so this is already a worker; drop --nproc and the other launch options");
+    if (a.launch_options.nproc() * a.launch_options.nnodes() > 1) {
+      load_recipe(a);  // a bad recipe or override is reported once, not by every worker
+      return distill::train::launch_workers(a.launch_options, a.worker_arguments);
+    }
+  }
   if (a.threads > 0) torch::set_num_threads(a.threads);
+  // A worker joins its peers first, so that even a bad recipe is reported to them.
+  if (a.command == "train" || a.command == "eval") distill::train::ProcessGroup::world();
   const auto recipe = load_recipe(a);
   if (a.command == "train") {
     distill::train::Trainer trainer(recipe);
     trainer.train();
+    if (trainer.group()) trainer.group()->finish();
     return 0;
   }
   if (a.command == "eval") {
     weights(recipe, "eval");  // the Trainer loads them
     distill::train::Trainer trainer(recipe);
     const auto result = trainer.evaluate();
-    std::cout << "evaluated " << trainer.model().infer_model_name() << " on " << result.samples << " images:";
-    for (const auto& [name, value] : distill::train::Trainer::describe(result)) std::cout << ' ' << name << ' ' << fmt::format("{:.4f}", value);
-    std::cout << '\n';
+    if (trainer.writer()) {
+      std::cout << "evaluated " << trainer.model().infer_model_name() << " on " << result.samples << " images:";
+      for (const auto& [name, value] : distill::train::Trainer::describe(result)) std::cout << ' ' << name << ' ' << fmt::format("{:.4f}", value);
+      std::cout << '\n';
+    }
+    if (trainer.group()) trainer.group()->finish();
     return 0;
   }
   if (a.command == "infer") return run_infer(a, recipe);
@@ -208,14 +267,23 @@ int run(const Args& a) {
 
 }  // namespace
 
+// A worker of a data-parallel run tells the others why it stops, and says which rank it is.
+int report(const std::string& what) {
+  std::string message = what;
+  if (auto group = distill::train::ProcessGroup::world_if_joined()) {
+    group->report_failure(what);
+    if (message.rfind(group->where(), 0) != 0) message = group->where() + ": " + message;
+  }
+  std::cerr << "distill: " << message << '\n';
+  return 1;
+}
+
 int main(int argc, char** argv) {
   try {
     return run(parse(argc, argv));
   } catch (const distill::Error& e) {
-    std::cerr << "distill: " << e.what() << '\n';
-    return 1;
+    return report(e.what());
   } catch (const std::exception& e) {
-    std::cerr << "distill: unexpected error: " << e.what() << '\n';
-    return 1;
+    return report(std::string("unexpected error: ") + e.what());
   }
 }

@@ -5,7 +5,7 @@
 //
 //   <program> --data DIR --teacher FILE [--epochs N] [--batch-size N] [--image-size N]
 //             [--classes N] [--device cpu|gpu] [--workers N] [--threads N] [--no-amp]
-//             [--output DIR] [-o Dotted.Key=value ...]
+//             [--output DIR] [--nproc N] [-o Dotted.Key=value ...]
 
 #include <cmath>
 #include <iostream>
@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "distill/distill.hpp"
+#include "distill/train/launch.hpp"
 #include "distill/train/trainer.hpp"
 
 namespace examples {
@@ -38,17 +39,27 @@ inline void usage(const char* program, const char* summary) {
   --threads N        libtorch intra-op threads
   --no-amp           train in float32 (AMP needs CUDA)
   --output DIR       checkpoints and logs (default: the recipe's output_dir)
+  --nproc N          data parallel: N worker processes on this machine (batch size per worker);
+                     across machines start each with the torchrun environment (see the README)
   -o KEY=VALUE       any other recipe value, e.g. -o Global.save_interval=10
 )";
 }
 
 inline Args parse(int argc, char** argv, const char* summary) {
   Args a;
+  int64_t nproc = 1;
+  std::vector<std::string> worker_arguments;
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
+    if (arg == "--nproc" && i + 1 < argc) {
+      nproc = std::stoll(argv[++i]);
+      continue;
+    }
+    worker_arguments.push_back(arg);
     auto value = [&]() -> std::string {
       if (i + 1 >= argc) distill::detail::fail("option ", arg, " needs a value");
-      return argv[++i];
+      worker_arguments.push_back(argv[++i]);
+      return argv[i];
     };
     if (arg == "-h" || arg == "--help") {
       usage(argv[0], summary);
@@ -68,6 +79,10 @@ inline Args parse(int argc, char** argv, const char* summary) {
     else distill::detail::fail("unknown option ", arg, " (see --help)");
   }
   if (a.data.empty()) distill::detail::fail("--data DIR is required (see --help)");
+  if (nproc > 1) {
+    if (std::getenv("RANK")) distill::detail::fail("--nproc: RANK is set, so this is already a worker");
+    std::exit(distill::train::launch_workers(distill::train::LaunchOptions().nproc(nproc), worker_arguments));
+  }
   if (a.threads > 0) torch::set_num_threads(a.threads);
   return a;
 }
@@ -117,6 +132,7 @@ inline int train(const nlohmann::json& recipe, std::shared_ptr<distill::Distilla
                  std::shared_ptr<distill::CombinedLossImpl> loss) {
   distill::train::Trainer trainer(recipe, std::move(model), std::move(loss));
   trainer.train();
+  if (trainer.group()) trainer.group()->finish();
   return 0;
 }
 
@@ -126,6 +142,8 @@ int guarded(Body&& body) {
   try {
     return body();
   } catch (const distill::Error& e) {
+    // a data-parallel worker tells the others why it stops
+    if (auto group = distill::train::ProcessGroup::world_if_joined()) group->report_failure(e.what());
     std::cerr << "error: " << e.what() << '\n';
     return 1;
   }

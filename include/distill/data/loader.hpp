@@ -33,6 +33,13 @@ struct LoaderOptions {
   TORCH_ARG(uint64_t, seed) = 0;
   TORCH_ARG(int64_t, rank) = 0;
   TORCH_ARG(int64_t, world_size) = 1;
+  /// Pad the order by wrapping so every rank reads as many samples (training: the ranks step
+  /// together); without padding every sample is read exactly once (evaluation).
+  TORCH_ARG(bool, pad) = true;
+  /// Drop a batch whose every sample failed to load (skip_bad). Data-parallel training turns
+  /// this off: a rank that dropped a batch would stop stepping with the others, so such a
+  /// batch is an error there.
+  TORCH_ARG(bool, drop_empty_batches) = true;
 };
 
 namespace detail {
@@ -67,7 +74,8 @@ class DataLoader {
   const LoaderOptions& options() const { return options_; }
 
   /// The dataset indices this rank reads in `epoch`, in order: a permutation drawn from
-  /// (seed, epoch) when shuffling, padded by wrapping to a multiple of the world size, then
+  /// (seed, epoch) when shuffling, padded by wrapping to a multiple of the world size (unless
+  /// pad is off), then
   /// every world_size-th entry starting at rank (so batch k of all ranks together is batch k
   /// of one process with world_size times the batch size).
   std::vector<size_t> order(int64_t epoch) const {
@@ -78,14 +86,16 @@ class DataLoader {
       Rng rng(detail::mix(options_.seed() ^ detail::mix(static_cast<uint64_t>(epoch) + 1)));
       std::shuffle(all.begin(), all.end(), rng);
     }
-    for (size_t i = 0; all.size() % world != 0; ++i) all.push_back(all[i % n]);
+    for (size_t i = 0; options_.pad() && n > 0 && all.size() % world != 0; ++i) all.push_back(all[i % n]);
     std::vector<size_t> mine;
     for (size_t i = static_cast<size_t>(options_.rank()); i < all.size(); i += world) mine.push_back(all[i]);
     return mine;
   }
 
   size_t batches_per_epoch() const {
-    const size_t per_rank = (dataset_->size() + options_.world_size() - 1) / options_.world_size();
+    const size_t n = dataset_->size(), world = static_cast<size_t>(options_.world_size()),
+                 rank = static_cast<size_t>(options_.rank());
+    const size_t per_rank = options_.pad() ? (n + world - 1) / world : (n > rank ? (n - rank + world - 1) / world : 0);
     const size_t b = static_cast<size_t>(options_.batch_size());
     return options_.drop_last() ? per_rank / b : (per_rank + b - 1) / b;
   }
@@ -149,6 +159,9 @@ class DataLoader {
         changed_.notify_all();
       }
       if (batch) return batch;  // a batch whose every sample was skipped is dropped
+      if (!options_.drop_empty_batches())
+        distill::detail::fail(dataset_->describe(), ": every sample of batch ", next_ - 1, " of rank ", options_.rank(),
+                              " failed to load; in data-parallel training all ranks must step together, so the run stops");
     }
     stop();
     return std::nullopt;

@@ -11,12 +11,16 @@ namespace distill::models {
 
 /// Options of ConvNet: one stage per width, each `depth` 3x3 ConvBN-ReLU units followed by a
 /// 2x2 max-pool (except the last stage), then global average pooling and a Linear head.
+/// batch_norm(false) makes the units conv(+bias)-ReLU: a network whose training output does not
+/// depend on the rest of its batch (so data-parallel training with B/N per rank equals one
+/// process with B exactly, which the tests check).
 struct ConvNetOptions {
   explicit ConvNetOptions(std::vector<int64_t> widths = {16, 32, 64}) : widths_(std::move(widths)) {}
   TORCH_ARG(std::vector<int64_t>, widths);
   TORCH_ARG(int64_t, depth) = 1;
   TORCH_ARG(int64_t, class_num) = 10;
   TORCH_ARG(int64_t, in_channels) = 3;
+  TORCH_ARG(bool, batch_norm) = true;
 };
 
 /// A plain CNN with named stages "stages[i]" (and "avg_pool", "fc").
@@ -34,7 +38,12 @@ class ConvNetImpl : public Backbone {
     for (size_t s = 0; s < o.widths().size(); ++s) {
       nn::Sequential stage;
       for (int64_t d = 0; d < o.depth(); ++d) {
-        stage->push_back(ConvBN(in, o.widths()[s], 3, 1, 1, "relu"));
+        if (o.batch_norm()) {
+          stage->push_back(ConvBN(in, o.widths()[s], 3, 1, 1, "relu"));
+        } else {
+          stage->push_back(nn::Conv2d(nn::Conv2dOptions(in, o.widths()[s], 3).padding(1)));
+          stage->push_back(nn::ReLU());
+        }
         in = o.widths()[s];
       }
       if (s + 1 < o.widths().size()) stage->push_back(nn::MaxPool2d(nn::MaxPool2dOptions(2)));

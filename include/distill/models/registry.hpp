@@ -57,7 +57,8 @@ inline std::map<std::string, Factory> builtin_factories() {
     return std::make_shared<ConvNetImpl>(ConvNetOptions(r.get<std::vector<int64_t>>("widths", {16, 32, 64}))
                                              .depth(r.get<int64_t>("depth", 1))
                                              .class_num(r.get<int64_t>("class_num", 10))
-                                             .in_channels(r.get<int64_t>("in_channels", 3)));
+                                             .in_channels(r.get<int64_t>("in_channels", 3))
+                                             .batch_norm(r.get<bool>("batch_norm", true)));
   };
   return factories;
 }

@@ -48,11 +48,13 @@ inline torch::Generator cpu_generator() { return at::detail::getDefaultCPUGenera
 }  // namespace detail
 
 /// Writes a checkpoint: "model.*" and "loss.*" (parameters and buffers), "optimizer" (its
-/// serialized state), "rng.cpu" / "rng.cuda", "meta.*" (epoch, step, best metric, loss scale).
+/// serialized state), "rng.cpu" / "rng.cuda", "meta.*" (epoch, step, best metric, loss scale),
+/// and the `extra` entries (a data-parallel run's other ranks' RNG states).
 inline void save_checkpoint(const std::string& path, const DistillationModelImpl& model, const CombinedLossImpl& loss,
                             torch::optim::Optimizer& optimizer, const TrainState& state,
-                            const GradScaler* scaler = nullptr) {
+                            const GradScaler* scaler = nullptr, const io::StateDict& extra = io::StateDict()) {
   io::StateDict dict;
+  for (const auto& item : extra) dict.insert(item.key(), item.value());
   detail::add_prefixed(dict, "model.", io::state_dict(model));
   detail::add_prefixed(dict, "loss.", io::state_dict(loss));
   std::ostringstream buffer;
@@ -83,10 +85,13 @@ inline void save_checkpoint(const std::string& path, const DistillationModelImpl
   io::write_state_dict(dict, path);
 }
 
-/// Restores everything save_checkpoint wrote; returns the state to continue from.
+/// Restores everything save_checkpoint wrote; returns the state to continue from. `entries`,
+/// when given, receives the whole file (for entries the caller added).
 inline TrainState load_checkpoint(const std::string& path, DistillationModelImpl& model, CombinedLossImpl& loss,
-                                  torch::optim::Optimizer& optimizer, GradScaler* scaler = nullptr) {
+                                  torch::optim::Optimizer& optimizer, GradScaler* scaler = nullptr,
+                                  io::StateDict* entries = nullptr) {
   const auto dict = io::read_state_dict(path);
+  if (entries) *entries = dict;
   for (const char* key : {"optimizer", "rng.cpu", "meta.epoch", "meta.step"})
     if (!dict.contains(key)) distill::detail::fail(path, ": not a distill training checkpoint (no '", key, "')");
   io::load_state_dict(model, detail::strip_prefix(dict, "model."), {}, path + " (model)");

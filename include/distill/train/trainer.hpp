@@ -15,6 +15,7 @@
 #include "distill/data/loader.hpp"
 #include "distill/train/amp.hpp"
 #include "distill/train/checkpoint.hpp"
+#include "distill/train/distributed.hpp"
 #include "distill/train/optim.hpp"
 #include "distill/train/progress.hpp"
 
@@ -50,6 +51,14 @@ inline std::vector<int64_t> topk_correct(const torch::Tensor& logits, const torc
 ///   trainer.train();                        // progress on stdout, checkpoints in Global.output_dir
 ///   auto result = trainer.evaluate();       // top-1 / top-5 of Arch.infer_model_name
 ///   trainer.export_student("student.pt");   // a state dict Python's torch.load reads
+///
+/// Data parallel: when the torchrun environment names several workers (WORLD_SIZE > 1; e.g.
+/// `distill train --nproc 2`), each worker runs its own Trainer on a shard of the data (the
+/// recipe's batch_size is per worker, as in the reference): rank 0's initial weights are
+/// broadcast, gradients averaged (ProcessGroup), evaluation reduced over all ranks, and only
+/// rank 0 prints and writes files. Frozen models are never synchronised. BatchNorm statistics
+/// are per worker, as in PyTorch DDP without SyncBatchNorm and in the reference; rank 0's
+/// running statistics are copied to all before each evaluation and checkpoint.
 class Trainer {
  public:
   explicit Trainer(const config::json& recipe, std::ostream& out = std::cout) : Trainer(recipe, nullptr, nullptr, out) {}
@@ -61,6 +70,8 @@ class Trainer {
       : recipe_(recipe), out_(out), model_(std::move(model)), loss_(std::move(loss)) {
     config::Reader root(recipe_, "recipe");
     read_global(config::Reader(root.raw("Global"), "Global"));
+    group_ = ProcessGroup::world();
+    if (group_ && device_.is_cuda()) device_ = torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(group_->local_rank()));
     if (!model_) model_ = config::build_model(root.raw("Arch"));
     root.has("Arch");
     if (!loss_ || root.has("Loss")) {
@@ -87,6 +98,11 @@ class Trainer {
                                         epochs_, steps_per_epoch);
     for (const char* ignored : {"Infer", "PostProcess"}) root.has(ignored);  // read by `distill infer`
     root.done();
+    if (group_) {
+      group_->broadcast(synchronised(), "broadcasting rank 0's initial weights");
+      // Each worker its own random stream (dropout, MGD's masks); rank 0 keeps the seed's.
+      if (group_->rank() > 0) torch::manual_seed(data::detail::mix(static_cast<uint64_t>(seed_) ^ data::detail::mix(group_->rank())));
+    }
   }
 
   DistillationModelImpl& model() { return *model_; }
@@ -98,16 +114,17 @@ class Trainer {
   /// save_interval epochs, best_model.pt and best_model_student.pt on improvement,
   /// metrics.jsonl and, at the end, training.svg.
   TrainState train() {
-    std::filesystem::create_directories(output_dir_);
-    Progress progress(out_, &out_ == &std::cout && Progress::stdout_is_terminal(), output_dir_ + "/metrics.jsonl");
+    if (writer()) std::filesystem::create_directories(output_dir_);
+    Progress progress(log(), writer() && &out_ == &std::cout && Progress::stdout_is_terminal(),
+                      writer() ? output_dir_ + "/metrics.jsonl" : "");
     TrainState state;
     if (!resume_.empty()) {
-      state = load_checkpoint(resume_, *model_, *loss_, *optimizer_, scaler_ ? &*scaler_ : nullptr);
-      progress.message(fmt::format("resumed from {} after epoch {} (step {})", resume_, state.epoch, state.step));
+      state = resume(progress);
     }
-    progress.message(fmt::format("training {} on {}: {} epochs x {} batches of {} on {}", model_->infer_model_name(),
+    progress.message(fmt::format("training {} on {}: {} epochs x {} batches of {} on {}{}", model_->infer_model_name(),
                                  train_loader_->dataset().describe(), epochs_, train_loader_->batches_per_epoch(),
-                                 train_loader_->options().batch_size(), device_.str()));
+                                 train_loader_->options().batch_size(), device_.str(),
+                                 group_ ? fmt::format(" x {} workers", group_->world_size()) : ""));
     const auto run_start = std::chrono::steady_clock::now();
     const int64_t start_epoch = state.epoch;
     for (int64_t epoch = state.epoch + 1; epoch <= epochs_; ++epoch) {
@@ -122,29 +139,30 @@ class Trainer {
         }
         progress.evaluation(epoch, describe(result), best);
         if (best) {
-          save_checkpoint(output_dir_ + "/best_model.pt", *model_, *loss_, *optimizer_, state, scaler_ ? &*scaler_ : nullptr);
-          export_student(output_dir_ + "/best_model_student.pt");
+          checkpoint({output_dir_ + "/best_model.pt"}, state);
+          if (writer()) export_student(output_dir_ + "/best_model_student.pt");
         }
       }
-      save_checkpoint(output_dir_ + "/latest.pt", *model_, *loss_, *optimizer_, state, scaler_ ? &*scaler_ : nullptr);
-      if (epoch % save_interval_ == 0)
-        save_checkpoint(output_dir_ + "/epoch_" + std::to_string(epoch) + ".pt", *model_, *loss_, *optimizer_, state,
-                        scaler_ ? &*scaler_ : nullptr);
+      std::vector<std::string> paths{output_dir_ + "/latest.pt"};
+      if (epoch % save_interval_ == 0) paths.push_back(output_dir_ + "/epoch_" + std::to_string(epoch) + ".pt");
+      checkpoint(paths, state);
     }
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - run_start).count();
     progress.message(fmt::format("done: {} epochs in {}; best top-1 {:.4f} at epoch {}; checkpoints in {}", epochs_,
                                  format_duration(seconds), state.best_top1, state.best_epoch, output_dir_));
     if (train_loader_->dataset().skipped() > 0)
       progress.message(fmt::format("skipped {} bad training samples", train_loader_->dataset().skipped()));
-    progress.write_svg(output_dir_ + "/training.svg", model_->infer_model_name() + " (" + output_dir_ + ")");
+    if (writer()) progress.write_svg(output_dir_ + "/training.svg", model_->infer_model_name() + " (" + output_dir_ + ")");
     return state;
   }
 
   /// Evaluates the metric's model (Metric.Eval model_key, default infer_model_name) on
   /// DataLoader.Eval: top-k accuracy and the Loss.Eval terms. Only that model runs (the
-  /// reference also runs the teacher and discards it).
+  /// reference also runs the teacher and discards it). Data parallel: each rank evaluates its
+  /// shard (every sample once) and all ranks get the totals.
   EvalResult evaluate() {
     if (!eval_loader_) distill::detail::fail("Trainer: the recipe has no DataLoader.Eval");
+    if (group_) group_->broadcast(buffers(), "copying rank 0's running statistics before evaluation");
     torch::NoGradGuard no_grad;
     const bool was_training = model_->is_training();
     model_->eval();
@@ -174,6 +192,7 @@ class Trainer {
       result.samples += n;
     }
     if (was_training) model_->train();
+    if (group_) reduce(result.samples, correct, sums);
     for (size_t i = 0; i < topk_.size(); ++i)
       result.topk.emplace_back(topk_[i], result.samples ? static_cast<double>(correct[i]) / result.samples : 0.0);
     for (auto& [name, sum] : sums) result.loss_terms.emplace_back(name, result.samples ? sum / result.samples : 0.0);
@@ -182,6 +201,11 @@ class Trainer {
 
   /// Writes the infer_model_name model alone as a state dict (Python: torch.load).
   void export_student(const std::string& path) { io::save_state_dict(*model_->infer_model(), path); }
+
+  /// The data-parallel group this trainer works in; null in a single process.
+  const std::shared_ptr<ProcessGroup>& group() const { return group_; }
+  /// Whether this process prints and writes files: rank 0, or the only process.
+  bool writer() const { return !group_ || group_->rank() == 0; }
 
   static std::vector<std::pair<std::string, double>> describe(const EvalResult& result) {
     std::vector<std::pair<std::string, double>> metrics;
@@ -289,7 +313,90 @@ class Trainer {
       loader.done();
     }
     section.done();
+    if (group_) {
+      options.rank(group_->rank()).world_size(group_->world_size()).pad(training).drop_empty_batches(!training);
+      if (!training && dataset->size() < static_cast<size_t>(group_->world_size()))
+        distill::detail::fail(loaders.path_of(phase), ": ", dataset->size(), " samples cannot be shared by ",
+                              group_->world_size(), " workers");
+    }
     return std::make_unique<data::DataLoader>(dataset, options);
+  }
+
+  // What this process prints to: the given stream on rank 0, nothing elsewhere.
+  std::ostream& log() { return writer() ? out_ : silent_; }
+
+  // What rank 0 broadcasts at the start: the trainable parameters (model and loss) and the
+  // buffers of the models that are not frozen.
+  std::vector<torch::Tensor> synchronised() const {
+    auto tensors = trainable();
+    for (auto& b : buffers()) tensors.push_back(b);
+    return tensors;
+  }
+  std::vector<torch::Tensor> buffers() const {
+    std::vector<torch::Tensor> tensors;
+    for (const auto& member : model_->members())
+      if (!member.frozen)
+        for (auto& b : member.model->buffers()) tensors.push_back(b);
+    for (auto& b : loss_->buffers()) tensors.push_back(b);
+    return tensors;
+  }
+
+  // Sums the evaluation counts and loss sums of all ranks (one all-reduce).
+  void reduce(int64_t& samples, std::vector<int64_t>& correct, std::vector<std::pair<std::string, double>>& sums) {
+    std::vector<double> values{static_cast<double>(samples)};
+    for (int64_t c : correct) values.push_back(static_cast<double>(c));
+    for (const auto& term : sums) values.push_back(term.second);
+    auto totals = torch::tensor(values, torch::kDouble);
+    group_->all_reduce_sum(totals, "reducing the evaluation over the ranks");
+    samples = static_cast<int64_t>(totals[0].item<double>());
+    for (size_t i = 0; i < correct.size(); ++i) correct[i] = static_cast<int64_t>(totals[static_cast<int64_t>(1 + i)].item<double>());
+    for (size_t i = 0; i < sums.size(); ++i) sums[i].second = totals[static_cast<int64_t>(1 + correct.size() + i)].item<double>();
+  }
+
+  static std::vector<torch::Tensor> values_of(const std::vector<std::pair<std::string, torch::Tensor>>& named) {
+    std::vector<torch::Tensor> values;
+    for (const auto& item : named) values.push_back(item.second);
+    return values;
+  }
+
+  // Writes the checkpoint files (rank 0). Data parallel: rank 0's running statistics first,
+  // and every rank's RNG state in the file, so that a resume with as many workers continues
+  // each rank's random stream.
+  void checkpoint(const std::vector<std::string>& paths, const TrainState& state) {
+    io::StateDict extra;
+    if (group_) {
+      group_->broadcast(buffers(), "copying rank 0's running statistics before a checkpoint");
+      const auto states = group_->all_gather(cpu_rng_state(), "collecting the RNG states for a checkpoint");
+      for (size_t r = 1; r < states.size(); ++r) extra.insert("rng.cpu.rank" + std::to_string(r), states[r]);
+      extra.insert("meta.world_size", torch::tensor(static_cast<double>(group_->world_size()), torch::kDouble));
+    }
+    if (!writer()) return;
+    for (const auto& path : paths) save_checkpoint(path, *model_, *loss_, *optimizer_, state, scaler_ ? &*scaler_ : nullptr, extra);
+  }
+
+  TrainState resume(Progress& progress) {
+    io::StateDict entries;
+    auto state = load_checkpoint(resume_, *model_, *loss_, *optimizer_, scaler_ ? &*scaler_ : nullptr, &entries);
+    const int64_t written_by = entries.contains("meta.world_size") ? static_cast<int64_t>(entries["meta.world_size"].item<double>()) : 1;
+    const int64_t workers = group_ ? group_->world_size() : 1;
+    if (written_by != workers)
+      distill::detail::fail(resume_, ": this checkpoint was written by ", written_by, " worker(s); resume it with as many (",
+                            "this run has ", workers, "), since the batches, the schedule and the random streams depend on it");
+    if (group_ && group_->rank() > 0) {
+      const std::string key = "rng.cpu.rank" + std::to_string(group_->rank());
+      if (!entries.contains(key)) distill::detail::fail(resume_, ": no '", key, "' entry");
+      auto generator = detail::cpu_generator();
+      std::lock_guard<std::mutex> lock(generator.mutex());
+      generator.set_state(entries[key]);
+    }
+    progress.message(fmt::format("resumed from {} after epoch {} (step {})", resume_, state.epoch, state.step));
+    return state;
+  }
+
+  static torch::Tensor cpu_rng_state() {
+    auto generator = detail::cpu_generator();
+    std::lock_guard<std::mutex> lock(generator.mutex());
+    return generator.get_state();
   }
 
   void run_epoch(int64_t epoch, TrainState& state, Progress& progress,
@@ -315,6 +422,7 @@ class Trainer {
       auto total = terms["loss"] / static_cast<double>(update_freq_);
       (scaler_ ? scaler_->scale(total) : total).backward();
       if (batch_index % update_freq_ == 0 || batch_index == batches) {
+        if (group_) group_->average_gradients(params);
         if (!scaler_ || scaler_->unscale_and_check(params)) optimizer_->step();
         optimizer_->zero_grad();
         ++state.step;
@@ -328,9 +436,14 @@ class Trainer {
       images += x.size(0);
       if (batch_index % print_batch_step_ == 0 || batch_index == batches) {
         std::vector<std::pair<std::string, double>> means;
-        for (auto& [name, sum] : sums) {
-          means.emplace_back(name, sum.item<double>() / static_cast<double>(seen - logged));
-          sum.zero_();
+        auto totals = torch::stack(values_of(sums)).cpu();
+        if (group_) {
+          group_->all_reduce_sum(totals, fmt::format("averaging the logged losses at epoch {}, step {}", epoch, batch_index));
+          totals /= static_cast<double>(group_->world_size());
+        }
+        for (size_t t = 0; t < sums.size(); ++t) {
+          means.emplace_back(sums[t].first, totals[static_cast<int64_t>(t)].item<double>() / static_cast<double>(seen - logged));
+          sums[t].second.zero_();
         }
         for (const auto& [name, value] : means)
           if (!std::isfinite(value))
@@ -341,8 +454,9 @@ class Trainer {
         const double elapsed = std::chrono::duration<double>(now - run_start).count();
         const double done = static_cast<double>((epoch - 1 - start_epoch) * batches + batch_index);
         const double remaining = static_cast<double>((epochs_ - start_epoch) * batches) - done;
+        const double all_images = static_cast<double>(images * (group_ ? group_->world_size() : 1));
         progress.train_step(epoch, epochs_, batch_index, batches, state.step, means, lr,
-                            window > 0 ? images / window : 0.0, done > 0 ? elapsed / done * remaining : -1);
+                            window > 0 ? all_images / window : 0.0, done > 0 ? elapsed / done * remaining : -1);
         logged = seen;
         images = 0;
         window_start = now;
@@ -358,6 +472,8 @@ class Trainer {
 
   config::json recipe_;
   std::ostream& out_;
+  std::ostream silent_{nullptr};
+  std::shared_ptr<ProcessGroup> group_;
   std::shared_ptr<DistillationModelImpl> model_;
   std::shared_ptr<CombinedLossImpl> loss_;
   std::optional<std::shared_ptr<CombinedLossImpl>> eval_loss_;
