@@ -44,37 +44,66 @@ struct DISTFunction : public FusedFunction<DISTFunction, 5> {
     return y.div_(exp_rows(y)).sub_(1.0 / static_cast<double>(z.size(1)));
   }
 
-  /// Two fresh [N, C] tensors (they become the gradients) and four warm scratch buffers.
+  /// Two fresh [N, C] tensors (they become the gradients) and four warm scratch buffers of one
+  /// row block each (chunk_rows): a first pass over the blocks gathers the row and column
+  /// statistics, a second forms the gradients (recomputing the column-centred copies when there
+  /// is more than one block).
   static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& student,
                                const torch::Tensor& teacher, double beta, double gamma, int64_t wanted) {
-    const int64_t n = student.size(0), c = student.size(1);
-    auto ys = centred_softmax(student, wanted & 1, 4), yt = centred_softmax(teacher, wanted & 2, 5);
-    auto s0 = scratch(0, ys), cs = scratch(1, ys), ct = scratch(2, ys), s3 = scratch(3, ys);
-    // Inter-class (rows), on the row-centred probabilities.
-    auto row = stats(rowdot(ys, yt, s0), rowdot(ys, ys, s0), rowdot(yt, yt, s0));
-    // Intra-class (columns): column-centred copies.
-    torch::sub_out(cs, ys, ys.mean(0, true));
-    torch::sub_out(ct, yt, yt.mean(0, true));
-    auto col_sum = [&](const torch::Tensor& a, const torch::Tensor& b) { return torch::mul_out(s0, a, b).sum(0, true); };
-    auto col = stats(col_sum(cs, ct), col_sum(cs, cs), col_sum(ct, ct));
+    const int64_t n = student.size(0), c = student.size(1), block = chunk_rows(student);
+    auto ys_all = centred_softmax(student, wanted & 1, 4), yt_all = centred_softmax(teacher, wanted & 2, 5);
+    auto mean_s = ys_all.mean(0, true), mean_t = yt_all.mean(0, true);
+    auto row_uv = torch::empty({n, 1}, ys_all.options()), row_uu = torch::empty_like(row_uv), row_vv = torch::empty_like(row_uv);
+    auto col_uv = torch::zeros({1, c}, ys_all.options()), col_uu = torch::zeros_like(col_uv), col_vv = torch::zeros_like(col_uv);
+    auto for_blocks = [&](auto body) {
+      for (int64_t start = 0; start < n; start += block) {
+        const int64_t rows = std::min(block, n - start);
+        auto ys = ys_all.narrow(0, start, rows), yt = yt_all.narrow(0, start, rows);
+        body(start, rows, ys, yt, scratch(0, ys), scratch(1, ys), scratch(2, ys), scratch(3, ys));
+      }
+    };
+    auto centre = [&](torch::Tensor& cs, torch::Tensor& ct, const torch::Tensor& ys, const torch::Tensor& yt) {
+      torch::sub_out(cs, ys, mean_s);
+      torch::sub_out(ct, yt, mean_t);
+    };
+    // Inter-class (rows) on the row-centred probabilities; intra-class (columns) on
+    // column-centred copies.
+    for_blocks([&](int64_t start, int64_t rows, torch::Tensor& ys, torch::Tensor& yt, torch::Tensor s0, torch::Tensor cs,
+                   torch::Tensor ct, torch::Tensor) {
+      row_uv.narrow(0, start, rows).copy_(rowdot(ys, yt, s0));
+      row_uu.narrow(0, start, rows).copy_(rowdot(ys, ys, s0));
+      row_vv.narrow(0, start, rows).copy_(rowdot(yt, yt, s0));
+      centre(cs, ct, ys, yt);
+      col_uv.add_(torch::mul_out(s0, cs, ct).sum(0, true));
+      col_uu.add_(torch::mul_out(s0, cs, cs).sum(0, true));
+      col_vv.add_(torch::mul_out(s0, ct, ct).sum(0, true));
+    });
+    auto row = stats(row_uv, row_uu, row_vv), col = stats(col_uv, col_uu, col_vv);
     auto loss = beta * (1 - row.rho.mean()) + gamma * (1 - col.rho.mean());
+    if (wanted == 0) return loss;
     // d loss / d y = -beta / N (a v - b u) per row - gamma / C (a v - b u) per column, then
     // softmax's backward y (g - <y, g>) on the probabilities.
     const double wr = -beta / static_cast<double>(n), wc = -gamma / static_cast<double>(c);
-    if (wanted & 1)
-      torch::mul_out(s0, yt, row.a * wr).addcmul_(ys, row.b_u * -wr).addcmul_(ct, col.a * wc).addcmul_(cs, col.b_u * -wc);
-    if (wanted & 2)
-      torch::mul_out(s3, ys, row.a * wr).addcmul_(yt, row.b_v * -wr).addcmul_(cs, col.a * wc).addcmul_(ct, col.b_v * -wc);
-    torch::Tensor grad_s, grad_t;
-    if (wanted & 1) {
-      ys.add_(1.0 / static_cast<double>(c));
-      grad_s = ys.mul_(s0.sub_(rowdot(ys, s0, cs)));
-    }
-    if (wanted & 2) {
-      yt.add_(1.0 / static_cast<double>(c));
-      grad_t = yt.mul_(s3.sub_(rowdot(yt, s3, ct)));
-    }
-    keep_gradients(ctx, grad_s, grad_t);
+    auto ra = row.a * wr, rbu = row.b_u * -wr, rbv = row.b_v * -wr;
+    auto ca = col.a * wc, cbu = col.b_u * -wc, cbv = col.b_v * -wc;
+    for_blocks([&](int64_t start, int64_t rows, torch::Tensor& ys, torch::Tensor& yt, torch::Tensor s0, torch::Tensor cs,
+                   torch::Tensor ct, torch::Tensor s3) {
+      if (block < n) centre(cs, ct, ys, yt);  // one block: still there from the first pass
+      auto a = ra.narrow(0, start, rows);
+      if (wanted & 1)
+        torch::mul_out(s0, yt, a).addcmul_(ys, rbu.narrow(0, start, rows)).addcmul_(ct, ca).addcmul_(cs, cbu);
+      if (wanted & 2)
+        torch::mul_out(s3, ys, a).addcmul_(yt, rbv.narrow(0, start, rows)).addcmul_(cs, ca).addcmul_(ct, cbv);
+      if (wanted & 1) {
+        ys.add_(1.0 / static_cast<double>(c));
+        ys.mul_(s0.sub_(rowdot(ys, s0, cs)));
+      }
+      if (wanted & 2) {
+        yt.add_(1.0 / static_cast<double>(c));
+        yt.mul_(s3.sub_(rowdot(yt, s3, ct)));
+      }
+    });
+    keep_gradients(ctx, wanted & 1 ? ys_all : torch::Tensor(), wanted & 2 ? yt_all : torch::Tensor());
     return loss;
   }
 };

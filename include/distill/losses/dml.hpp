@@ -21,7 +21,8 @@ namespace detail {
 /// r = (q + eps) / (p + eps) and D = log r, the loss is 1/2 sum (q - p) D and
 ///   d/dp = (1 - r - D) / 2,  d/dq = (1 - 1/r + D) / 2,
 /// each followed by softmax's backward p (g - <p, g>). Two exponential passes and one log;
-/// one fresh [N, C] tensor per gradient, four warm scratch buffers.
+/// one fresh [N, C] tensor per gradient; the rest runs in row blocks (chunk_rows) through four
+/// warm scratch buffers of one block each.
 struct DMLSoftmaxFunction : public FusedFunction<DMLSoftmaxFunction, 5> {
   static constexpr const char* kLoss = "dml_loss";
   /// Softmax of z in the buffer that becomes z's gradient.
@@ -37,23 +38,29 @@ struct DMLSoftmaxFunction : public FusedFunction<DMLSoftmaxFunction, 5> {
 
   static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& student,
                                const torch::Tensor& teacher, double eps, double scale, int64_t wanted) {
-    auto p = softmax_into(student, wanted & 1, 4), q = softmax_into(teacher, wanted & 2, 5);
-    auto r = scratch(0, p), d = scratch(1, p), g = scratch(2, p), buffer = scratch(3, p);
-    torch::add_out(r, q, torch::full({}, eps, q.options())).div_(p.add_(eps));
-    p.sub_(eps);
-    torch::log_out(d, r);
-    auto loss = (rowdot(q, d, buffer).sum() - rowdot(p, d, buffer).sum()) * (0.5 * scale);
-    torch::Tensor grad_s, grad_t;
-    if (wanted & 2) {
-      torch::reciprocal_out(g, r).neg_().add_(1).add_(d).mul_(0.5 * scale);  // (1 - 1/r + D) / 2
-      grad_t = softmax_backward(q, g, buffer);
+    auto p_all = softmax_into(student, wanted & 1, 4), q_all = softmax_into(teacher, wanted & 2, 5);
+    const int64_t rows = p_all.size(0), block = chunk_rows(p_all);
+    torch::Tensor loss;
+    for (int64_t start = 0; start < rows; start += block) {
+      // Views of contiguous row blocks: the in-place updates below land in p_all and q_all.
+      auto p = p_all.narrow(0, start, std::min(block, rows - start)), q = q_all.narrow(0, start, p.size(0));
+      auto r = scratch(0, p), d = scratch(1, p), g = scratch(2, p), buffer = scratch(3, p);
+      torch::add_out(r, q, torch::full({}, eps, q.options())).div_(p.add_(eps));
+      p.sub_(eps);
+      torch::log_out(d, r);
+      auto part = rowdot(q, d, buffer).sum() - rowdot(p, d, buffer).sum();
+      loss = loss.defined() ? loss.add_(part) : part;
+      if (wanted & 2) {
+        torch::reciprocal_out(g, r).neg_().add_(1).add_(d).mul_(0.5 * scale);  // (1 - 1/r + D) / 2
+        softmax_backward(q, g, buffer);
+      }
+      if (wanted & 1) {
+        r.neg_().add_(1).sub_(d).mul_(0.5 * scale);  // (1 - r - D) / 2
+        softmax_backward(p, r, buffer);
+      }
     }
-    if (wanted & 1) {
-      r.neg_().add_(1).sub_(d).mul_(0.5 * scale);  // (1 - r - D) / 2
-      grad_s = softmax_backward(p, r, buffer);
-    }
-    keep_gradients(ctx, grad_s, grad_t);
-    return loss;
+    keep_gradients(ctx, wanted & 1 ? p_all : torch::Tensor(), wanted & 2 ? q_all : torch::Tensor());
+    return loss.mul_(0.5 * scale);
   }
 };
 

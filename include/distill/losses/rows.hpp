@@ -50,7 +50,8 @@ inline torch::Tensor gradient_buffer(bool wanted, size_t slot, const torch::Tens
 
 /// Frees this thread's scratch buffers of the fused losses (they are kept between calls so
 /// that a training loop does not fault in fresh memory at every step; at 1024 x 32000 logits
-/// that is up to six 131 MB buffers for DIST and DML, two to three for the others).
+/// that is two to three 131 MB buffers for most losses, and four of one row block for DML and
+/// DIST plus two whole ones when they run without gradients).
 ///
 ///   distill::release_loss_workspace();  // e.g. after training, before a memory-hungry phase
 inline void release_loss_workspace() {
@@ -81,6 +82,22 @@ inline torch::Tensor& scale_into(torch::Tensor& out, const torch::Tensor& z, dou
 /// Row sums of a * b as [N, 1], through `buffer` (overwritten; may be a or b itself).
 inline torch::Tensor rowdot(const torch::Tensor& a, const torch::Tensor& b, torch::Tensor buffer) {
   return torch::mul_out(buffer, a, b).sum(1, true);
+}
+
+/// Tests set this to force row blocks of a given height (0: the default below).
+inline int64_t& chunk_rows_override() {
+  thread_local int64_t rows = 0;
+  return rows;
+}
+
+/// Rows per block for the losses that work through [N, C] in row blocks (DML, DIST): on the
+/// CPU blocks of about 2^20 elements, so that their scratch buffers stay small and in cache and
+/// the only [N, C] tensors are the gradients; on CUDA one block (every block costs kernel
+/// launches there, and the caching allocator already reuses memory).
+inline int64_t chunk_rows(const torch::Tensor& like) {
+  if (chunk_rows_override() > 0) return chunk_rows_override();
+  if (!like.is_cpu()) return std::max<int64_t>(1, like.size(0));
+  return std::max<int64_t>(1, (int64_t{1} << 20) / std::max<int64_t>(1, like.size(1)));
 }
 
 /// Which inputs of a fused loss want a gradient: bit 0 the first, bit 1 the second. Decided
