@@ -79,6 +79,10 @@ struct Args {
   distill::train::LaunchOptions launch_options;
 };
 
+bool is_launch_option(const std::string& arg) {
+  return arg == "--nproc" || arg == "--nnodes" || arg == "--node-rank" || arg == "--master" || arg == "--timeout";
+}
+
 int64_t integer(const std::string& option, const std::string& text) {
   try {
     size_t used = 0;
@@ -96,11 +100,10 @@ Args parse(int argc, char** argv) {
     auto value = [&]() -> std::string {
       if (i + 1 >= argc) distill::detail::fail("option ", arg, " needs a value");
       ++i;
-      if (arg != "--nproc" && arg != "--nnodes" && arg != "--node-rank" && arg != "--master" && arg != "--timeout")
-        a.worker_arguments.push_back(argv[i]);
+      if (!is_launch_option(arg)) a.worker_arguments.push_back(argv[i]);
       return argv[i];
     };
-    if (arg == "--nproc" || arg == "--nnodes" || arg == "--node-rank" || arg == "--master" || arg == "--timeout") {
+    if (is_launch_option(arg)) {
       const auto v = value();
       a.launch = true;
       auto& l = a.launch_options;

@@ -43,7 +43,17 @@ inline std::string tensor_bytes(const torch::Tensor& t) {
   return std::string(reinterpret_cast<const char*>(c.data_ptr()), static_cast<size_t>(c.numel()));
 }
 
+// The state of a generator (the CPU's default, or a CUDA device's), read and written under its lock.
+inline torch::Tensor rng_state(torch::Generator generator) {
+  std::lock_guard<std::mutex> lock(generator.mutex());
+  return generator.get_state();
+}
+inline void set_rng_state(torch::Generator generator, const torch::Tensor& state) {
+  std::lock_guard<std::mutex> lock(generator.mutex());
+  generator.set_state(state);
+}
 inline torch::Generator cpu_generator() { return at::detail::getDefaultCPUGenerator(); }
+inline torch::Generator cuda_generator() { return at::globalContext().defaultGenerator(torch::Device(torch::kCUDA, 0)); }
 
 }  // namespace detail
 
@@ -62,16 +72,8 @@ inline void save_checkpoint(const std::string& path, const DistillationModelImpl
   optimizer.save(archive);
   archive.save_to(buffer);
   dict.insert("optimizer", detail::bytes_tensor(buffer.str()));
-  {
-    auto generator = detail::cpu_generator();
-    std::lock_guard<std::mutex> lock(generator.mutex());
-    dict.insert("rng.cpu", generator.get_state());
-  }
-  if (torch::cuda::is_available()) {
-    auto generator = at::globalContext().defaultGenerator(torch::Device(torch::kCUDA, 0));
-    std::lock_guard<std::mutex> lock(generator.mutex());
-    dict.insert("rng.cuda", generator.get_state());
-  }
+  dict.insert("rng.cpu", detail::rng_state(detail::cpu_generator()));
+  if (torch::cuda::is_available()) dict.insert("rng.cuda", detail::rng_state(detail::cuda_generator()));
   auto scalar = [](double v) { return torch::tensor(v, torch::kDouble); };
   dict.insert("meta.epoch", scalar(static_cast<double>(state.epoch)));
   dict.insert("meta.step", scalar(static_cast<double>(state.step)));
@@ -100,16 +102,8 @@ inline TrainState load_checkpoint(const std::string& path, DistillationModelImpl
   torch::serialize::InputArchive archive;
   archive.load_from(buffer);
   optimizer.load(archive);
-  {
-    auto generator = detail::cpu_generator();
-    std::lock_guard<std::mutex> lock(generator.mutex());
-    generator.set_state(dict["rng.cpu"]);
-  }
-  if (dict.contains("rng.cuda") && torch::cuda::is_available()) {
-    auto generator = at::globalContext().defaultGenerator(torch::Device(torch::kCUDA, 0));
-    std::lock_guard<std::mutex> lock(generator.mutex());
-    generator.set_state(dict["rng.cuda"]);
-  }
+  detail::set_rng_state(detail::cpu_generator(), dict["rng.cpu"]);
+  if (dict.contains("rng.cuda") && torch::cuda::is_available()) detail::set_rng_state(detail::cuda_generator(), dict["rng.cuda"]);
   auto number = [&](const char* key) { return dict[key].item<double>(); };
   if (scaler && dict.contains("meta.loss_scale"))
     scaler->restore(number("meta.loss_scale"), static_cast<int64_t>(number("meta.scale_good_steps")),

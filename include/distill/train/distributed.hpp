@@ -318,13 +318,18 @@ class ProcessGroup {
     return end == std::string::npos ? s : s.substr(0, end);
   }
 
-  // Runs one collective and waits for it; a failure is explained in terms of ranks.
+  // A collective's failure, explained in terms of ranks.
+  Error failure(const std::string& what, const std::exception& e) {
+    return Error(where() + ": " + what + " failed: " + diagnose() + " (c10d: " + first_line(e.what()) + ")");
+  }
+
+  // Runs one collective and waits for it.
   template <class Launch>
   void wait(const std::string& what, Launch launch) {
     try {
       launch()->wait();
     } catch (const std::exception& e) {
-      throw Error(where() + ": " + what + " failed: " + diagnose() + " (c10d: " + first_line(e.what()) + ")");
+      throw failure(what, e);
     }
   }
 
@@ -362,7 +367,7 @@ class ProcessGroup {
       for (auto& flat : flats) works.push_back(launch(flat));
       for (auto& work : works) work->wait();
     } catch (const std::exception& e) {
-      throw Error(where() + ": " + what + " failed: " + diagnose() + " (c10d: " + first_line(e.what()) + ")");
+      throw failure(what, e);
     }
     for (size_t b = 0; b < buckets.size(); ++b) {
       int64_t offset = 0;

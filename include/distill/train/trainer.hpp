@@ -366,7 +366,7 @@ class Trainer {
     io::StateDict extra;
     if (group_) {
       group_->broadcast(buffers(), "copying rank 0's running statistics before a checkpoint");
-      const auto states = group_->all_gather(cpu_rng_state(), "collecting the RNG states for a checkpoint");
+      const auto states = group_->all_gather(detail::rng_state(detail::cpu_generator()), "collecting the RNG states for a checkpoint");
       for (size_t r = 1; r < states.size(); ++r) extra.insert("rng.cpu.rank" + std::to_string(r), states[r]);
       extra.insert("meta.world_size", torch::tensor(static_cast<double>(group_->world_size()), torch::kDouble));
     }
@@ -385,19 +385,12 @@ class Trainer {
     if (group_ && group_->rank() > 0) {
       const std::string key = "rng.cpu.rank" + std::to_string(group_->rank());
       if (!entries.contains(key)) distill::detail::fail(resume_, ": no '", key, "' entry");
-      auto generator = detail::cpu_generator();
-      std::lock_guard<std::mutex> lock(generator.mutex());
-      generator.set_state(entries[key]);
+      detail::set_rng_state(detail::cpu_generator(), entries[key]);
     }
     progress.message(fmt::format("resumed from {} after epoch {} (step {})", resume_, state.epoch, state.step));
     return state;
   }
 
-  static torch::Tensor cpu_rng_state() {
-    auto generator = detail::cpu_generator();
-    std::lock_guard<std::mutex> lock(generator.mutex());
-    return generator.get_state();
-  }
 
   void run_epoch(int64_t epoch, TrainState& state, Progress& progress,
                  std::chrono::steady_clock::time_point run_start, int64_t start_epoch) {
