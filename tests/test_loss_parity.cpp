@@ -42,7 +42,7 @@ TEST_CASE("float32 values and gradients equal the reference to 1e-4", "[losses][
   check_all(torch::kFloat, 1e-4);
 }
 
-TEST_CASE("float64 parity holds when DML and DIST work in row blocks of 1 and 4 rows", "[losses][parity][fused]") {
+TEST_CASE("float64 parity holds when DML, DIST and SKD work in row blocks of 1 and 4 rows", "[losses][parity][fused]") {
   // On the CPU their blocks are ~2^20 elements, so the fixture's small cases (6 rows) fit in
   // one; these forced heights run the multi-block paths (4 + 2 rows: an uneven last block)
   // against the same reference values.
@@ -54,7 +54,7 @@ TEST_CASE("float64 parity holds when DML and DIST work in row blocks of 1 and 4 
     distill::detail::chunk_rows_override() = rows;
     for (const auto& spec : fixture()) {
       const auto loss = spec.at("loss").get<std::string>();
-      if (loss != "dml" && loss != "dist") continue;
+      if (loss != "dml" && loss != "dist" && loss != "skd") continue;
       auto c = distill_test::make_case(spec, torch::kDouble);
       INFO(c.id);
       for (const auto& failure : distill_test::check_parity(c, 1e-7)) FAIL_CHECK(failure);

@@ -40,8 +40,7 @@ struct DISTFunction : public FusedFunction<DISTFunction, 5> {
   /// softmax(z) - 1 / C (its rows' mean is 1 / C) in the buffer that becomes z's gradient.
   static torch::Tensor centred_softmax(const torch::Tensor& z, bool wanted, size_t slot) {
     auto y = gradient_buffer(wanted, slot, z);
-    shift_into(y, z, 1.0);
-    return y.div_(exp_rows(y)).sub_(1.0 / static_cast<double>(z.size(1)));
+    return softmax_into(y, z).sub_(1.0 / static_cast<double>(z.size(1)));
   }
 
   /// Two fresh [N, C] tensors (they become the gradients) and four warm scratch buffers of one
@@ -94,14 +93,11 @@ struct DISTFunction : public FusedFunction<DISTFunction, 5> {
         torch::mul_out(s0, yt, a).addcmul_(ys, rbu.narrow(0, start, rows)).addcmul_(ct, ca).addcmul_(cs, cbu);
       if (wanted & 2)
         torch::mul_out(s3, ys, a).addcmul_(yt, rbv.narrow(0, start, rows)).addcmul_(cs, ca).addcmul_(ct, cbv);
-      if (wanted & 1) {
-        ys.add_(1.0 / static_cast<double>(c));
-        ys.mul_(s0.sub_(rowdot(ys, s0, cs)));
-      }
-      if (wanted & 2) {
-        yt.add_(1.0 / static_cast<double>(c));
-        yt.mul_(s3.sub_(rowdot(yt, s3, ct)));
-      }
+      // The probabilities back in cs and ct (no longer needed), and softmax's fused backward
+      // into the rows they came from.
+      const auto inverse_c = torch::full({}, 1.0 / static_cast<double>(c), ys.options());
+      if (wanted & 1) softmax_backward_into(ys, s0, torch::add_out(cs, ys, inverse_c));
+      if (wanted & 2) softmax_backward_into(yt, s3, torch::add_out(ct, yt, inverse_c));
     });
     keep_gradients(ctx, wanted & 1 ? ys_all : torch::Tensor(), wanted & 2 ? yt_all : torch::Tensor());
     return loss;

@@ -20,47 +20,44 @@ namespace detail {
 /// DML with softmax activations, both gradients formed in the forward pass. With
 /// r = (q + eps) / (p + eps) and D = log r, the loss is 1/2 sum (q - p) D and
 ///   d/dp = (1 - r - D) / 2,  d/dq = (1 - 1/r + D) / 2,
-/// each followed by softmax's backward p (g - <p, g>). Two exponential passes and one log;
-/// one fresh [N, C] tensor per gradient; the rest runs in row blocks (chunk_rows) through four
-/// warm scratch buffers of one block each.
+/// each followed by softmax's backward p (g - <p, g>), which ignores the constant 1 (so it is
+/// left out) and runs as ATen's fused kernel. Per row block (chunk_rows): two exponential
+/// passes, one log, six warm scratch buffers of one block each; the only [N, C] tensors are
+/// the two fresh gradients.
 struct DMLSoftmaxFunction : public FusedFunction<DMLSoftmaxFunction, 5> {
   static constexpr const char* kLoss = "dml_loss";
-  /// Softmax of z in the buffer that becomes z's gradient.
-  static torch::Tensor softmax_into(const torch::Tensor& z, bool wanted, size_t slot) {
-    auto out = gradient_buffer(wanted, slot, z);
-    shift_into(out, z, 1.0);
-    return out.div_(exp_rows(out));
-  }
-  /// g <- p (g - <p, g>), then p <- that (p's buffer becomes the gradient).
-  static torch::Tensor softmax_backward(torch::Tensor& p, torch::Tensor& g, torch::Tensor buffer) {
-    return p.mul_(g.sub_(rowdot(p, g, buffer)));
-  }
-
   static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& student,
                                const torch::Tensor& teacher, double eps, double scale, int64_t wanted) {
-    auto p_all = softmax_into(student, wanted & 1, 4), q_all = softmax_into(teacher, wanted & 2, 5);
-    const int64_t rows = p_all.size(0), block = chunk_rows(p_all);
-    torch::Tensor loss;
+    const int64_t rows = student.size(0), block = chunk_rows(student);
+    const auto options = student.options().requires_grad(false);
+    auto eps_t = torch::full({}, eps, options);
+    torch::Tensor grad_p, grad_q, loss;
+    if (wanted & 1) grad_p = torch::empty(student.sizes(), options);
+    if (wanted & 2) grad_q = torch::empty(teacher.sizes(), options);
+    const double h = 0.5 * scale;
     for (int64_t start = 0; start < rows; start += block) {
-      // Views of contiguous row blocks: the in-place updates below land in p_all and q_all.
-      auto p = p_all.narrow(0, start, std::min(block, rows - start)), q = q_all.narrow(0, start, p.size(0));
-      auto r = scratch(0, p), d = scratch(1, p), g = scratch(2, p), buffer = scratch(3, p);
-      torch::add_out(r, q, torch::full({}, eps, q.options())).div_(p.add_(eps));
-      p.sub_(eps);
-      torch::log_out(d, r);
-      auto part = rowdot(q, d, buffer).sum() - rowdot(p, d, buffer).sum();
+      const int64_t height = std::min(block, rows - start);
+      auto zs = student.narrow(0, start, height), zt = teacher.narrow(0, start, height);
+      auto p = scratch(0, zs), q = scratch(1, zs), a = scratch(2, zs), b = scratch(3, zs);
+      auto d = scratch(4, zs), g = scratch(5, zs);
+      softmax_into(p, zs);
+      softmax_into(q, zt);
+      torch::add_out(a, q, eps_t);
+      torch::add_out(b, p, eps_t);
+      torch::div_out(d, a, b).log_().mul_(-h);  // d = -h D
+      auto part = torch::sub_out(g, p, q).mul_(d).sum();  // h sum (q - p) D
       loss = loss.defined() ? loss.add_(part) : part;
-      if (wanted & 2) {
-        torch::reciprocal_out(g, r).neg_().add_(1).add_(d).mul_(0.5 * scale);  // (1 - 1/r + D) / 2
-        softmax_backward(q, g, buffer);
-      }
       if (wanted & 1) {
-        r.neg_().add_(1).sub_(d).mul_(0.5 * scale);  // (1 - r - D) / 2
-        softmax_backward(p, r, buffer);
+        torch::addcdiv_out(g, d, a, b, -h);  // -h (D + r)
+        softmax_backward_into(grad_p.narrow(0, start, height), g, p);
+      }
+      if (wanted & 2) {
+        torch::addcdiv_out(g, d, b, a, h);  // -h (D - 1/r): the teacher's gradient, negated
+        softmax_backward_into(grad_q.narrow(0, start, height), g, q).neg_();
       }
     }
-    keep_gradients(ctx, wanted & 1 ? p_all : torch::Tensor(), wanted & 2 ? q_all : torch::Tensor());
-    return loss.mul_(0.5 * scale);
+    keep_gradients(ctx, grad_p, grad_q);
+    return loss;
   }
 };
 

@@ -50,8 +50,8 @@ inline torch::Tensor gradient_buffer(bool wanted, size_t slot, const torch::Tens
 
 /// Frees this thread's scratch buffers of the fused losses (they are kept between calls so
 /// that a training loop does not fault in fresh memory at every step; at 1024 x 32000 logits
-/// that is two to three 131 MB buffers for most losses, and four of one row block for DML and
-/// DIST plus two whole ones when they run without gradients).
+/// that is two to three 131 MB buffers for KD, DKD, WSL and CE, up to six of one row block for
+/// DML, DIST and SKD, and two whole ones for DIST when it runs without gradients).
 ///
 ///   distill::release_loss_workspace();  // e.g. after training, before a memory-hungry phase
 inline void release_loss_workspace() {
@@ -79,6 +79,19 @@ inline torch::Tensor& scale_into(torch::Tensor& out, const torch::Tensor& z, dou
   return torch::add_out(out, torch::zeros({}, z.options()), z, scale);
 }
 
+/// out = softmax(z) over the rows: one exponential pass (as fast here as ATen's softmax, and
+/// it writes into a warm buffer).
+inline torch::Tensor& softmax_into(torch::Tensor& out, const torch::Tensor& z) {
+  shift_into(out, z, 1.0);
+  return out.div_(exp_rows(out));
+}
+
+/// grad = p (g - <p, g>) per row (softmax's backward, ATen's fused kernel). `grad` must not
+/// share memory with `g` or `p`.
+inline torch::Tensor softmax_backward_into(torch::Tensor grad, const torch::Tensor& g, const torch::Tensor& p) {
+  return at::_softmax_backward_data_out(grad, g, p, 1, p.scalar_type());
+}
+
 /// Row sums of a * b as [N, 1], through `buffer` (overwritten; may be a or b itself).
 inline torch::Tensor rowdot(const torch::Tensor& a, const torch::Tensor& b, torch::Tensor buffer) {
   return torch::mul_out(buffer, a, b).sum(1, true);
@@ -90,7 +103,7 @@ inline int64_t& chunk_rows_override() {
   return rows;
 }
 
-/// Rows per block for the losses that work through [N, C] in row blocks (DML, DIST): on the
+/// Rows per block for the losses that work through [N, C] in row blocks (DML, DIST, SKD): on the
 /// CPU blocks of about 2^20 elements, so that their scratch buffers stay small and in cache and
 /// the only [N, C] tensors are the gradients; on CUDA one block (every block costs kernel
 /// launches there, and the caching allocator already reuses memory).

@@ -25,13 +25,13 @@ inline void check_options(const SKDOptions& options) {
 /// normalisation), the KD logits L = m y / T (shifted by their row max) and the CE logits T L:
 ///   d loss / d y_s = alpha T m / N (p_s - p_t) + (1 - alpha) m / N (p1_s - onehot),
 ///   d loss / d y_t = -alpha T m / N p_t (L_s - X),  X = sum_c p_t L_s,
-/// and layer normalisation's backward g_z = (g - mean(g) - y mean(g y)) / sigma.
-/// Two exponential passes (three when T != 1); one fresh [N, C] tensor per gradient, two warm
-/// scratch buffers.
+/// then layer normalisation's backward (ATen's fused kernel). Per row block (chunk_rows): two
+/// exponential passes (three when T != 1), five warm scratch buffers of one block each; the
+/// only [N, C] tensors are the gradients.
 struct SKDFunction : public FusedFunction<SKDFunction, 7> {
   static constexpr const char* kLoss = "skd_loss";
   struct Norm {
-    torch::Tensor mean, sigma;  // [N, 1]
+    torch::Tensor mean, sigma;  // [rows, 1]
     Norm(const torch::Tensor& z, torch::Tensor& buffer) : mean(z.mean(1, true)) {
       torch::sub_out(buffer, z, mean);
       sigma = (rowdot(buffer, buffer, buffer) / static_cast<double>(z.size(1)) + 1e-7).sqrt_();
@@ -42,52 +42,60 @@ struct SKDFunction : public FusedFunction<SKDFunction, 7> {
       auto top = scale > 0 ? z.amax(1, true) : z.amin(1, true);
       torch::addcmul_out(out, -a * top, z, a);
     }
-    /// g (a gradient with respect to y) becomes the gradient with respect to z:
-    /// (g - mean(g) - y mean(g y)) / sigma = (g - k z + k mean - mean(g)) / sigma.
-    void backward(torch::Tensor& g, const torch::Tensor& z, torch::Tensor buffer) const {
-      const double c = static_cast<double>(z.size(1));
-      auto sum_g = g.sum(1, true);
-      auto k = (rowdot(g, z, buffer) - mean * sum_g) / (c * sigma * sigma);
-      g.addcmul_(z, -k).add_(k * mean - sum_g / c).div_(sigma);
+    /// The gradient with respect to z of a gradient g with respect to y (a fresh tensor).
+    torch::Tensor backward(const torch::Tensor& g, const torch::Tensor& z) const {
+      return std::get<0>(at::native_layer_norm_backward(g, z, {z.size(1)}, mean, sigma.reciprocal(), {}, {},
+                                                        {true, false, false}));
     }
   };
 
   static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& student,
                                const torch::Tensor& teacher, const torch::Tensor& index, double t, double m,
                                double alpha, int64_t wanted) {
-    const double n = static_cast<double>(student.size(0)), kd_k = alpha * t * m / n, ce_k = (1 - alpha) * m / n;
-    auto s0 = scratch(0, student), et = scratch(1, teacher);
-    const Norm norm_t(teacher, s0), norm_s(student, s0);
-    norm_t.logits_into(et, teacher, m / t);
-    auto st = exp_rows(et);
-    auto grad_s = gradient_buffer(wanted & 1, 2, student);
-    norm_s.logits_into(grad_s, student, m / t);  // L_s
-    torch::Tensor grad_t;
-    if (wanted & 2) grad_t = gradient_buffer(true, 3, teacher);
-    auto x = rowdot(et, grad_s, grad_t.defined() ? grad_t : s0) / st;
-    if (grad_t.defined()) {
-      torch::add_out(grad_t, -x, grad_s).mul_(et).mul_(-kd_k / st);
-      norm_t.backward(grad_t, teacher, s0);
-    }
-    // The CE term is at temperature 1 on the same normalised, scaled logits: T L_s.
-    auto target = grad_s.gather(1, index) * t;
-    torch::Tensor e1, s1;
-    if (t != 1.0) {
-      e1 = s0;
-      scale_into(e1, grad_s, t);
-      s1 = exp_rows(e1);
-    }
-    auto ss = exp_rows(grad_s);
-    if (!e1.defined()) s1 = ss;
-    auto kd = ss.log() - x, ce = s1.log() - target;
-    auto loss = (alpha * t * t * kd.sum() + (1 - alpha) * ce.sum()) / n;
-    if (wanted & 1) {
-      grad_s.mul_((e1.defined() ? kd_k : kd_k + ce_k) / ss).addcmul_(et, -kd_k / st);
-      if (e1.defined()) grad_s.addcmul_(e1, ce_k / s1);
-      grad_s.scatter_add_(1, index, torch::full_like(ss, -ce_k));
-      norm_s.backward(grad_s, student, s0);
-    } else {
-      grad_s = torch::Tensor();
+    const int64_t rows = student.size(0), block = chunk_rows(student);
+    const double n = static_cast<double>(rows), kd_k = alpha * t * m / n, ce_k = (1 - alpha) * m / n;
+    torch::Tensor grad_s, grad_t, loss;
+    // One block: its gradient is the whole one; several: copied into place.
+    auto place = [&](torch::Tensor& whole, const torch::Tensor& part, int64_t start) {
+      if (part.size(0) == rows) return void(whole = part);
+      if (!whole.defined()) whole = torch::empty(student.sizes(), part.options());
+      whole.narrow(0, start, part.size(0)).copy_(part);
+    };
+    for (int64_t start = 0; start < rows; start += block) {
+      const int64_t height = std::min(block, rows - start);
+      auto zs = student.narrow(0, start, height), zt = teacher.narrow(0, start, height);
+      auto idx = index.narrow(0, start, height);
+      auto s0 = scratch(0, zs), et = scratch(1, zs), ls = scratch(2, zs);
+      const Norm norm_t(zt, s0), norm_s(zs, s0);
+      norm_t.logits_into(et, zt, m / t);
+      auto st = exp_rows(et);
+      norm_s.logits_into(ls, zs, m / t);  // L_s
+      auto x = rowdot(et, ls, s0) / st;
+      et.mul_(-kd_k / st);  // -alpha T m / N p_t, in both gradients
+      if (wanted & 2) {
+        auto g = scratch(3, zs);
+        torch::add_out(g, -x, ls).mul_(et);
+        place(grad_t, norm_t.backward(g, zt), start);
+      }
+      // The CE term is at temperature 1 on the same normalised, scaled logits: T L_s.
+      auto target = ls.gather(1, idx) * t;
+      torch::Tensor e1, s1;
+      if (t != 1.0) {
+        e1 = scratch(4, zs);
+        scale_into(e1, ls, t);
+        s1 = exp_rows(e1);
+      }
+      auto ss = exp_rows(ls);
+      if (!e1.defined()) s1 = ss;
+      auto kd = ss.log() - x, ce = s1.log() - target;
+      auto part = (alpha * t * t * kd.sum() + (1 - alpha) * ce.sum()) / n;
+      loss = loss.defined() ? loss.add_(part) : part;
+      if (wanted & 1) {
+        ls.mul_((e1.defined() ? kd_k : kd_k + ce_k) / ss).add_(et);
+        if (e1.defined()) ls.addcmul_(e1, ce_k / s1);
+        ls.scatter_add_(1, idx, torch::full_like(ss, -ce_k));
+        place(grad_s, norm_s.backward(ls, zs), start);
+      }
     }
     keep_gradients(ctx, grad_s, grad_t);
     return loss;
