@@ -4,6 +4,7 @@
 //   build/bench/loss_bench                                  # all, one intra-op thread
 //   build/bench/loss_bench --benchmark_filter=/256/ --threads=2
 //   build/bench/loss_bench --peak-memory=kd                 # peak RSS of one fwd+bwd at 1024x32000
+//   build/bench/loss_bench --block-rows=64                  # DML, DIST, SKD in row blocks of 64
 //
 // CUDA cases (cuda/...) run when libtorch sees a GPU.
 
@@ -173,6 +174,8 @@ int main(int argc, char** argv) {
   int threads = 1;
   for (int i = 1; i < argc; ++i) {
     if (std::strncmp(argv[i], "--threads=", 10) == 0) threads = std::atoi(argv[i] + 10);
+    // Forces the row-block height of the losses that work in blocks (0: their default).
+    if (std::strncmp(argv[i], "--block-rows=", 13) == 0) distill::detail::chunk_rows_override() = std::atoi(argv[i] + 13);
     if (std::strncmp(argv[i], "--peak-memory=", 14) == 0) {
       torch::set_num_threads(threads);
       return peak_memory(argv[i] + 14);
