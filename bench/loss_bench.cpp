@@ -5,11 +5,13 @@
 //   build/bench/loss_bench --benchmark_filter=/256/ --threads=2
 //   build/bench/loss_bench --peak-memory=kd                 # peak RSS of one fwd+bwd at 1024x32000
 //   build/bench/loss_bench --block-rows=64                  # DML, DIST, SKD in row blocks of 64
+//   build/bench/loss_bench --benchmark_filter=^op/          # single ATen passes the losses are made of
 //
 // CUDA cases (cuda/...) run when libtorch sees a GPU.
 
 #include <cstring>
 #include <fstream>
+#include <functional>
 #include <iostream>
 #include <map>
 #include <string>
@@ -88,6 +90,33 @@ void floor_two_softmax(benchmark::State& state, torch::Device device) {
   state.SetItemsProcessed(state.iterations() * state.range(0));
 }
 
+/// One ATen pass over [N, C] into a warm buffer: what the fused losses are built from, so that
+/// their cost can be read as a count of passes (e.g. op/exp_, op/log_ against op/mul).
+void aten_pass(benchmark::State& state, const std::string& op, torch::Device device) {
+  auto in = make_inputs(state.range(0), state.range(1), device, false);
+  torch::NoGradGuard no_grad;
+  auto z = in.student, p = torch::softmax(z, 1), out = torch::empty_like(z), column = z.amax(1, true);
+  auto mean = z.mean(1, true), rstd = z.var(1, false, true).add_(1e-7).rsqrt_();
+  std::map<std::string, std::function<void()>> ops{
+      {"mul", [&] { torch::mul_out(out, z, p); }},
+      {"sub_column", [&] { torch::sub_out(out, z, column); }},
+      {"row_sum", [&] { benchmark::DoNotOptimize(z.sum(1, true).data_ptr()); }},
+      {"exp_", [&] { out.copy_(z).exp_(); }},
+      {"log_", [&] { out.copy_(p).log_(); }},
+      {"copy", [&] { out.copy_(z); }},
+      {"softmax_backward", [&] { at::_softmax_backward_data_out(out, z, p, 1, p.scalar_type()); }},
+      {"layer_norm_backward", [&] {
+         benchmark::DoNotOptimize(std::get<0>(at::native_layer_norm_backward(p, z, {z.size(1)}, mean, rstd, {}, {},
+                                                                              {true, false, false})).data_ptr());
+       }},
+  };
+  const auto& run = ops.at(op);
+  for (auto _ : state) {
+    run();
+    sync(device);
+  }
+}
+
 /// Feature losses at the recipes' shapes: distance and MGD on [64, 512, 7, 7], AFD with the
 /// ResNet34 -> ResNet18 recipe's 16 teacher / 8 student features.
 void features(benchmark::State& state, const std::string& loss, torch::Device device) {
@@ -138,6 +167,11 @@ void register_all() {
       benchmark::RegisterBenchmark((prefix + "fwd_bwd/" + name).c_str(), logit, name, true, device)->Apply(shapes);
       benchmark::RegisterBenchmark((prefix + "fwd/" + name).c_str(), logit, name, false, device)->Apply(shapes);
     }
+    for (const char* op : {"copy", "mul", "sub_column", "row_sum", "exp_", "log_", "softmax_backward", "layer_norm_backward"})
+      benchmark::RegisterBenchmark((prefix + "op/" + op).c_str(), aten_pass, std::string(op), device)
+          ->Args({256, 1000})
+          ->Unit(benchmark::kMicrosecond)
+          ->UseRealTime();
     for (const char* name : {"distance_l2", "mgd", "afd"})
       benchmark::RegisterBenchmark((prefix + "fwd_bwd/" + name).c_str(), features, std::string(name), device)
           ->Unit(benchmark::kMillisecond)
