@@ -85,6 +85,7 @@ struct DISTFunction : public FusedFunction<DISTFunction, 5> {
     const double wr = -beta / static_cast<double>(n), wc = -gamma / static_cast<double>(c);
     auto ra = row.a * wr, rbu = row.b_u * -wr, rbv = row.b_v * -wr;
     auto ca = col.a * wc, cbu = col.b_u * -wc, cbv = col.b_v * -wc;
+    const auto inverse_c = torch::full({}, 1.0 / static_cast<double>(c), ys_all.options());
     for_blocks([&](int64_t start, int64_t rows, torch::Tensor& ys, torch::Tensor& yt, torch::Tensor s0, torch::Tensor cs,
                    torch::Tensor ct, torch::Tensor s3) {
       if (block < n) centre(cs, ct, ys, yt);  // one block: still there from the first pass
@@ -95,7 +96,6 @@ struct DISTFunction : public FusedFunction<DISTFunction, 5> {
         torch::mul_out(s3, ys, a).addcmul_(yt, rbv.narrow(0, start, rows)).addcmul_(cs, ca).addcmul_(ct, cbv);
       // The probabilities back in cs and ct (no longer needed), and softmax's fused backward
       // into the rows they came from.
-      const auto inverse_c = torch::full({}, 1.0 / static_cast<double>(c), ys.options());
       if (wanted & 1) softmax_backward_into(ys, s0, torch::add_out(cs, ys, inverse_c));
       if (wanted & 2) softmax_backward_into(yt, s3, torch::add_out(ct, yt, inverse_c));
     });

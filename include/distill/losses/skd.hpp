@@ -31,20 +31,20 @@ inline void check_options(const SKDOptions& options) {
 struct SKDFunction : public FusedFunction<SKDFunction, 7> {
   static constexpr const char* kLoss = "skd_loss";
   struct Norm {
-    torch::Tensor mean, sigma;  // [rows, 1]
+    torch::Tensor mean, rstd;  // [rows, 1]; rstd = 1 / sqrt(var + 1e-7), as layer norm keeps it
     Norm(const torch::Tensor& z, torch::Tensor& buffer) : mean(z.mean(1, true)) {
       torch::sub_out(buffer, z, mean);
-      sigma = (rowdot(buffer, buffer, buffer) / static_cast<double>(z.size(1)) + 1e-7).sqrt_();
+      rstd = (rowdot(buffer, buffer, buffer) / static_cast<double>(z.size(1)) + 1e-7).rsqrt_();
     }
     /// out = scale * y minus its row max, in one pass after the max (the mean cancels).
     void logits_into(torch::Tensor& out, const torch::Tensor& z, double scale) const {
-      auto a = scale / sigma;
+      auto a = rstd * scale;
       auto top = scale > 0 ? z.amax(1, true) : z.amin(1, true);
       torch::addcmul_out(out, -a * top, z, a);
     }
     /// The gradient with respect to z of a gradient g with respect to y (a fresh tensor).
     torch::Tensor backward(const torch::Tensor& g, const torch::Tensor& z) const {
-      return std::get<0>(at::native_layer_norm_backward(g, z, {z.size(1)}, mean, sigma.reciprocal(), {}, {},
+      return std::get<0>(at::native_layer_norm_backward(g, z, {z.size(1)}, mean, rstd, {}, {},
                                                         {true, false, false}));
     }
   };
