@@ -335,6 +335,43 @@ TEST_CASE("stopping after epoch 1 and resuming equals an uninterrupted run", "[e
   }
 }
 
+TEST_CASE("a checkpoint is data: an optimiser state stored as a TorchScript archive is refused, never run", "[engine][python]") {
+  // hostile_optimizer.bin (make_model_fixtures.py) writes pwned.pt next to itself when
+  // torch::jit::load or InputArchive::load_from reads it, as checkpoints once stored the optimiser.
+  const std::string models = DISTILL_TEST_MODELS, pwned = models + "/pwned.pt";
+  const auto out = scratch("hostile");
+  std::filesystem::remove_all(out);
+  std::filesystem::remove(pwned);
+  quiet_run(distill_test::synthetic_recipe(dataset_dir(), out, 1));
+  auto dict = distill::io::read_state_dict(out + "/latest.pt");
+  std::ifstream in(models + "/hostile_optimizer.bin", std::ios::binary);
+  const std::string bytes((std::istreambuf_iterator<char>(in)), {});
+  REQUIRE(bytes.size() > 100);
+  auto archive = torch::empty({static_cast<int64_t>(bytes.size())}, torch::kUInt8);
+  std::memcpy(archive.data_ptr(), bytes.data(), bytes.size());
+  dict.insert("optimizer", archive);
+  distill::io::write_state_dict(dict, out + "/hostile.pt");
+  auto resume = distill_test::synthetic_recipe(dataset_dir(), out, 2);
+  resume["Global"]["checkpoints"] = out + "/hostile.pt";
+  expect_error([&] { quiet_run(resume); }, {"hostile.pt", "TorchScript archive", "pretrained_model"});
+  CHECK(!std::filesystem::exists(pwned));
+
+  // The optimiser state itself is plain tensors: one momentum buffer per trained parameter.
+  auto written = distill::io::read_state_dict(out + "/latest.pt");
+  int64_t buffers = 0;
+  for (const auto& item : written)
+    if (item.key().rfind("optimizer.", 0) == 0) {
+      CHECK(item.key().find(".momentum_buffer") != std::string::npos);
+      ++buffers;
+    }
+  CHECK(buffers > 4);
+  // An entry for a parameter this run does not have is refused by name.
+  written.insert("optimizer.0.9999.momentum_buffer", torch::zeros({1}));
+  distill::io::write_state_dict(written, out + "/extra.pt");
+  resume["Global"]["checkpoints"] = out + "/extra.pt";
+  expect_error([&] { quiet_run(resume); }, {"extra.pt", "optimizer.0.9999.momentum_buffer"});
+}
+
 TEST_CASE("the exported student loads back and evaluation counts what it should", "[engine][train]") {
   auto recipe = distill_test::synthetic_recipe(dataset_dir(), scratch("export"), 1);
   std::ostringstream log;

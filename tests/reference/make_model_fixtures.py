@@ -11,7 +11,11 @@
   float64 and an int64 tensor.
 - not_a_dict.pt, checkpoint.pt, legacy.pt: files that are not state dicts, or not in the zip
   format.
+- hostile_optimizer.bin: a TorchScript archive whose __setstate__ writes the file pwned.pt
+  next to it when the archive is loaded, as a checkpoint's serialized optimiser state once
+  was (torch::serialize::InputArchive runs it); the checkpoint tests embed it.
 """
+from typing import Tuple
 import os
 import sys
 
@@ -45,4 +49,29 @@ torch.save({"whole": base, "row": base[1], "col": base[:, 2], "t": base.t(),
 torch.save([torch.zeros(2)], os.path.join(out, "not_a_dict.pt"))
 torch.save({"epoch": 3, "model": torch.nn.Linear(2, 2).state_dict()}, os.path.join(out, "checkpoint.pt"))
 torch.save(torch.nn.Linear(2, 2).state_dict(), os.path.join(out, "legacy.pt"), _use_new_zipfile_serialization=False)
+
+
+class Hostile(torch.nn.Module):
+    def __init__(self, target: str):
+        super().__init__()
+        self.x = torch.zeros(1)
+        self.target = target
+
+    def forward(self, x):
+        return x
+
+    @torch.jit.export
+    def __getstate__(self) -> Tuple[torch.Tensor, str, bool]:
+        return (self.x, self.target, self.training)
+
+    @torch.jit.export
+    def __setstate__(self, state: Tuple[torch.Tensor, str, bool]) -> None:
+        self.x = state[0]
+        self.target = state[1]
+        self.training = state[2]
+        torch.save(self.x, self.target)
+
+
+torch.jit.save(torch.jit.script(Hostile(os.path.join(os.path.abspath(out), "pwned.pt"))),
+               os.path.join(out, "hostile_optimizer.bin"))
 print("wrote model fixtures to", out)

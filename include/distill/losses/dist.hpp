@@ -37,69 +37,90 @@ struct DISTFunction : public FusedFunction<DISTFunction, 5> {
     return s;
   }
 
-  /// softmax(z) - 1 / C (its rows' mean is 1 / C) in the buffer that becomes z's gradient.
-  static torch::Tensor centred_softmax(const torch::Tensor& z, bool wanted, size_t slot) {
-    auto y = gradient_buffer(wanted, slot, z);
-    return softmax_into(y, z).sub_(1.0 / static_cast<double>(z.size(1)));
-  }
-
-  /// Two fresh [N, C] tensors (they become the gradients) and four warm scratch buffers of one
-  /// row block each (chunk_rows): a first pass over the blocks gathers the row and column
-  /// statistics, a second forms the gradients (recomputing the column-centred copies when there
-  /// is more than one block).
+  /// Two [N, C] tensors that hold the probabilities and then become the gradients (fresh when
+  /// a gradient is wanted), and four warm scratch buffers of one row block each (chunk_rows):
+  /// a first pass over the blocks gathers the row and column statistics, a second forms the
+  /// gradients (recomputing the column-centred copies when there is more than one block).
+  ///
+  /// float32 accuracy (docs/reference.md, "DIST in float32"):
+  /// - the probabilities are kept as they are, never as p - 1/C: column statistics are centred
+  ///   from p and softmax's backward reads p itself (in p - 1/C every probability below the
+  ///   rounding step of 1/C is lost, and on a column of such probabilities 1 / (|u| |v| + 1e-8)
+  ///   is close to 1e8);
+  /// - the column-centred copies do not sum to exactly zero per column in float32; what their
+  ///   residual adds to the column term is taken out again (centring's backward would);
+  /// - before softmax's backward p (g - <p, g>), each row of g is shifted (which leaves the
+  ///   result unchanged) so that it is zero at the row's most probable class: there p is close
+  ///   to 1 and g - <p, g> would otherwise cancel to rounding noise.
   static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& student,
                                const torch::Tensor& teacher, double beta, double gamma, int64_t wanted) {
     const int64_t n = student.size(0), c = student.size(1), block = chunk_rows(student);
-    auto ys_all = centred_softmax(student, wanted & 1, 4), yt_all = centred_softmax(teacher, wanted & 2, 5);
-    auto mean_s = ys_all.mean(0, true), mean_t = yt_all.mean(0, true);
-    auto row_uv = torch::empty({n, 1}, ys_all.options()), row_uu = torch::empty_like(row_uv), row_vv = torch::empty_like(row_uv);
-    auto col_uv = torch::zeros({1, c}, ys_all.options()), col_uu = torch::zeros_like(col_uv), col_vv = torch::zeros_like(col_uv);
+    auto ps_all = gradient_buffer(wanted & 1, 4, student), pt_all = gradient_buffer(wanted & 2, 5, teacher);
+    softmax_into(ps_all, student);
+    softmax_into(pt_all, teacher);
+    auto mean_s = ps_all.mean(0, true), mean_t = pt_all.mean(0, true);
+    const auto inverse_c = torch::full({}, 1.0 / static_cast<double>(c), ps_all.options());
+    auto row_uv = torch::empty({n, 1}, ps_all.options()), row_uu = torch::empty_like(row_uv), row_vv = torch::empty_like(row_uv);
+    auto col_uv = torch::zeros({1, c}, ps_all.options()), col_uu = torch::zeros_like(col_uv), col_vv = torch::zeros_like(col_uv);
+    auto col_s = torch::zeros({1, c}, ps_all.options()), col_t = torch::zeros_like(col_s);  // residual sums of the centred columns
     auto for_blocks = [&](auto body) {
       for (int64_t start = 0; start < n; start += block) {
         const int64_t rows = std::min(block, n - start);
-        auto ys = ys_all.narrow(0, start, rows), yt = yt_all.narrow(0, start, rows);
-        body(start, rows, ys, yt, scratch(0, ys), scratch(1, ys), scratch(2, ys), scratch(3, ys));
+        auto ps = ps_all.narrow(0, start, rows), pt = pt_all.narrow(0, start, rows);
+        body(start, rows, ps, pt, scratch(0, ps), scratch(1, ps), scratch(2, ps), scratch(3, ps));
       }
     };
-    auto centre = [&](torch::Tensor& cs, torch::Tensor& ct, const torch::Tensor& ys, const torch::Tensor& yt) {
-      torch::sub_out(cs, ys, mean_s);
-      torch::sub_out(ct, yt, mean_t);
+    auto centre_columns = [&](torch::Tensor& cs, torch::Tensor& ct, const torch::Tensor& ps, const torch::Tensor& pt) {
+      torch::sub_out(cs, ps, mean_s);
+      torch::sub_out(ct, pt, mean_t);
     };
-    // Inter-class (rows) on the row-centred probabilities; intra-class (columns) on
-    // column-centred copies.
-    for_blocks([&](int64_t start, int64_t rows, torch::Tensor& ys, torch::Tensor& yt, torch::Tensor s0, torch::Tensor cs,
+    auto sum_columns = [](const torch::Tensor& a, const torch::Tensor& b, torch::Tensor& buffer) {
+      return torch::mul_out(buffer, a, b).sum(0, true);
+    };
+    // Inter-class (rows: centred by their mean 1/C) and intra-class (columns: centred by the
+    // column means of p).
+    for_blocks([&](int64_t start, int64_t rows, torch::Tensor& ps, torch::Tensor& pt, torch::Tensor s0, torch::Tensor cs,
                    torch::Tensor ct, torch::Tensor) {
-      row_uv.narrow(0, start, rows).copy_(rowdot(ys, yt, s0));
-      row_uu.narrow(0, start, rows).copy_(rowdot(ys, ys, s0));
-      row_vv.narrow(0, start, rows).copy_(rowdot(yt, yt, s0));
-      centre(cs, ct, ys, yt);
-      col_uv.add_(torch::mul_out(s0, cs, ct).sum(0, true));
-      col_uu.add_(torch::mul_out(s0, cs, cs).sum(0, true));
-      col_vv.add_(torch::mul_out(s0, ct, ct).sum(0, true));
+      torch::sub_out(cs, ps, inverse_c);
+      torch::sub_out(ct, pt, inverse_c);
+      row_uv.narrow(0, start, rows).copy_(rowdot(cs, ct, s0));
+      row_uu.narrow(0, start, rows).copy_(rowdot(cs, cs, s0));
+      row_vv.narrow(0, start, rows).copy_(rowdot(ct, ct, s0));
+      centre_columns(cs, ct, ps, pt);
+      col_uv.add_(sum_columns(cs, ct, s0));
+      col_uu.add_(sum_columns(cs, cs, s0));
+      col_vv.add_(sum_columns(ct, ct, s0));
+      col_s.add_(cs.sum(0, true));
+      col_t.add_(ct.sum(0, true));
     });
     auto row = stats(row_uv, row_uu, row_vv), col = stats(col_uv, col_uu, col_vv);
     auto loss = beta * (1 - row.rho.mean()) + gamma * (1 - col.rho.mean());
     if (wanted == 0) return loss;
-    // d loss / d y = -beta / N (a v - b u) per row - gamma / C (a v - b u) per column, then
-    // softmax's backward y (g - <y, g>) on the probabilities.
+    // d loss / d p = -beta / N (a v - b u) per row - gamma / C (a v - b u) per column, then
+    // softmax's backward. Row terms use p and q as they are: centring by 1/C only adds a
+    // constant to each row, and the shift below removes any.
     const double wr = -beta / static_cast<double>(n), wc = -gamma / static_cast<double>(c);
     auto ra = row.a * wr, rbu = row.b_u * -wr, rbv = row.b_v * -wr;
     auto ca = col.a * wc, cbu = col.b_u * -wc, cbv = col.b_v * -wc;
-    const auto inverse_c = torch::full({}, 1.0 / static_cast<double>(c), ys_all.options());
-    for_blocks([&](int64_t start, int64_t rows, torch::Tensor& ys, torch::Tensor& yt, torch::Tensor s0, torch::Tensor cs,
+    auto residual_s = (ca * col_t + cbu * col_s) / static_cast<double>(n);
+    auto residual_t = (ca * col_s + cbv * col_t) / static_cast<double>(n);
+    auto backward = [](torch::Tensor& p, torch::Tensor& g, torch::Tensor& copy) {
+      g.sub_(g.gather(1, row_argmax(p)));
+      softmax_backward_into(p, g, copy.copy_(p));  // it may not write over its input
+    };
+    for_blocks([&](int64_t start, int64_t rows, torch::Tensor& ps, torch::Tensor& pt, torch::Tensor s0, torch::Tensor cs,
                    torch::Tensor ct, torch::Tensor s3) {
-      if (block < n) centre(cs, ct, ys, yt);  // one block: still there from the first pass
+      if (block < n) centre_columns(cs, ct, ps, pt);  // one block: still there from the first pass
       auto a = ra.narrow(0, start, rows);
       if (wanted & 1)
-        torch::mul_out(s0, yt, a).addcmul_(ys, rbu.narrow(0, start, rows)).addcmul_(ct, ca).addcmul_(cs, cbu);
+        torch::mul_out(s0, pt, a).addcmul_(ps, rbu.narrow(0, start, rows)).addcmul_(ct, ca).addcmul_(cs, cbu).sub_(residual_s);
       if (wanted & 2)
-        torch::mul_out(s3, ys, a).addcmul_(yt, rbv.narrow(0, start, rows)).addcmul_(cs, ca).addcmul_(ct, cbv);
-      // The probabilities back in cs and ct (no longer needed), and softmax's fused backward
-      // into the rows they came from.
-      if (wanted & 1) softmax_backward_into(ys, s0, torch::add_out(cs, ys, inverse_c));
-      if (wanted & 2) softmax_backward_into(yt, s3, torch::add_out(ct, yt, inverse_c));
+        torch::mul_out(s3, ps, a).addcmul_(pt, rbv.narrow(0, start, rows)).addcmul_(cs, ca).addcmul_(ct, cbv).sub_(residual_t);
+      // The probabilities move to cs and ct (no longer needed); the gradients replace them.
+      if (wanted & 1) backward(ps, s0, cs);
+      if (wanted & 2) backward(pt, s3, ct);
     });
-    keep_gradients(ctx, wanted & 1 ? ys_all : torch::Tensor(), wanted & 2 ? yt_all : torch::Tensor());
+    keep_gradients(ctx, wanted & 1 ? ps_all : torch::Tensor(), wanted & 2 ? pt_all : torch::Tensor());
     return loss;
   }
 };

@@ -2,6 +2,7 @@
 // Elementwise distance between two tensors of equal shape, e.g. feature maps (reference 2.4).
 
 #include "distill/losses/common.hpp"
+#include "distill/losses/rows.hpp"
 
 namespace distill {
 
@@ -29,11 +30,14 @@ struct DistanceFunction : public FusedFunction<DistanceFunction, 4> {
     const double m = static_cast<double>(student.numel());
     auto d = student - teacher;
     torch::Tensor loss;
+    // Sums, not norms: ATen's float32 norm accumulates less exactly than its sum.
     if (mode == 2) {  // l2
-      loss = d.norm().square() / m;
+      auto squares = scratch(0, d);
+      loss = torch::mul_out(squares, d, d).sum() / m;
       d.mul_(2.0 / m);
     } else if (mode == 1) {  // l1
-      loss = d.norm(1) / m;
+      auto magnitudes = scratch(0, d);
+      loss = torch::abs_out(magnitudes, d).sum() / m;
       d.sign_().div_(m);
     } else {  // smooth_l1: huber(d) = c (d - c / 2) with c = clamp(d, -1, 1)
       auto c = scratch(0, d);

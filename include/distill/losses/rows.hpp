@@ -92,6 +92,28 @@ inline torch::Tensor softmax_backward_into(torch::Tensor grad, const torch::Tens
   return at::_softmax_backward_data_out(grad, g, p, 1, p.scalar_type());
 }
 
+/// The column of each row's largest entry, [N, 1] int64. On the CPU: ATen's vectorised row
+/// max, then a scan for its first position (ATen 1.13's argmax is a scalar loop, ~10x slower).
+/// A row without a largest entry (NaN) gives 0.
+inline torch::Tensor row_argmax(const torch::Tensor& x) {
+  if (!x.is_cpu() || !x.is_contiguous() || x.dim() != 2) return x.argmax(1, true);
+  const int64_t rows = x.size(0), columns = x.size(1);
+  auto max = x.amax(1, true);
+  auto index = torch::empty({rows, 1}, x.options().dtype(torch::kLong));
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "row_argmax", [&] {
+    const scalar_t* values = x.data_ptr<scalar_t>();
+    const scalar_t* top = max.data_ptr<scalar_t>();
+    int64_t* out = index.data_ptr<int64_t>();
+    for (int64_t r = 0; r < rows; ++r) {
+      const scalar_t* row = values + r * columns;
+      int64_t j = 0;
+      while (j < columns && !(row[j] == top[r])) ++j;
+      out[r] = j < columns ? j : 0;
+    }
+  });
+  return index;
+}
+
 /// Row sums of a * b as [N, 1], through `buffer` (overwritten; may be a or b itself).
 inline torch::Tensor rowdot(const torch::Tensor& a, const torch::Tensor& b, torch::Tensor buffer) {
   return torch::mul_out(buffer, a, b).sum(1, true);

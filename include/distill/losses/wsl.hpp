@@ -32,20 +32,27 @@ struct WSLFunction : public FusedFunction<WSLFunction, 5> {
     const double n = static_cast<double>(student.size(0));
     const bool shared = t == 1.0 || t == 2.0;
     auto s0 = scratch(0, student), et = scratch(1, teacher);
-    // log-sum-exp at T = 1 from e = exp((z - max) / T) and the scaled max: max + log sum e^T.
-    auto lse_shared = [&](const torch::Tensor& scaled_max, const torch::Tensor& e, const torch::Tensor& sum) {
-      return scaled_max * t + (t == 1.0 ? sum : e.norm(2, 1, true).square()).log();
+    // The hard-label cross-entropy at T = 1 as (max - z_target) + log sum exp(z - max): adding
+    // the max back before subtracting z_target would round away a confident model's tiny
+    // cross-entropy (log sum ~ 1e-10 next to a max of ~100), which the weight divides by.
+    struct HardCE {
+      torch::Tensor max, log_sum;  // [N, 1] at T = 1
+      torch::Tensor of(const torch::Tensor& z, const torch::Tensor& index) const { return (max - z.gather(1, index)) + log_sum; }
     };
-    auto lse_alone = [&](const torch::Tensor& z) {
+    // From e = exp((z - max) / T) and the scaled max: max / T * T, and log sum e^T.
+    auto shared_parts = [&](const torch::Tensor& scaled_max, const torch::Tensor& e, const torch::Tensor& sum) {
+      return HardCE{scaled_max * t, (t == 1.0 ? sum : e.norm(2, 1, true).square()).log()};
+    };
+    auto separate_parts = [&](const torch::Tensor& z) {
       auto max = shift_into(s0, z, 1.0);
-      return max + exp_rows(s0).log_();
+      return HardCE{max, exp_rows(s0).log_()};
     };
-    torch::Tensor lse_t, lse_s;
-    if (!shared) lse_t = lse_alone(teacher), lse_s = lse_alone(student);
+    HardCE ce_t, ce_s;
+    if (!shared) ce_t = separate_parts(teacher), ce_s = separate_parts(student);
     auto max_t = shift_into(s0, teacher, 1 / t);
     torch::exp_out(et, s0);
     auto st = et.sum(1, true);
-    if (shared) lse_t = lse_shared(max_t, et, st);
+    if (shared) ce_t = shared_parts(max_t, et, st);
     auto grad_s = gradient_buffer(wanted & 1, 2, student);
     auto max_s = shift_into(grad_s, student, 1 / t);  // y_s
     auto x = rowdot(et, grad_s, s0) / st;
@@ -56,9 +63,8 @@ struct WSLFunction : public FusedFunction<WSLFunction, 5> {
     }
     torch::exp_out(s0, grad_s);  // e_s
     auto ss = s0.sum(1, true);
-    if (shared) lse_s = lse_shared(max_s, s0, ss);
-    auto hard_ce = [&](const torch::Tensor& lse, const torch::Tensor& z) { return lse - z.gather(1, index); };
-    auto ratio = (hard_ce(lse_s, student) / (hard_ce(lse_t, teacher) + 1e-7)).clamp_min_(0);
+    if (shared) ce_s = shared_parts(max_s, s0, ss);
+    auto ratio = (ce_s.of(student, index) / (ce_t.of(teacher, index) + 1e-7)).clamp_min_(0);
     auto kw = (1 - torch::exp(-ratio)) * (t / n);  // T / N w, [N, 1]
     auto loss = (kw * (ss.log() - x)).sum() * t;
     if (grad_t.defined()) grad_t.mul_(-kw / st);

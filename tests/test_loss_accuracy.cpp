@@ -1,0 +1,233 @@
+// float32 accuracy of the fused losses. Each loss is written again here as plain libtorch ops
+// with autograd (the formula, independent of the fused code); that formula in float64 is the
+// truth, and the same formula in float32 ("eager") is the yardstick. A fused float32 value or
+// gradient must be within 1e-5 of the float64 scale (the value's magnitude, the largest
+// gradient entry), or no worse than 10x the eager float32 error, whichever is looser.
+// Inputs: logits of std 1, 3, 10 and 30, and confident teachers (std 2 with +25 on one class),
+// at C in {3, 10, 1000, 32000} and N from 2 to 1024 (32000 classes: two row blocks at N = 64).
+
+#include <cmath>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include <catch2/catch.hpp>
+
+#include "distill/losses.hpp"
+
+namespace F = distill::functional;
+namespace nnf = torch::nn::functional;
+
+namespace {
+
+/// A loss as a function of (student, teacher, target); `fused` calls distill, `formula` is the
+/// independent transcription.
+struct Loss {
+  std::string name;
+  std::function<torch::Tensor(const torch::Tensor&, const torch::Tensor&, const torch::Tensor&)> fused, formula;
+  bool teacher_gradient;  // whether the reference sends a gradient into the teacher
+};
+
+torch::Tensor log_softmax(const torch::Tensor& z) { return torch::log_softmax(z, 1); }
+torch::Tensor one_hot(const torch::Tensor& target, int64_t c, torch::Dtype dtype) {
+  return nnf::one_hot(target, c).to(dtype);
+}
+
+torch::Tensor kd_formula(const torch::Tensor& s, const torch::Tensor& t, double temperature) {
+  auto log_pt = log_softmax(t.detach() / temperature);
+  return (log_pt.exp() * (log_pt - log_softmax(s / temperature))).sum() * (temperature * temperature / s.size(0));
+}
+
+torch::Tensor ce_formula(const torch::Tensor& s, const torch::Tensor& y) {
+  return -(y * log_softmax(s)).sum(1).mean();
+}
+
+/// DKD with the binary log-probabilities as log-sum-exps (the form distill documents, equal
+/// to the reference's wherever that is finite).
+torch::Tensor dkd_formula(const torch::Tensor& s, const torch::Tensor& t, const torch::Tensor& target, double temperature,
+                          double alpha, double beta) {
+  auto tt = t.detach();
+  auto g = one_hot(target, s.size(1), s.scalar_type());
+  auto binary = [&](const torch::Tensor& z) {
+    auto lp = log_softmax(z / temperature);
+    auto target_lp = (lp * g).sum(1, true);
+    auto rest_lp = (lp - 1e4 * g).logsumexp(1, true);
+    return torch::cat({target_lp, rest_lp}, 1);
+  };
+  auto bt = binary(tt), bs = binary(s);
+  auto tckd = (bt.exp() * (bt - bs)).sum();
+  auto lpt2 = log_softmax(tt / temperature - 1000.0 * g);
+  auto nckd = (lpt2.exp() * (lpt2 - log_softmax(s / temperature - 1000.0 * g))).sum();
+  return (alpha * tckd + beta * nckd) * (temperature * temperature / s.size(0));
+}
+
+torch::Tensor dml_formula(const torch::Tensor& s, const torch::Tensor& t) {
+  auto p = torch::softmax(s, 1), q = torch::softmax(t, 1);
+  const double eps = 1e-12;
+  auto k = [&](const torch::Tensor& a, const torch::Tensor& b) { return b * ((b + eps) / (a + eps)).log(); };
+  return ((k(p, q) + k(q, p)) / 2).sum() / s.size(0);
+}
+
+torch::Tensor dist_formula(const torch::Tensor& s, const torch::Tensor& t) {
+  auto ys = torch::softmax(s, 1), yt = torch::softmax(t, 1);
+  auto rho = [](const torch::Tensor& a, const torch::Tensor& b, int64_t dim) {
+    auto u = a - a.mean(dim, true), v = b - b.mean(dim, true);
+    return (u * v).sum(dim) / ((u * u).sum(dim).sqrt() * (v * v).sum(dim).sqrt() + 1e-8);
+  };
+  return (1 - rho(ys, yt, 1).mean()) + (1 - rho(ys, yt, 0).mean());
+}
+
+torch::Tensor wsl_formula(const torch::Tensor& s, const torch::Tensor& t, const torch::Tensor& target, double temperature) {
+  auto y = one_hot(target, s.size(1), s.scalar_type());
+  auto ce_s = -(y * log_softmax(s.detach())).sum(1), ce_t = -(y * log_softmax(t.detach())).sum(1);
+  auto w = 1 - torch::exp(-(ce_s / (ce_t + 1e-7)).clamp_min(0));
+  auto kd = -(torch::softmax(t / temperature, 1) * log_softmax(s / temperature)).sum(1);
+  return (kd * w).mean() * (temperature * temperature);
+}
+
+torch::Tensor skd_formula(const torch::Tensor& s, const torch::Tensor& t, const torch::Tensor& target) {
+  const double temperature = 1.0, m = 2.0, alpha = 0.9;
+  auto ln = [&](const torch::Tensor& z) {
+    auto centred = z - z.mean(1, true);
+    return m * centred / ((centred * centred).mean(1, true) + 1e-7).sqrt();
+  };
+  auto s2 = ln(s), t2 = ln(t);
+  auto kd = -(torch::softmax(t2 / temperature, 1) * log_softmax(s2 / temperature)).sum(1).mean();
+  auto ce = -(one_hot(target, s.size(1), s.scalar_type()) * log_softmax(s2)).sum(1).mean();
+  return alpha * temperature * temperature * kd + (1 - alpha) * ce;
+}
+
+torch::Tensor huber_formula(const torch::Tensor& s, const torch::Tensor& t) {
+  auto d = s - t, a = d.abs();
+  return torch::where(a < 1, 0.5 * d * d, a - 0.5).mean();
+}
+
+std::vector<Loss> losses() {
+  auto soft = [](const torch::Tensor& t) { return torch::softmax(t.detach(), 1); };
+  return {
+      {"kd T=4", [](auto& s, auto& t, auto&) { return F::kd_loss(s, t); },
+       [](auto& s, auto& t, auto&) { return kd_formula(s, t, 4.0); }, false},
+      {"kd T=1", [](auto& s, auto& t, auto&) { return F::kd_loss(s, t, distill::KDOptions().temperature(1)); },
+       [](auto& s, auto& t, auto&) { return kd_formula(s, t, 1.0); }, false},
+      {"ce hard", [](auto& s, auto&, auto& y) { return F::ce_loss(s, y); },
+       [](auto& s, auto&, auto& y) { return ce_formula(s, one_hot(y, s.size(1), s.scalar_type())); }, false},
+      {"ce smoothed", [](auto& s, auto&, auto& y) { return F::ce_loss(s, y, distill::CEOptions().label_smoothing(0.1)); },
+       [](auto& s, auto&, auto& y) {
+         return ce_formula(s, 0.9 * one_hot(y, s.size(1), s.scalar_type()) + 0.1 / static_cast<double>(s.size(1)));
+       },
+       false},
+      {"ce soft", [](auto& s, auto& t, auto&) { return F::ce_loss(s, t); },
+       [soft](auto& s, auto& t, auto&) { return ce_formula(s, soft(t)); }, false},
+      {"dkd T=4 beta=8",
+       [](auto& s, auto& t, auto& y) { return F::dkd_loss(s, t, y, distill::DKDOptions().temperature(4).beta(8)); },
+       [](auto& s, auto& t, auto& y) { return dkd_formula(s, t, y, 4.0, 1.0, 8.0); }, false},
+      {"dkd T=1", [](auto& s, auto& t, auto& y) { return F::dkd_loss(s, t, y); },
+       [](auto& s, auto& t, auto& y) { return dkd_formula(s, t, y, 1.0, 1.0, 1.0); }, false},
+      {"dml", [](auto& s, auto& t, auto&) { return F::dml_loss(s, t); },
+       [](auto& s, auto& t, auto&) { return dml_formula(s, t); }, true},
+      {"dist", [](auto& s, auto& t, auto&) { return F::dist_loss(s, t); },
+       [](auto& s, auto& t, auto&) { return dist_formula(s, t); }, true},
+      {"wsl T=2", [](auto& s, auto& t, auto& y) { return F::wsl_loss(s, t, y); },
+       [](auto& s, auto& t, auto& y) { return wsl_formula(s, t, y, 2.0); }, true},
+      {"wsl T=3", [](auto& s, auto& t, auto& y) { return F::wsl_loss(s, t, y, distill::WSLOptions().temperature(3)); },
+       [](auto& s, auto& t, auto& y) { return wsl_formula(s, t, y, 3.0); }, true},
+      {"skd", [](auto& s, auto& t, auto& y) { return F::skd_loss(s, t, y); },
+       [](auto& s, auto& t, auto& y) { return skd_formula(s, t, y); }, true},
+      {"smooth_l1", [](auto& s, auto& t, auto&) { return F::distance_loss(s, t, distill::DistanceOptions().mode("smooth_l1")); },
+       [](auto& s, auto& t, auto&) { return huber_formula(s, t); }, true},
+      {"l2", [](auto& s, auto& t, auto&) { return F::distance_loss(s, t); },
+       [](auto& s, auto& t, auto&) { return (s - t).square().mean(); }, true},
+  };
+}
+
+struct Result {
+  torch::Tensor value, grad_s, grad_t;  // float64
+};
+
+Result run(const std::function<torch::Tensor(const torch::Tensor&, const torch::Tensor&, const torch::Tensor&)>& fn,
+           const torch::Tensor& student, const torch::Tensor& teacher, const torch::Tensor& target, torch::Dtype dtype) {
+  auto s = student.to(dtype).clone().requires_grad_(), t = teacher.to(dtype).clone().requires_grad_();
+  auto value = fn(s, t, target);
+  value.backward();
+  auto grad = [](const torch::Tensor& x) {
+    return x.grad().defined() ? x.grad().to(torch::kDouble) : torch::zeros_like(x, torch::kDouble);
+  };
+  return {value.detach().to(torch::kDouble), grad(s), grad(t)};
+}
+
+double max_abs(const torch::Tensor& x) { return x.abs().max().item<double>(); }
+
+/// Checks one loss on one input: fused float32 against the float64 formula, with the eager
+/// float32 formula's error as the yardstick. Returns whether it held (details in the log).
+bool accurate(const Loss& loss, const torch::Tensor& student, const torch::Tensor& teacher, const torch::Tensor& target,
+              const std::string& where) {
+  const auto truth = run(loss.formula, student, teacher, target, torch::kDouble);
+  const auto eager = run(loss.formula, student, teacher, target, torch::kFloat);
+  const auto fused = run(loss.fused, student, teacher, target, torch::kFloat);
+  bool ok = true;
+  auto compare = [&](const char* what, const torch::Tensor& want, const torch::Tensor& eager32, const torch::Tensor& got,
+                     double scale) {
+    const double error = max_abs(got - want), eager_error = max_abs(eager32 - want);
+    // Where eager float32 overflows or divides by zero (NaN), any finite answer is better.
+    const double bound = std::isfinite(eager_error) ? std::max(1e-5 * scale, 10 * eager_error) : INFINITY;
+    if (!(error <= bound)) {
+      ok = false;
+      UNSCOPED_INFO(loss.name << " " << where << " " << what << ": error " << error << " > bound " << bound << " (scale "
+                              << scale << ", eager float32 error " << eager_error << ")");
+    }
+  };
+  compare("value", truth.value, eager.value, fused.value, std::max(1.0, std::abs(truth.value.item<double>())));
+  const double scale_s = max_abs(truth.grad_s), scale_t = max_abs(truth.grad_t);
+  compare("student gradient", truth.grad_s, eager.grad_s, fused.grad_s, scale_s);
+  if (loss.teacher_gradient) compare("teacher gradient", truth.grad_t, eager.grad_t, fused.grad_t, scale_t);
+  else if (max_abs(fused.grad_t) != 0) {
+    ok = false;
+    UNSCOPED_INFO(loss.name << " " << where << ": a gradient reached the teacher");
+  }
+  return ok;
+}
+
+}  // namespace
+
+TEST_CASE("float32: the DIST case whose small probabilities were lost", "[losses][accuracy]") {
+  // Confident integer logits: in float32 the fused DIST once got the teacher gradient wrong by
+  // 4.1x its largest entry and the student gradient by 11%.
+  auto student = torch::tensor({{23.0, 0.0, 10.0}, {2.0, -4.0, 13.0}}, torch::kDouble);
+  auto teacher = torch::tensor({{2.0, -7.0, -4.0}, {-17.0, -13.0, -12.0}}, torch::kDouble);
+  const auto truth = run([](auto& s, auto& t, auto&) { return dist_formula(s, t); }, student, teacher, {}, torch::kDouble);
+  const auto fused = run([](auto& s, auto& t, auto&) { return F::dist_loss(s, t); }, student, teacher, {}, torch::kFloat);
+  INFO("student " << fused.grad_s << " vs " << truth.grad_s << "\nteacher " << fused.grad_t << " vs " << truth.grad_t);
+  CHECK(max_abs(fused.grad_s - truth.grad_s) <= 1e-5 * max_abs(truth.grad_s));
+  CHECK(max_abs(fused.grad_t - truth.grad_t) <= 1e-5 * max_abs(truth.grad_t));
+  CHECK(std::abs(fused.value.item<double>() - truth.value.item<double>()) <= 1e-6);
+}
+
+TEST_CASE("float32: every fused loss is as accurate as float32 allows", "[losses][accuracy]") {
+  torch::manual_seed(20261130);
+  struct Regime {
+    std::string name;
+    double student_std, teacher_std, peak;
+  };
+  const std::vector<Regime> regimes{
+      {"std 1", 1, 1, 0}, {"std 3", 3, 3, 0}, {"std 10", 10, 10, 0}, {"std 30", 30, 30, 0}, {"confident teacher", 3, 2, 25}};
+  std::vector<std::pair<int64_t, int64_t>> shapes;
+  for (int64_t n : {2, 7, 64, 1024})
+    for (int64_t c : {3, 10, 1000}) shapes.emplace_back(n, c);
+  shapes.emplace_back(2, 32000);
+  shapes.emplace_back(64, 32000);
+  int64_t checked = 0, failed = 0;
+  for (const auto& [n, c] : shapes)
+    for (const auto& regime : regimes) {
+      auto student = torch::randn({n, c}, torch::kDouble) * regime.student_std;
+      auto teacher = torch::randn({n, c}, torch::kDouble) * regime.teacher_std;
+      auto target = torch::randint(0, c, {n}, torch::kLong);
+      if (regime.peak > 0) teacher.scatter_add_(1, torch::randint(0, c, {n, 1}, torch::kLong), torch::full({n, 1}, regime.peak, torch::kDouble));
+      const std::string where = regime.name + " at " + std::to_string(n) + "x" + std::to_string(c);
+      for (const auto& loss : losses()) {
+        ++checked;
+        if (!accurate(loss, student, teacher, target, where)) ++failed;
+      }
+    }
+  INFO(failed << " of " << checked << " checks failed");
+  CHECK(failed == 0);
+}
