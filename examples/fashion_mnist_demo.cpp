@@ -17,7 +17,10 @@
 #include <string>
 #include <vector>
 
+#include <fmt/format.h>
+
 #include "distill/distill.hpp"
+#include "distill/train/progress.hpp"
 #include "distill/train/trainer.hpp"
 
 namespace {
@@ -42,7 +45,7 @@ Options parse(int argc, char** argv) {
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
     auto value = [&]() -> std::string {
-      if (i + 1 >= argc) distill::detail::fail("option ", arg, " needs a value");
+      if (i + 1 >= argc) distill::fail("option ", arg, " needs a value");
       return argv[++i];
     };
     if (arg == "--seeds") {
@@ -59,9 +62,9 @@ Options parse(int argc, char** argv) {
       std::cout << "usage: fashion_mnist_demo [--seeds 0,1,2] [--epochs 3] [--train-limit 30000] [--test-limit 0 (all)]\n"
                    "                          [--threads 2] [--workers 1] [--methods baseline,kd,dml,dkd,dist,mgd] [--output DIR]\n";
       std::exit(0);
-    } else distill::detail::fail("unknown option ", arg, " (see --help)");
+    } else distill::fail("unknown option ", arg, " (see --help)");
   }
-  if (o.seeds.empty() || o.epochs < 1 || o.methods.empty()) distill::detail::fail("need seeds, epochs >= 1 and methods");
+  if (o.seeds.empty() || o.epochs < 1 || o.methods.empty()) distill::fail("need seeds, epochs >= 1 and methods");
   return o;
 }
 

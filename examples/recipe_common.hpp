@@ -1,7 +1,8 @@
 #pragma once
 // What the seven recipe programs share: their command line, and the recipe JSON
 // (examples/recipes/<name>.json) that supplies data, optimiser and schedule. Each program
-// builds its method (models and losses) in C++ and hands it to the engine.
+// builds its method (models and losses) in C++ (examples/methods.hpp) and hands it to the
+// engine.
 //
 //   <program> --data DIR --teacher FILE [--epochs N] [--batch-size N] [--image-size N]
 //             [--classes N] [--device cpu|gpu] [--workers N] [--threads N] [--no-amp]
@@ -12,9 +13,9 @@
 #include <string>
 #include <vector>
 
-#include "distill/distill.hpp"
 #include "distill/train/launch.hpp"
 #include "distill/train/trainer.hpp"
+#include "methods.hpp"
 
 namespace examples {
 
@@ -45,6 +46,17 @@ inline void usage(const char* program, const char* summary) {
 )";
 }
 
+/// An integer option in [lo, 2^31).
+inline int64_t integer(const std::string& option, const std::string& text, int64_t lo) {
+  try {
+    size_t used = 0;
+    const auto value = std::stoll(text, &used);
+    if (used == text.size() && value >= lo && value <= INT32_MAX) return value;
+  } catch (const std::exception&) {
+  }
+  distill::fail("option ", option, ": expected an integer >= ", lo, ", got '", text, "'");
+}
+
 inline Args parse(int argc, char** argv, const char* summary) {
   Args a;
   int64_t nproc = 1;
@@ -52,12 +64,12 @@ inline Args parse(int argc, char** argv, const char* summary) {
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
     if (arg == "--nproc" && i + 1 < argc) {
-      nproc = std::stoll(argv[++i]);
+      nproc = integer(arg, argv[++i], 1);
       continue;
     }
     worker_arguments.push_back(arg);
     auto value = [&]() -> std::string {
-      if (i + 1 >= argc) distill::detail::fail("option ", arg, " needs a value");
+      if (i + 1 >= argc) distill::fail("option ", arg, " needs a value");
       worker_arguments.push_back(argv[++i]);
       return argv[i];
     };
@@ -68,19 +80,19 @@ inline Args parse(int argc, char** argv, const char* summary) {
     else if (arg == "--teacher") a.teacher = value();
     else if (arg == "--output") a.output = value();
     else if (arg == "--device") a.device = value();
-    else if (arg == "--epochs") a.epochs = std::stoll(value());
-    else if (arg == "--batch-size") a.batch_size = std::stoll(value());
-    else if (arg == "--image-size") a.image_size = std::stoll(value());
-    else if (arg == "--classes") a.classes = std::stoll(value());
-    else if (arg == "--workers") a.workers = std::stoll(value());
-    else if (arg == "--threads") a.threads = std::stoi(value());
+    else if (arg == "--epochs") a.epochs = integer(arg, value(), 1);
+    else if (arg == "--batch-size") a.batch_size = integer(arg, value(), 1);
+    else if (arg == "--image-size") a.image_size = integer(arg, value(), 8);
+    else if (arg == "--classes") a.classes = integer(arg, value(), 1);
+    else if (arg == "--workers") a.workers = integer(arg, value(), 0);
+    else if (arg == "--threads") a.threads = static_cast<int>(integer(arg, value(), 1));
     else if (arg == "--no-amp") a.amp = false;
     else if (arg == "-o") a.overrides.push_back(value());
-    else distill::detail::fail("unknown option ", arg, " (see --help)");
+    else distill::fail("unknown option ", arg, " (see --help)");
   }
-  if (a.data.empty()) distill::detail::fail("--data DIR is required (see --help)");
+  if (a.data.empty()) distill::fail("--data DIR is required (see --help)");
   if (nproc > 1) {
-    if (std::getenv("RANK")) distill::detail::fail("--nproc: RANK is set, so this is already a worker");
+    if (std::getenv("RANK")) distill::fail("--nproc: RANK is set, so this is already a worker");
     std::exit(distill::train::launch_workers(distill::train::LaunchOptions().nproc(nproc), worker_arguments));
   }
   if (a.threads > 0) torch::set_num_threads(a.threads);
@@ -112,14 +124,6 @@ inline nlohmann::json recipe(const std::string& name, const Args& a) {
   return r;
 }
 
-/// A backbone from the registry, with the teacher's weights when `weights` is set.
-inline std::shared_ptr<distill::Backbone> backbone(const std::string& name, nlohmann::json options, const Args& a,
-                                                   const std::string& weights = "") {
-  options["class_num"] = a.classes;
-  if (!weights.empty()) options["pretrained"] = weights;
-  return distill::models::create(name, options);
-}
-
 /// The teacher's weights file, or a warning that the teacher stays untrained (smoke tests).
 inline std::string teacher_weights(const Args& a) {
   if (a.teacher.empty())
@@ -127,10 +131,9 @@ inline std::string teacher_weights(const Args& a) {
   return a.teacher;
 }
 
-/// Trains `model` with `loss` on the recipe's data, optimiser and schedule.
-inline int train(const nlohmann::json& recipe, std::shared_ptr<distill::DistillationModelImpl> model,
-                 std::shared_ptr<distill::CombinedLossImpl> loss) {
-  distill::train::Trainer trainer(recipe, std::move(model), std::move(loss));
+/// Trains a method on the recipe's data, optimiser and schedule.
+inline int train(const nlohmann::json& recipe, const Method& method) {
+  distill::train::Trainer trainer(recipe, method.model, method.loss);
   trainer.train();
   if (trainer.group()) trainer.group()->finish();
   return 0;
@@ -142,17 +145,22 @@ int guarded(Body&& body) {
   try {
     return body();
   } catch (const distill::Error& e) {
-    // a data-parallel worker tells the others why it stops
+    // A data-parallel worker tells the others why it stops
     if (auto group = distill::train::ProcessGroup::world_if_joined()) group->report_failure(e.what());
     std::cerr << "error: " << e.what() << '\n';
     return 1;
   }
 }
 
-/// Ground-truth cross-entropy on the given models: the reference's DistillationGTCELoss.
-inline std::shared_ptr<distill::LossTerm> ground_truth_ce(std::vector<std::string> models) {
-  return std::make_shared<distill::GroundTruthImpl<distill::CELoss>>(
-      distill::CELoss(), distill::GroundTruthOptions(std::move(models)).name("CELoss"));
+/// A recipe program: the command line, the recipe `name` with it applied, the method of
+/// examples/methods.hpp, and training.
+/// `frozen_teacher`: the method has a pretrained teacher (not DML's peers).
+inline int run(int argc, char** argv, const char* name, const char* summary, bool frozen_teacher = true) {
+  return guarded([&] {
+    const auto args = parse(argc, argv, summary);
+    const Settings settings{args.image_size, args.classes, frozen_teacher ? teacher_weights(args) : ""};
+    return train(recipe(name, args), method(name, settings));
+  });
 }
 
 }  // namespace examples

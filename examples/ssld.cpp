@@ -1,23 +1,14 @@
-// SSLD (reference 5.1, PPLCNet_x2_5_ssld): PP-LCNet x2.5 learns only from a frozen ResNet50_vd
+// SSLD (docs/reference.md §5.1, PPLCNet_x2_5_ssld): PP-LCNet x2.5 learns only from a frozen ResNet50_vd
 // through the symmetric KL of DML (no labels are used). Cosine lr 0.2 with 5 warm-up epochs,
 // L2 4e-5, float16 AMP, 100 epochs, from recipes/ssld.json (which evaluates on val_list.txt:
 // the reference's config evaluates on train_list.txt by mistake).
 //
 //   ssld --data /data/ILSVRC2012 --teacher resnet50_vd_ssld.pth
+//
+// The method itself (models, taps, loss terms) is examples::ssld() in examples/methods.hpp.
 
 #include "recipe_common.hpp"
 
 int main(int argc, char** argv) {
-  return examples::guarded([&] {
-    const auto args = examples::parse(argc, argv, "SSLD: ResNet50_vd -> PPLCNet_x2_5 (label-free distillation)");
-    auto model = std::make_shared<distill::DistillationModelImpl>("Student");
-    model->add("Teacher", examples::backbone("ResNet50_vd", {}, args, examples::teacher_weights(args)), /*frozen=*/true);
-    model->add("Student", examples::backbone("PPLCNet_x2_5", {}, args));
-
-    auto loss = std::make_shared<distill::CombinedLossImpl>();
-    loss->add(std::make_shared<distill::PairImpl<distill::DMLLoss>>(
-                  distill::DMLLoss(), distill::PairOptions().name("DMLLoss")),
-              1.0);
-    return examples::train(examples::recipe("ssld", args), model, loss);
-  });
+  return examples::run(argc, argv, "ssld", "SSLD: ResNet50_vd -> PPLCNet_x2_5 (label-free distillation)");
 }

@@ -188,8 +188,8 @@ TEST_CASE("Pair, GroundTruth and AttentionModel compose from C++", "[compose]") 
   distill::Pair<distill::DKDLoss> dkd(distill::DKDLoss(), distill::PairOptions().key("f").name("dkd"));
   CHECK(dkd(outputs, y)["dkd_Student_Teacher_f"].item<double>() ==
         distill::functional::dkd_loss(s * 2, t * 2, y).item<double>());  // labels reach DKD
-  distill::Pair<distill::DistanceLoss> l1(distill::DistanceLoss(distill::DistanceOptions().mode("l1")),
-                                          distill::PairOptions().act("softmax").name("l1"));
+  distill::Pair<distill::DistanceLoss> l1(distill::DistanceLoss(distill::DistanceOptions().mode(distill::DistanceMode::l1)),
+                                          distill::PairOptions().act(distill::Act::softmax).name("l1"));
   CHECK(l1(outputs, y)["l1_Student_Teacher"].item<double>() ==
         Approx((torch::softmax(s, -1) - torch::softmax(t, -1)).abs().mean().item<double>()));
   distill::GroundTruth<distill::CELoss> ce(distill::CELoss(), distill::GroundTruthOptions({"Student", "Teacher"}).name("CELoss"));
@@ -239,10 +239,28 @@ TEST_CASE("config errors name their JSON path", "[compose][errors]") {
   expect_error([&] { config::build_model(edit("afd", "Arch.models[1].Student.models[1].LinearTransformStudent.qk_dim=\"x\"")["Arch"]); },
                {"Arch.models[1].Student.models[1].LinearTransformStudent.qk_dim", "an integer"});
 
+  // Without model_name_pairs a pair wrapper compares Student with Teacher (the reference's
+  // wrappers default to no pairs, so no terms at all).
   auto dkd = recipe("dkd");
   dkd["Loss"]["Train"][1]["DistillationDKDLoss"].erase("model_name_pairs");
-  expect_error([&] { config::build_loss(dkd["Loss"]["Train"]); },
-               {"Loss.Train[1].DistillationDKDLoss.model_name_pairs", "missing"});
+  auto defaulted = std::dynamic_pointer_cast<distill::PairImpl<distill::AnyLoss>>(
+      config::build_loss(dkd["Loss"]["Train"])->named_children()["term1"]);
+  REQUIRE(defaulted);
+  CHECK(defaulted->options.model_name_pairs() == distill::PairOptions::Pairs{{"Student", "Teacher"}});
+  // Options that are enumerations in C++ are checked at the recipe's edge, by name.
+  expect_error([&] { config::build_loss(json::parse(R"([{"DistillationDistanceLoss": {"weight": 1, "mode": "l3"}}])")); },
+               {"Loss.Train[0].DistillationDistanceLoss.mode", "unknown value 'l3'", "'smooth_l1'"});
+  expect_error([&] { config::build_loss(json::parse(R"([{"DistillationDMLLoss": {"weight": 1, "act": "relu"}}])")); },
+               {"Loss.Train[0].DistillationDMLLoss.act", "unknown value 'relu'", "'softmax'"});
+  expect_error([&] {
+    config::build_loss(json::parse(R"([{"DistillationPEFDLoss": {"weight": 1, "student_channel": 8, "teacher_channel": 8, "mode": "max"}}])"));
+  }, {"Loss.Train[0].DistillationPEFDLoss.mode", "unknown value 'max'", "'gap'"});
+  expect_error([&] { config::build_loss(json::parse(R"([{"DistillationMGDLoss": {"weight": 1, "student_channels": 8}}])")); },
+               {"Loss.Train[0].DistillationMGDLoss.teacher_channels", "missing"});
+  expect_error([&] { config::build_loss(json::parse(R"([{"DistillationKLDivLoss": {"weight": -1}}])")); },
+               {"Loss.Train[0].DistillationKLDivLoss", "weight", ">= 0"});
+  expect_error([&] { config::build_loss(json::parse(R"([{"DistillationKLDivLoss": {"weight": 1, "act": "softmax"}}])")); },
+               {"Loss.Train[0].DistillationKLDivLoss.act", "unknown key"});
   dkd = recipe("dkd");
   dkd["Loss"]["Train"][1]["DistillationDKDLoss"].erase("weight");
   expect_error([&] { config::build_loss(dkd["Loss"]["Train"]); }, {"Loss.Train[1].DistillationDKDLoss.weight", "missing"});

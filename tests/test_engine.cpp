@@ -11,6 +11,8 @@
 #include <catch2/catch.hpp>
 
 #include "distill/data.hpp"
+#include "distill/config.hpp"
+#include "distill/train/recipe.hpp"
 #include "distill/train/trainer.hpp"
 #include "expect_error.hpp"
 #include "synthetic.hpp"
@@ -99,7 +101,7 @@ TEST_CASE("transforms follow the reference's definitions", "[engine][data]") {
   data::Rng a(9), b(9);
   CHECK(torch::equal(data::random_crop(16, 16)(image, a), data::random_crop(16, 16)(image, b)));
   // From the reference's vocabulary, with errors that name the path.
-  auto pipeline = data::Pipeline::from_config(
+  auto pipeline = data::make_pipeline(
       json::parse(R"([{"DecodeImage": {"to_rgb": true, "channel_first": false}}, {"ResizeImage": {"resize_short": 32}},
                       {"CropImage": {"size": 24}}, {"NormalizeImage": {"scale": "1.0/255.0", "mean": [0.485, 0.456, 0.406],
                       "std": [0.229, 0.224, 0.225], "order": ""}}, {"ToCHWImage": null}])"),
@@ -107,10 +109,10 @@ TEST_CASE("transforms follow the reference's definitions", "[engine][data]") {
   auto out = pipeline(torch::full({48, 64, 3}, 128, torch::kUInt8), rng);
   CHECK(out.sizes() == torch::IntArrayRef({3, 24, 24}));
   CHECK(out[0][0][0].item<double>() == Approx((128.0 / 255 - 0.485) / 0.229).epsilon(1e-5));
-  expect_error([] { data::Pipeline::from_config(json::parse(R"([{"RandomErasing": {}}])"), "T"); },
+  expect_error([] { data::make_pipeline(json::parse(R"([{"RandomErasing": {}}])"), "T"); },
                {"T[0]", "unknown transform 'RandomErasing'"});
-  expect_error([] { data::Pipeline::from_config(json::parse(R"([{"CropImage": {"size": -3}}])"), "T"); }, {"T[0].CropImage.size"});
-  expect_error([] { data::Pipeline::from_config(json::parse(R"([{"NormalizeImage": {"scale": "one"}}])"), "T"); },
+  expect_error([] { data::make_pipeline(json::parse(R"([{"CropImage": {"size": -3}}])"), "T"); }, {"T[0].CropImage.size"});
+  expect_error([] { data::make_pipeline(json::parse(R"([{"NormalizeImage": {"scale": "one"}}])"), "T"); },
                {"T[0].NormalizeImage.scale", "fraction"});
 }
 
@@ -135,7 +137,7 @@ TEST_CASE("bad list lines and missing or corrupt images are errors naming file a
   expect_error([&] { data::ImageListDataset(dir, scratch("no_list.txt"), plain); }, {"no_list.txt", "cannot open"});
   // With skip_bad the loader drops them and counts them.
   std::ofstream(scratch("mixed.txt")) << "images/0.jpg 0\nimages/missing.jpg 1\n" << scratch("corrupt.jpg") << " 2\nimages/3.jpg 3\n";
-  auto pipeline = data::Pipeline::from_config(json::parse(R"([{"ResizeImage": {"size": 16}}])"), "T");
+  auto pipeline = data::make_pipeline(json::parse(R"([{"ResizeImage": {"size": 16}}])"), "T");
   auto skipping = std::make_shared<data::ImageListDataset>(dir, scratch("mixed.txt"), pipeline, true);
   data::DataLoader loader(skipping, data::LoaderOptions().batch_size(4).num_workers(2));
   loader.start(0);
@@ -151,7 +153,7 @@ TEST_CASE("bad list lines and missing or corrupt images are errors naming file a
 }
 
 TEST_CASE("the loader's order depends only on seed, epoch and rank", "[engine][data]") {
-  auto pipeline = data::Pipeline::from_config(json::parse(R"([{"RandCropImage": {"size": 16}}, {"RandFlipImage": {}}])"), "T");
+  auto pipeline = data::make_pipeline(json::parse(R"([{"RandCropImage": {"size": 16}}, {"RandFlipImage": {}}])"), "T");
   auto dataset = std::make_shared<data::ImageListDataset>(dataset_dir(), dataset_dir() + "/train_list.txt", pipeline);
   auto run = [&](int64_t workers, int64_t rank, int64_t world, int64_t batch, int64_t epoch) {
     data::DataLoader loader(dataset, data::LoaderOptions().batch_size(batch).shuffle(true).seed(5).num_workers(workers)
@@ -199,28 +201,28 @@ TEST_CASE("Fashion-MNIST loads from Debian's package", "[engine][data]") {
 }
 
 TEST_CASE("learning-rate schedules and the optimiser follow the reference", "[engine][train]") {
-  auto cosine = train::LRSchedule::from_config(json::parse(R"({"name": "Cosine", "learning_rate": 0.4, "warmup_epoch": 5})"),
+  auto cosine = train::make_schedule(json::parse(R"({"name": "Cosine", "learning_rate": 0.4, "warmup_epoch": 5})"),
                                                "lr", 100, 10);
   CHECK(cosine(0) == 0.0);
   CHECK(cosine(25) == Approx(0.2));  // halfway through the warm-up
   CHECK(cosine(50) == Approx(0.4));
   CHECK(cosine(50 + 475) == Approx(0.2));  // halfway through the cosine
   CHECK(cosine(1000) == Approx(0.0).margin(1e-12));
-  auto piecewise = train::LRSchedule::from_config(
+  auto piecewise = train::make_schedule(
       json::parse(R"({"name": "Piecewise", "learning_rate": 0.1, "decay_epochs": [30, 60, 90], "values": [0.1, 0.01, 0.001, 0.0001]})"),
       "lr", 100, 10);
   CHECK(piecewise(299) == 0.1);
   CHECK(piecewise(300) == 0.01);
   CHECK(piecewise(950) == 0.0001);
-  auto multistep = train::LRSchedule::from_config(
+  auto multistep = train::make_schedule(
       json::parse(R"({"name": "MultiStepDecay", "learning_rate": 0.2, "milestones": [30, 60, 90], "step_each_epoch": 1, "gamma": 0.1})"),
       "lr", 100, 10);
   CHECK(multistep(599) == Approx(0.02));
   CHECK(multistep(600) == Approx(0.002));
-  expect_error([] { train::LRSchedule::from_config(json::parse(R"({"name": "Step", "learning_rate": 1})"), "Optimizer.lr", 1, 1); },
+  expect_error([] { train::make_schedule(json::parse(R"({"name": "Step", "learning_rate": 1})"), "Optimizer.lr", 1, 1); },
                {"Optimizer.lr.name", "unknown schedule 'Step'"});
   expect_error([] {
-    train::LRSchedule::from_config(json::parse(R"({"name": "Piecewise", "learning_rate": 1, "decay_epochs": [1], "values": [1]})"),
+    train::make_schedule(json::parse(R"({"name": "Piecewise", "learning_rate": 1, "decay_epochs": [1], "values": [1]})"),
                                    "Optimizer.lr", 1, 1);
   }, {"Optimizer.lr.values", "one value more"});
 
@@ -242,7 +244,42 @@ TEST_CASE("learning-rate schedules and the optimiser follow the reference", "[en
   CHECK(w.allclose(w2));
   CHECK(b.item<float>() == Approx(0.5 - 0.5 * 3 - 0.5 * (0.9 * 3 + 3)));
   expect_error([&] { train::make_optimizer(json::parse(R"({"name": "Adam", "lr": {}})"), "Optimizer", groups); },
-               {"Optimizer.name", "Momentum"});
+               {"Optimizer.name", "unknown optimizer 'Adam'", "Momentum", "AdamW"});
+  expect_error([&] { train::make_optimizer(json::parse(R"({"name": "Momentum", "momentum": -1, "lr": {}})"), "Optimizer", groups); },
+               {"Optimizer", "momentum"});
+  expect_error([&] { train::make_optimizer(json::parse(R"({"name": "Momentum", "weight_decay": -1e-4, "lr": {}})"), "Optimizer", groups); },
+               {"Optimizer", "weight decay", ">= 0"});
+  expect_error([&] { train::make_optimizer(json::parse(R"({"name": "Momentum", "nesterov": true, "lr": {}})"), "Optimizer", groups); },
+               {"Optimizer.nesterov", "unknown key"});
+
+  // AdamW: decoupled decay w <- w (1 - lr wd), then Adam's step, which after one step of a
+  // constant gradient is lr g / (|g| + eps); the no_decay group gets no decay.
+  auto v = torch::tensor({1.0, -2.0}, torch::kDouble).requires_grad_(), c = torch::tensor({0.5}, torch::kDouble).requires_grad_();
+  distill::ParameterGroups adam_groups{{v}, {c}};
+  auto adamw = train::make_optimizer(json::parse(R"({"name": "AdamW", "weight_decay": 0.1, "lr": {}})"), "Optimizer", adam_groups);
+  train::set_learning_rate(*adamw, 0.5);
+  adamw->zero_grad();
+  ((v * v).sum() + 3 * c.sum()).backward();
+  adamw->step();
+  auto g = torch::tensor({2.0, -4.0}, torch::kDouble);
+  auto expected = torch::tensor({1.0, -2.0}, torch::kDouble) * (1 - 0.5 * 0.1) - 0.5 * g / (g.abs() + 1e-8);
+  CHECK(v.allclose(expected, 1e-12, 1e-12));
+  CHECK(c.item<double>() == Approx(0.5 - 0.5 * 3 / (3 + 1e-8)));
+  // Its state (moments and step count) is plain tensors and restores into a fresh optimiser.
+  auto state = train::optimizer_state(*adamw);
+  CHECK(state.contains("0.0.exp_avg"));
+  CHECK(state.contains("0.0.step"));
+  auto v2 = v.detach().clone().requires_grad_(), c2 = c.detach().clone().requires_grad_();
+  distill::ParameterGroups copy_groups{{v2}, {c2}};
+  auto restored = train::make_optimizer(json::parse(R"({"name": "AdamW", "weight_decay": 0.1, "lr": {}})"), "Optimizer", copy_groups);
+  train::load_optimizer_state(*restored, state, "test");
+  for (auto* o : {adamw.get(), restored.get()}) train::set_learning_rate(*o, 0.5), o->zero_grad();
+  ((v * v).sum() + 3 * c.sum()).backward();
+  ((v2 * v2).sum() + 3 * c2.sum()).backward();
+  adamw->step();
+  restored->step();
+  CHECK(torch::equal(v, v2));
+  CHECK(torch::equal(c, c2));
 }
 
 TEST_CASE("top-k accuracy on a hand-made case", "[engine][train]") {
@@ -377,7 +414,7 @@ TEST_CASE("the exported student loads back and evaluation counts what it should"
   std::ostringstream log;
   train::Trainer trainer(recipe, log);
   trainer.export_student(scratch("export/student.pt"));
-  auto student = distill::models::create("ConvNet", {{"widths", {8, 16}}, {"class_num", 4}, {"pretrained", scratch("export/student.pt")}});
+  auto student = distill::config::create_backbone("ConvNet", {{"widths", {8, 16}}, {"class_num", 4}, {"pretrained", scratch("export/student.pt")}});
   student->eval();
   trainer.model().eval();
   torch::NoGradGuard no_grad;

@@ -8,6 +8,7 @@
 #include <catch2/catch.hpp>
 
 #include "distill/io.hpp"
+#include "distill/config.hpp"
 #include "distill/models.hpp"
 #include "expect_error.hpp"
 
@@ -36,7 +37,7 @@ std::string read_bytes(const std::string& path) {
 TEST_CASE("torchvision state dicts load and give torchvision's logits", "[io][python]") {
   for (const auto& [name, arch] : {std::pair{"ResNet18", "resnet18"}, std::pair{"ResNet50", "resnet50"}}) {
     INFO(name);
-    auto model = models::create(name, {{"layout", "torchvision"}});
+    auto model = distill::config::create_backbone(name, {{"layout", "torchvision"}});
     auto result = io::load_state_dict(*model, fixture(std::string(arch) + ".pth"));
     CHECK(result.complete());
     auto reference = io::read_state_dict(fixture(std::string(arch) + "_io.pt"));
@@ -64,7 +65,7 @@ TEST_CASE("tensors that share a storage keep their views and dtypes", "[io][pyth
 
 TEST_CASE("a state dict saved here loads in Python's torchvision with the same logits", "[io][python]") {
   torch::manual_seed(3);
-  auto model = models::create("ResNet18", {{"layout", "torchvision"}, {"class_num", 10}});
+  auto model = distill::config::create_backbone("ResNet18", {{"layout", "torchvision"}, {"class_num", 10}});
   {
     // Non-trivial BatchNorm statistics, as after training.
     torch::NoGradGuard no_grad;
@@ -89,7 +90,7 @@ TEST_CASE("a state dict saved here loads in Python's torchvision with the same l
   CHECK(std::system(command.c_str()) == 0);
 
   // And back: the file distill wrote reads into an identical model.
-  auto again = models::create("ResNet18", {{"layout", "torchvision"}, {"class_num", 10}});
+  auto again = distill::config::create_backbone("ResNet18", {{"layout", "torchvision"}, {"class_num", 10}});
   io::load_state_dict(*again, scratch("student.pt"));
   again->eval();
   torch::NoGradGuard no_grad;
@@ -97,19 +98,19 @@ TEST_CASE("a state dict saved here loads in Python's torchvision with the same l
 }
 
 TEST_CASE("the registry loads 'pretrained' weights", "[io][python]") {
-  auto model = models::create("ResNet18", {{"layout", "torchvision"}, {"pretrained", fixture("resnet18.pth")}});
+  auto model = distill::config::create_backbone("ResNet18", {{"layout", "torchvision"}, {"pretrained", fixture("resnet18.pth")}});
   auto reference = io::read_state_dict(fixture("resnet18.pth"));
   CHECK(torch::equal(model->named_parameters()["layer3.1.conv2.weight"], reference["layer3.1.conv2.weight"]));
 }
 
 TEST_CASE("mismatched state dicts are reported together", "[io][errors][python]") {
-  auto r34 = models::create("ResNet34", {{"layout", "torchvision"}});
+  auto r34 = distill::config::create_backbone("ResNet34", {{"layout", "torchvision"}});
   expect_error([&] { io::load_state_dict(*r34, fixture("resnet18.pth")); },
                {"resnet18.pth", "96 missing", "0 unexpected", "layer1.2.conv1.weight"});
-  auto ten = models::create("ResNet18", {{"layout", "torchvision"}, {"class_num", 10}});
+  auto ten = distill::config::create_backbone("ResNet18", {{"layout", "torchvision"}, {"class_num", 10}});
   expect_error([&] { io::load_state_dict(*ten, fixture("resnet18.pth")); },
                {"2 with another shape", "fc.weight: file [1000, 512] vs module [10, 512]"});
-  auto paddle = models::create("ResNet18");
+  auto paddle = distill::config::create_backbone("ResNet18");
   expect_error([&] { io::load_state_dict(*paddle, fixture("resnet18.pth")); }, {"missing", "unexpected", "stem.0.conv.weight"});
 
   // Non-strict: load what matches, report the rest.
@@ -132,6 +133,6 @@ TEST_CASE("corrupt, foreign and missing files are errors naming the file", "[io]
   expect_error([] { io::read_state_dict(fixture("legacy.pt")); }, {"legacy.pt", "_use_new_zipfile_serialization"});
   expect_error([] { io::read_state_dict(fixture("not_a_dict.pt")); }, {"not_a_dict.pt", "list", "not a state dict"});
   expect_error([] { io::read_state_dict(fixture("checkpoint.pt")); }, {"checkpoint.pt", "'epoch'", "int"});
-  expect_error([] { models::create("ResNet18", {{"pretrained", scratch("text.pt")}}, "Arch.models[0].Teacher"); },
+  expect_error([] { distill::config::create_backbone("ResNet18", {{"pretrained", scratch("text.pt")}}, "Arch.models[0].Teacher"); },
                {"Arch.models[0].Teacher", "text.pt"});
 }

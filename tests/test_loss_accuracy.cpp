@@ -133,7 +133,7 @@ std::vector<Loss> losses() {
        [](auto& s, auto& t, auto& y) { return wsl_formula(s, t, y, 3.0); }, true},
       {"skd", [](auto& s, auto& t, auto& y) { return F::skd_loss(s, t, y); },
        [](auto& s, auto& t, auto& y) { return skd_formula(s, t, y); }, true},
-      {"smooth_l1", [](auto& s, auto& t, auto&) { return F::distance_loss(s, t, distill::DistanceOptions().mode("smooth_l1")); },
+      {"smooth_l1", [](auto& s, auto& t, auto&) { return F::distance_loss(s, t, distill::DistanceOptions().mode(distill::DistanceMode::smooth_l1)); },
        [](auto& s, auto& t, auto&) { return huber_formula(s, t); }, true},
       {"l2", [](auto& s, auto& t, auto&) { return F::distance_loss(s, t); },
        [](auto& s, auto& t, auto&) { return (s - t).square().mean(); }, true},

@@ -71,9 +71,13 @@ TEST_CASE("bad options are errors", "[losses][errors]") {
     expect_error([&] { F::wsl_loss(s, t, y, distill::WSLOptions().temperature(temperature)); }, {"wsl_loss", "temperature"});
     expect_error([&] { F::skd_loss(s, t, y, distill::SKDOptions().temperature(temperature)); }, {"skd_loss", "temperature"});
   }
-  expect_error([&] { F::dml_loss(s, t, distill::DMLOptions().act("relu")); }, {"dml_loss", "act 'relu'", "'softmax'"});
   expect_error([&] { F::dml_loss(s, t, distill::DMLOptions().eps(-1)); }, {"dml_loss", "eps"});
-  expect_error([&] { F::distance_loss(s, t, distill::DistanceOptions().mode("l3")); }, {"distance_loss", "mode 'l3'", "'smooth_l1'"});
+  expect_error([&] { distill::DMLLoss(distill::DMLOptions().eps(std::nan(""))); }, {"dml_loss", "eps"});
+  expect_error([&] { F::dist_loss(s, t, distill::DISTOptions().beta(-1)); }, {"dist_loss", "beta", ">= 0"});
+  expect_error([&] { distill::DISTLoss(distill::DISTOptions().gamma(INFINITY)); }, {"dist_loss", "gamma"});
+  expect_error([&] { distill::DKDLoss(distill::DKDOptions().alpha(-2)); }, {"dkd_loss", "alpha"});
+  expect_error([&] { distill::SKDLoss(distill::SKDOptions().alpha(1.5)); }, {"skd_loss", "alpha"});
+  expect_error([&] { distill::CELoss(distill::CEOptions().label_smoothing(2)); }, {"ce_loss", "label_smoothing"});
   expect_error([&] { F::ce_loss(s, y, distill::CEOptions().label_smoothing(1.0)); }, {"ce_loss", "label_smoothing"});
   expect_error([&] { F::ce_loss(s, y, distill::CEOptions().label_smoothing(-0.1)); }, {"ce_loss", "label_smoothing"});
 }
@@ -93,8 +97,7 @@ TEST_CASE("losses with parameters check channels, shapes and their own dtype", "
   expect_error([&] { pefd(torch::randn({3, 8, 2, 2}), torch::randn({3, 6})); },
                {"PEFDLoss", "'student'", "32 features", "expected 8"});
   expect_error([&] { pefd(torch::randn({3, 8}), torch::randn({2, 6})); }, {"PEFDLoss", "batch"});
-  expect_error([] { distill::PEFDLoss(distill::PEFDOptions(8, 6).mode("max")); }, {"PEFDLoss", "mode 'max'"});
-  distill::PEFDLoss gap(distill::PEFDOptions(8, 6).mode("gap"));
+  distill::PEFDLoss gap(distill::PEFDOptions(8, 6).mode(distill::PEFDMode::gap));
   expect_error([&] { gap(torch::randn({3, 8}), torch::randn({3, 6, 2, 2})); }, {"PEFDLoss", "[N, C, H, W]", "[3, 8]"});
 
   distill::AFDLoss afd(distill::AFDOptions({{4, 2, 2}, {8, 1, 1}}, {{4, 2, 2}, {4, 2, 2}, {8, 1, 1}}).qk_dim(5));

@@ -125,10 +125,10 @@ TEST_CASE("identical student and teacher give zero", "[losses][properties]") {
   CHECK(std::abs(F::kd_loss(z, z).item<double>()) < 1e-12);
   CHECK(std::abs(F::kd_loss(z, z, distill::KDOptions().temperature(0.5)).item<double>()) < 1e-12);
   CHECK(std::abs(F::dml_loss(z, z).item<double>()) < 1e-12);
-  CHECK(std::abs(F::dml_loss(z, z, distill::DMLOptions().act("sigmoid")).item<double>()) < 1e-12);
+  CHECK(std::abs(F::dml_loss(z, z, distill::DMLOptions().act(distill::Act::sigmoid)).item<double>()) < 1e-12);
   CHECK(std::abs(F::dkd_loss(z, z, y).item<double>()) < 1e-12);
   CHECK(std::abs(F::dkd_loss(z, z, {}, distill::DKDOptions().temperature(4).beta(8)).item<double>()) < 1e-12);
-  for (const char* mode : {"l1", "l2", "smooth_l1"})
+  for (auto mode : {distill::DistanceMode::l1, distill::DistanceMode::l2, distill::DistanceMode::smooth_l1})
     CHECK(F::distance_loss(z, z, distill::DistanceOptions().mode(mode)).item<double>() == 0);
 }
 
@@ -222,10 +222,10 @@ TEST_CASE("module forms equal the functional forms", "[losses][modules]") {
   CHECK(same(distill::KDLoss(distill::KDOptions().temperature(3))(s, t),
              F::kd_loss(s, t, distill::KDOptions().temperature(3))));
   CHECK(same(distill::CELoss()(s, y), F::ce_loss(s, y)));
-  CHECK(same(distill::DMLLoss(distill::DMLOptions().act("sigmoid"))(s, t),
-             F::dml_loss(s, t, distill::DMLOptions().act("sigmoid"))));
-  CHECK(same(distill::DistanceLoss(distill::DistanceOptions().mode("l1"))(s, t),
-             F::distance_loss(s, t, distill::DistanceOptions().mode("l1"))));
+  CHECK(same(distill::DMLLoss(distill::DMLOptions().act(distill::Act::sigmoid))(s, t),
+             F::dml_loss(s, t, distill::DMLOptions().act(distill::Act::sigmoid))));
+  CHECK(same(distill::DistanceLoss(distill::DistanceOptions().mode(distill::DistanceMode::l1))(s, t),
+             F::distance_loss(s, t, distill::DistanceOptions().mode(distill::DistanceMode::l1))));
   CHECK(same(distill::DKDLoss(distill::DKDOptions().beta(8))(s, t, y),
              F::dkd_loss(s, t, y, distill::DKDOptions().beta(8))));
   CHECK(same(distill::DKDLoss()(s, t), F::dkd_loss(s, t, {})));
@@ -269,7 +269,7 @@ TEST_CASE("MGD masks whole channels with probability lambda, redrawn every call"
 }
 
 TEST_CASE("AFD groups teacher features by shape as the reference does", "[losses][afd]") {
-  // ResNet34's 16 blocks at 224x224 (reference section 3).
+  // ResNet34's 16 blocks at 224x224 (docs/reference.md §3).
   distill::FeatureShapes shapes;
   for (int i = 0; i < 3; ++i) shapes.push_back({64, 56, 56});
   for (int i = 0; i < 4; ++i) shapes.push_back({128, 28, 28});
@@ -296,10 +296,10 @@ fused_losses() {
           {"dist", [](T s, T t, T) { return F::dist_loss(s, t, distill::DISTOptions().beta(2).gamma(2)); }},
           {"wsl", [](T s, T t, T y) { return F::wsl_loss(s, t, y); }},
           {"skd", [](T s, T t, T y) { return F::skd_loss(s, t, y, distill::SKDOptions().temperature(2)); }},
-          {"distance_l1", [](T s, T t, T) { return F::distance_loss(s, t, distill::DistanceOptions().mode("l1")); }},
-          {"distance_l2", [](T s, T t, T) { return F::distance_loss(s, t, distill::DistanceOptions().mode("l2")); }},
+          {"distance_l1", [](T s, T t, T) { return F::distance_loss(s, t, distill::DistanceOptions().mode(distill::DistanceMode::l1)); }},
+          {"distance_l2", [](T s, T t, T) { return F::distance_loss(s, t, distill::DistanceOptions().mode(distill::DistanceMode::l2)); }},
           {"distance_smooth_l1",
-           [](T s, T t, T) { return F::distance_loss(s, t, distill::DistanceOptions().mode("smooth_l1")); }}};
+           [](T s, T t, T) { return F::distance_loss(s, t, distill::DistanceOptions().mode(distill::DistanceMode::smooth_l1)); }}};
 }
 
 struct Grads {

@@ -3,6 +3,7 @@
 
 #include <catch2/catch.hpp>
 
+#include "distill/config.hpp"
 #include "distill/models.hpp"
 #include "expect_error.hpp"
 
@@ -37,14 +38,14 @@ void check_shapes(distill::Backbone& model, int64_t size, const Shapes& expected
 }  // namespace
 
 TEST_CASE("parameter counts match torchvision and the reference", "[models]") {
-  CHECK(parameter_count(*models::create("ResNet18", {{"layout", "torchvision"}})) == 11689512);
-  CHECK(parameter_count(*models::create("ResNet34", {{"layout", "torchvision"}})) == 21797672);
-  CHECK(parameter_count(*models::create("ResNet50", {{"layout", "torchvision"}})) == 25557032);
+  CHECK(parameter_count(*distill::config::create_backbone("ResNet18", {{"layout", "torchvision"}})) == 11689512);
+  CHECK(parameter_count(*distill::config::create_backbone("ResNet34", {{"layout", "torchvision"}})) == 21797672);
+  CHECK(parameter_count(*distill::config::create_backbone("ResNet50", {{"layout", "torchvision"}})) == 25557032);
   // The reference's ResNet18/34 add a 64->64 projection (conv + BN: 4096 + 128) in stage 1.
-  CHECK(parameter_count(*models::create("ResNet18")) == 11689512 + 4096 + 128);
-  CHECK(parameter_count(*models::create("ResNet50")) == 25557032);
-  // Reference section 4.2: 9.018 M trainable parameters for PP-LCNet x2.5.
-  CHECK(std::abs(parameter_count(*models::create("PPLCNet_x2_5")) - 9.018e6) < 1e3);
+  CHECK(parameter_count(*distill::config::create_backbone("ResNet18")) == 11689512 + 4096 + 128);
+  CHECK(parameter_count(*distill::config::create_backbone("ResNet50")) == 25557032);
+  // docs/reference.md §4.2: 9.018 M trainable parameters for PP-LCNet x2.5.
+  CHECK(std::abs(parameter_count(*distill::config::create_backbone("PPLCNet_x2_5")) - 9.018e6) < 1e3);
 }
 
 TEST_CASE("ResNet18/34 taps have the reference's shapes at 224x224", "[models][taps]") {
@@ -61,13 +62,13 @@ TEST_CASE("ResNet18/34 taps have the reference's shapes at 224x224", "[models][t
 }
 
 TEST_CASE("PP-LCNet x2.5 and MobileNetV3 stages have the reference's shapes at 224x224", "[models][taps]") {
-  auto lcnet = models::create("PPLCNet_x2_5", {{"return_stages", true}});
+  auto lcnet = distill::config::create_backbone("PPLCNet_x2_5", {{"return_stages", true}});
   check_shapes(*lcnet, 224, {{"blocks2", {80, 112, 112}}, {"blocks3", {160, 56, 56}}, {"blocks4", {320, 28, 28}},
                              {"blocks5", {640, 14, 14}}, {"blocks6", {1280, 7, 7}}});
-  auto large = models::create("MobileNetV3_large_x1_0", {{"return_stages", true}});
+  auto large = distill::config::create_backbone("MobileNetV3_large_x1_0", {{"return_stages", true}});
   check_shapes(*large, 224, {{"blocks[0]", {16, 112, 112}}, {"blocks[2]", {24, 56, 56}}, {"blocks[5]", {40, 28, 28}},
                              {"blocks[11]", {112, 14, 14}}, {"blocks[14]", {160, 7, 7}}});
-  auto small = models::create("MobileNetV3_small_x1_0", {{"return_stages", true}});
+  auto small = distill::config::create_backbone("MobileNetV3_small_x1_0", {{"return_stages", true}});
   check_shapes(*small, 224, {{"blocks[0]", {16, 56, 56}}, {"blocks[2]", {24, 28, 28}}, {"blocks[7]", {48, 14, 14}},
                              {"blocks[10]", {96, 7, 7}}});
 }
@@ -76,12 +77,12 @@ TEST_CASE("every backbone runs at 32x32 and 64x64 with any class count", "[model
   torch::manual_seed(0);
   for (const auto& name : models::backbone_names()) {
     INFO(name);
-    auto model = models::create(name, {{"class_num", 7}});
+    auto model = distill::config::create_backbone(name, {{"class_num", 7}});
     auto logits = model->forward(torch::randn({2, 3, 32, 32}))["logits"];
     CHECK(logits.sizes() == torch::IntArrayRef({2, 7}));
     CHECK(logits.isfinite().all().item<bool>());
   }
-  auto r18 = models::create("ResNet18_vd", {{"class_num", 3}, {"return_stages", true}});
+  auto r18 = distill::config::create_backbone("ResNet18_vd", {{"class_num", 3}, {"return_stages", true}});
   auto out = r18->forward(torch::randn({2, 3, 64, 64}));
   CHECK(out["blocks[7]"].sizes() == torch::IntArrayRef({2, 512, 2, 2}));
   CHECK(out["logits"].sizes() == torch::IntArrayRef({2, 3}));
@@ -111,7 +112,7 @@ TEST_CASE("taps equal the layers' outputs, and cost nothing when unset", "[model
 
 TEST_CASE("the torchvision layout answers to the reference's pattern names", "[models][taps]") {
   torch::NoGradGuard no_grad;
-  auto tv = models::create("ResNet34", {{"layout", "torchvision"}, {"class_num", 4},
+  auto tv = distill::config::create_backbone("ResNet34", {{"layout", "torchvision"}, {"class_num", 4},
                                          {"return_patterns", {"blocks[2]", "blocks[6]", "blocks[12]", "blocks[15]",
                                                               "layer2[3]", "avg_pool"}}});
   tv->eval();
@@ -167,19 +168,19 @@ TEST_CASE("a user's network gets taps with a few lines", "[models][taps]") {
 }
 
 TEST_CASE("unknown patterns, names and keys are errors that say what exists", "[models][errors]") {
-  expect_error([] { models::create("ResNet34", {{"return_patterns", {"blocks[16]"}}}, "Arch.models[0].Teacher"); },
+  expect_error([] { distill::config::create_backbone("ResNet34", {{"return_patterns", {"blocks[16]"}}}, "Arch.models[0].Teacher"); },
                {"Arch.models[0].Teacher", "'blocks[16]' names no layer", "blocks[0..15]", "avg_pool"});
-  expect_error([] { models::create("ResNet34", {{"clas_num", 3}}, "Arch.models[0].Teacher"); },
+  expect_error([] { distill::config::create_backbone("ResNet34", {{"clas_num", 3}}, "Arch.models[0].Teacher"); },
                {"Arch.models[0].Teacher.clas_num", "unknown key", "class_num"});
-  expect_error([] { models::create("ResNet35", {}, "Arch.models[1].Student"); },
+  expect_error([] { distill::config::create_backbone("ResNet35", {}, "Arch.models[1].Student"); },
                {"Arch.models[1].Student.name", "unknown backbone 'ResNet35'", "ResNet34"});
-  expect_error([] { models::create("ResNet18", {{"class_num", "ten"}}, "S"); }, {"S.class_num", "an integer", "string"});
-  expect_error([] { models::create("ResNet18", {{"return_stages", 4}}); }, {"return stage 4", "4 stages"});
-  expect_error([] { models::create("ResNet18", {{"return_stages", 1}, {"return_patterns", {"fc"}}}); }, {"not both"});
-  expect_error([] { models::create("ResNet18", {{"layout", "keras"}}); }, {"layout", "keras"});
-  expect_error([] { models::create("ResNet50_vd", {{"layout", "torchvision"}}); }, {"vd"});
-  expect_error([] { models::create("PPLCNet_x1_0", {{"pretrained", true}}); }, {"pretrained", "path"});
-  expect_error([] { models::create("PPLCNet_x1_0", {{"use_ssld", true}}); }, {"use_ssld"});
+  expect_error([] { distill::config::create_backbone("ResNet18", {{"class_num", "ten"}}, "S"); }, {"S.class_num", "an integer", "string"});
+  expect_error([] { distill::config::create_backbone("ResNet18", {{"return_stages", 4}}); }, {"return stage 4", "4 stages"});
+  expect_error([] { distill::config::create_backbone("ResNet18", {{"return_stages", 1}, {"return_patterns", {"fc"}}}); }, {"not both"});
+  expect_error([] { distill::config::create_backbone("ResNet18", {{"layout", "keras"}}); }, {"layout", "keras"});
+  expect_error([] { distill::config::create_backbone("ResNet50_vd", {{"layout", "torchvision"}}); }, {"vd"});
+  expect_error([] { distill::config::create_backbone("PPLCNet_x1_0", {{"pretrained", true}}); }, {"pretrained", "path"});
+  expect_error([] { distill::config::create_backbone("PPLCNet_x1_0", {{"use_ssld", true}}); }, {"use_ssld"});
   models::ResNet net(models::ResNetOptions(18));
   expect_error([&] { net->stop_after("blocks[9]"); }, {"stop_after", "blocks[9]"});
   expect_error([&] { net->freeze_before("stem[1]"); }, {"freeze_before", "stem[1]"});

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Writes examples/recipes/{ssld,dml,udml,afd,dkd,dist,mgd}.json: the reference's seven
-published ImageNet recipes (section 5 of the reference notes) in its vocabulary.
+published ImageNet recipes (docs/reference.md §5) in its vocabulary.
 Run from the repository root: python3 examples/recipes/make_recipes.py"""
 import json
 t34 = [f"blocks[{i}]" for i in range(16)]

@@ -37,7 +37,7 @@ int main(int argc, char** argv) {
   for (const auto& l : losses) std::cout << ' ' << l;
   std::cout << '\n' << (failed ? "FAILED" : "all values and gradients within 1e-7 relative") << '\n';
 
-  auto teacher = distill::models::create(
+  auto teacher = distill::config::create_backbone(
       "ResNet34", {{"return_patterns", {"blocks[2]", "blocks[6]", "blocks[12]", "blocks[15]"}}});
   teacher->eval();
   torch::NoGradGuard no_grad;

@@ -10,6 +10,8 @@
 #include <string>
 #include <vector>
 
+#include <fmt/format.h>
+
 #include "distill/config.hpp"
 #include "distill/train/launch.hpp"
 #include "distill/train/trainer.hpp"

@@ -2,7 +2,7 @@
 """Writes losses.json: reference values and gradients for every distill loss.
 
 Each loss is written here again, naively and independently of the C++ code, straight from
-the formulas in shared/reference/paddleclas-distillation.md section 2 (one-hot masks, explicit
+the formulas of docs/reference.md §2 (one-hot masks, explicit
 loops, the reference's own order of operations), in float64 with Debian's python3-torch.
 Gradients come from autograd on these formulas; where the reference's op sends no gradient
 into the teacher (KL, soft-label CE, DKD) the teacher is detached, so its expected gradient
@@ -35,7 +35,7 @@ def enc(t):
             "data": t.flatten().tolist()}
 
 
-# ---------------------------------------------------------------- formulas (reference sec. 2)
+# ---------------------------------------------------------------- formulas (docs/reference.md §2)
 
 def one_hot(y, c):
     return F.one_hot(y.reshape(-1), c).to(torch.float64)

@@ -14,6 +14,7 @@
 #include <nlohmann/json.hpp>
 #include <torch/torch.h>
 
+#include "distill/core/reader.hpp"
 #include "distill/losses.hpp"
 
 namespace distill_test {
@@ -89,11 +90,17 @@ inline LossCase make_case(const json& spec, torch::Dtype dtype = torch::kDouble,
       return F::ce_loss(in.at("logits"), in.count("teacher") ? in.at("teacher") : target, opt);
     };
   } else if (loss == "dml") {
-    auto opt = distill::DMLOptions().act(o.at("act")).eps(o.at("eps")).sum_across_class_dim(
-        o.at("sum_across_class_dim"));
+    // The fixture spells DML's options as recipes do: read them through the loss's own schema.
+    distill::DMLOptions opt;
+    distill::JsonSchema schema(o, "dml fixture options");
+    describe(schema, opt);
+    schema.done();
     c.evaluate = [=](const Tensors& in) { return F::dml_loss(in.at("student"), in.at("teacher"), opt); };
   } else if (loss == "distance") {
-    auto opt = distill::DistanceOptions().mode(o.at("mode"));
+    distill::DistanceOptions opt;
+    distill::JsonSchema schema(o, "distance fixture options");
+    describe(schema, opt);
+    schema.done();
     c.evaluate = [=](const Tensors& in) { return F::distance_loss(in.at("student"), in.at("teacher"), opt); };
   } else if (loss == "dkd") {
     auto opt = distill::DKDOptions()
@@ -134,7 +141,7 @@ inline LossCase make_case(const json& spec, torch::Dtype dtype = torch::kDouble,
     auto pefd = std::make_shared<distill::PEFDLossImpl>(
         distill::PEFDOptions(o.at("student_channels"), o.at("teacher_channels"))
             .num_projectors(o.at("num_projectors"))
-            .mode(o.at("mode")));
+            .mode(o.at("mode") == "gap" ? distill::PEFDMode::gap : distill::PEFDMode::flatten));
     load_parameters(*pefd, spec.at("params"), dtype);
     c.module = pefd;
     c.evaluate = [=](const Tensors& in) { return pefd->forward(in.at("student"), in.at("teacher")); };

@@ -1,6 +1,6 @@
 #pragma once
 // distill::Backbone: a network with named feature taps (the reference's TheseusLayer:
-// return_patterns, return_stages, stop_after, freeze_before; section 1.3).
+// return_patterns, return_stages, stop_after, freeze_before; docs/reference.md §1.3).
 
 #include <map>
 #include <string>
@@ -45,7 +45,7 @@ class Backbone : public FeatureModel {
     for (const auto& pattern : patterns_) {
       auto it = plan_->outputs.find(pattern);
       if (it == plan_->outputs.end())
-        detail::fail(name(), ": return pattern '", pattern,
+        fail(name(), ": return pattern '", pattern,
                               "' names a layer this network's forward does not pass through call()");
       out.set(pattern, it->second);
     }
@@ -63,7 +63,7 @@ class Backbone : public FeatureModel {
     std::vector<std::string> patterns;
     for (int64_t s : stages) {
       if (s < 0 || s >= static_cast<int64_t>(all.size()))
-        detail::fail(name(), ": return stage ", s, " out of range; the network has ",
+        fail(name(), ": return stage ", s, " out of range; the network has ",
                               all.size(), " stages");
       patterns.push_back(all[s]);
     }
@@ -100,7 +100,7 @@ class Backbone : public FeatureModel {
     const std::string normalised = detail::reference_path(pattern);
     const std::string& path = aliases.count(normalised) ? aliases.at(normalised) : normalised;
     if (auto it = modules.find(path); it != modules.end()) return it->second;
-    detail::fail(name(), ": ", what, " '", pattern, "' names no layer; the layers are ", describe_layers(),
+    fail(name(), ": ", what, " '", pattern, "' names no layer; the layers are ", describe_layers(),
                           aliases.empty() ? "" : " (plus the reference's names, e.g. 'blocks[0]')",
                           " and their children, e.g. '", example_child(), "'");
   }

@@ -1,5 +1,5 @@
 #pragma once
-// CombinedLoss: the weighted sum of the configured loss terms (reference section 2.0), and
+// CombinedLoss: the weighted sum of the configured loss terms (docs/reference.md §2.0), and
 // the parameters an optimizer trains.
 
 #include <cmath>
@@ -23,32 +23,38 @@ namespace distill {
 ///   silently replace the earlier, so it is never optimised).
 ///
 ///   distill::CombinedLoss loss;
-///   loss->add(std::make_shared<distill::GroundTruthImpl<distill::CELoss>>(distill::CELoss(),
-///             distill::GroundTruthOptions().name("CELoss")), 1.0);
-///   loss->add(dkd_term, 1.0);
+///   loss->add(distill::GroundTruth<distill::CELoss>(distill::CELoss(), distill::GroundTruthOptions().name("CELoss")));
+///   loss->add(distill::Pair<distill::DKDLoss>(distill::DKDLoss(), distill::PairOptions().name("loss_dkd")), 1.0);
 ///   auto terms = loss->forward(outputs, labels);   // "CELoss_Student", "loss_dkd_...", "loss"
 ///   terms["loss"].backward();
 class CombinedLossImpl : public torch::nn::Module {
  public:
+  /// Adds `term` with `weight` (finite and >= 0: a negative weight would ascend its term).
   void add(std::shared_ptr<LossTerm> term, double weight = 1.0) {
-    if (!term) detail::fail("CombinedLoss: the term is null");
-    if (!std::isfinite(weight)) detail::fail(term->origin(), ": weight must be a finite number, got ", weight);
+    if (!term) fail("CombinedLoss: the term is null");
+    if (!(weight >= 0) || !std::isfinite(weight))
+      fail_at(term->origin(), "weight must be a finite number >= 0, got ", weight);
     register_module("term" + std::to_string(terms_.size()), term);
     terms_.push_back({std::move(term), weight});
   }
+  /// Adds a term given as its module holder: Pair<...>, GroundTruth<...>, AFDTerm, ...
+  template <class Holder, class = std::enable_if_t<std::is_base_of_v<LossTerm, typename Holder::ContainedType>>>
+  void add(const Holder& term, double weight = 1.0) {
+    add(std::static_pointer_cast<LossTerm>(term.ptr()), weight);
+  }
 
   LossTerms forward(const ModelOutputs& outputs, const torch::Tensor& labels) {
-    if (terms_.empty()) detail::fail("CombinedLoss: no loss terms were added");
+    if (terms_.empty()) fail("CombinedLoss: no loss terms were added");
     LossTerms all;
     std::vector<std::pair<std::string, const LossTerm*>> producers;
     torch::Tensor total;
     for (auto& [term, weight] : terms_)
       for (const auto& [name, value] : term->forward(outputs, labels)) {
-        if (name == "loss") detail::fail(term->origin(), ": a term may not be named 'loss' (the total)");
+        if (name == "loss") fail_at(term->origin(), "a term may not be named 'loss' (the total)");
         for (const auto& [other, producer] : producers)
           if (other == name)
-            detail::fail(term->origin(), ": its term '", name, "' is also produced by ", producer->origin(),
-                         "; give one of them another 'name'");
+            fail_at(term->origin(), "its term '", name, "' is also produced by ", producer->origin(),
+                    "; give one of them another 'name'");
         auto weighted = value * weight;
         all.set(name, weighted);
         producers.emplace_back(name, term.get());

@@ -3,7 +3,7 @@
 // its forward passes every child through call() (or run() for a Sequential). With no taps
 // set that is one null check per child; with taps, call() records the child's output when
 // the child was asked for, cuts the graph at a freeze point, and turns later children into
-// identity after a stop point (the reference's TheseusLayer, section 1.3).
+// identity after a stop point (the reference's TheseusLayer, docs/reference.md §1.3).
 
 #include <memory>
 #include <string>

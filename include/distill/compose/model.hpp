@@ -19,12 +19,12 @@ class FeatureModel : public Layer {
 
   virtual Features forward(const torch::Tensor& images) {
     (void)images;
-    detail::fail(name(), ": takes the features of the model before it, not images; put it after a "
+    fail(name(), ": takes the features of the model before it, not images; put it after a "
                          "backbone in an AttentionModel");
   }
   virtual Features forward(const Features& features) {
     (void)features;
-    detail::fail(name(), ": takes images, not features; it must come first in an AttentionModel");
+    fail(name(), ": takes images, not features; it must come first in an AttentionModel");
   }
 
   /// Parameters the reference trains without weight decay (e.g. the BatchNorm scales and

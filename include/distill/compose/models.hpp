@@ -1,6 +1,6 @@
 #pragma once
 // DistillationModel (N named models on the same input) and AttentionModel (models chained,
-// their outputs merged): the reference's composition (section 1.1 and 1.2).
+// their outputs merged): the reference's composition (docs/reference.md §1.1, §1.2).
 
 #include <memory>
 #include <string>
@@ -113,7 +113,7 @@ class DistillationModelImpl : public detail::ModelGroup<torch::nn::Module> {
       : infer_model_name_(std::move(infer_model_name)) {}
 
   ModelOutputs forward(const torch::Tensor& images) {
-    if (members().empty()) detail::fail("DistillationModel: no models were added");
+    if (members().empty()) fail("DistillationModel: no models were added");
     ModelOutputs out;
     for (const auto& m : members()) out.set(m.name, m.model->forward(images));
     return out;
@@ -121,7 +121,7 @@ class DistillationModelImpl : public detail::ModelGroup<torch::nn::Module> {
 
   const std::string& infer_model_name() const { return infer_model_name_; }
   /// The model evaluation and export use (the reference hard-codes "Student" in evaluation,
-  /// quirk 7.4; here both use infer_model_name).
+  /// docs/reference.md §7.4; here both use infer_model_name).
   std::shared_ptr<FeatureModel> infer_model() const { return model(infer_model_name_); }
 
   /// Parameters for the optimizer in two groups: `decay` and `no_decay` (those a model
@@ -158,11 +158,11 @@ class AttentionModelImpl : public detail::ModelGroup<FeatureModel> {
   std::string name() const override { return "AttentionModel"; }
 
   Features forward(const torch::Tensor& images) override {
-    if (members().empty()) detail::fail("AttentionModel: no models were added");
+    if (members().empty()) fail("AttentionModel: no models were added");
     return chain(members().front().model->forward(images), 1);
   }
   Features forward(const Features& features) override {
-    if (members().empty()) detail::fail("AttentionModel: no models were added");
+    if (members().empty()) fail("AttentionModel: no models were added");
     return chain(members().front().model->forward(features), 1);
   }
   std::vector<torch::Tensor> no_weight_decay_parameters() const override {

@@ -3,7 +3,6 @@
 // the argument and the shapes involved.
 
 #include <cmath>
-#include <initializer_list>
 #include <string>
 #include <string_view>
 
@@ -68,14 +67,10 @@ inline void check_positive(const char* loss, std::string_view arg, double value)
     fail(loss, ": ", arg, " must be a positive finite number, got ", value);
 }
 
-inline void check_choice(const char* loss, std::string_view arg, const std::string& value,
-                         std::initializer_list<const char*> choices) {
-  std::string listed;
-  for (const char* c : choices) {
-    if (value == c) return;
-    listed += listed.empty() ? concat("'", c, "'") : concat(", '", c, "'");
-  }
-  fail(loss, ": unknown ", arg, " '", value, "'; expected one of ", listed);
+/// A weight of a loss term: finite and >= 0 (a negative one would ascend).
+inline void check_weight(const char* loss, std::string_view arg, double value) {
+  if (!(value >= 0) || !std::isfinite(value))
+    fail(loss, ": ", arg, " must be a finite number >= 0, got ", value);
 }
 
 /// Validates integer class indices for [N, C] logits and returns them as int64 [N].
@@ -93,7 +88,10 @@ inline torch::Tensor check_target(const char* loss, const torch::Tensor& target,
   if (target.device() != logits.device())
     fail(loss, ": 'target' is on ", target.device(), " but the logits are on ", logits.device());
   auto flat = target.reshape({n}).to(torch::kLong);
-  const int64_t lo = flat.min().item<int64_t>(), hi = flat.max().item<int64_t>();
+  // One device synchronisation per call on CUDA (the range comes back in one copy).
+  auto [min, max] = torch::aminmax(flat);
+  const auto range = torch::stack({min, max}).cpu();
+  const int64_t lo = range[0].item<int64_t>(), hi = range[1].item<int64_t>();
   if (lo < 0 || hi >= c)
     fail(loss, ": 'target' holds class index ", lo < 0 ? lo : hi, " outside [0, ", c,
          ") for logits ", logits.sizes());

@@ -39,7 +39,7 @@ class Named {
 
   const Value& at(const std::string& name) const {
     if (const auto* value = find(name)) return *value;
-    detail::fail("no entry '", name, "'; the entries are ", describe_keys());
+    fail("no entry '", name, "'; the entries are ", describe_keys());
   }
   const Value& operator[](const std::string& name) const { return at(name); }
 

@@ -56,7 +56,7 @@ inline torch::Dtype storage_dtype(const std::string& global, const std::string& 
       {"torch.ShortStorage", torch::kShort},    {"torch.CharStorage", torch::kChar},
       {"torch.ByteStorage", torch::kByte},      {"torch.BoolStorage", torch::kBool}};
   auto it = types.find(global);
-  if (it == types.end()) distill::detail::fail(file, ": unsupported tensor storage type ", global);
+  if (it == types.end()) distill::fail(file, ": unsupported tensor storage type ", global);
   return it->second;
 }
 
@@ -64,20 +64,20 @@ inline torch::Dtype storage_dtype(const std::string& global, const std::string& 
 class Unpickler {
  public:
   explicit Unpickler(const std::string& path) : path_(path) {
-    if (!std::ifstream(path).good()) distill::detail::fail(path, ": cannot open the file");
+    if (!std::ifstream(path).good()) distill::fail(path, ": cannot open the file");
     try {
       reader_ = std::make_unique<caffe2::serialize::PyTorchStreamReader>(path);
       if (reader_->hasRecord("byteorder")) {
         auto [data, size] = reader_->getRecord("byteorder");
         if (std::string(static_cast<const char*>(data.get()), size) != "little")
-          distill::detail::fail(path, ": big-endian tensor data is not supported");
+          distill::fail(path, ": big-endian tensor data is not supported");
       }
       auto [data, size] = reader_->getRecord("data.pkl");
       program_.assign(static_cast<const char*>(data.get()), size);
     } catch (const distill::Error&) {
       throw;
     } catch (const std::exception& e) {
-      distill::detail::fail(path, ": not a readable torch.save file (the zip format PyTorch writes by default; "
+      distill::fail(path, ": not a readable torch.save file (the zip format PyTorch writes by default; "
                                   "legacy files need torch.save(..., _use_new_zipfile_serialization=True)): ",
                             first_line(e.what()));
     }
@@ -184,7 +184,7 @@ class Unpickler {
 
  private:
   [[noreturn]] void corrupt(const std::string& what) const {
-    distill::detail::fail(path_, ": corrupt or unsupported torch.save data at byte ", pos_, " of data.pkl: ", what);
+    distill::fail(path_, ": corrupt or unsupported torch.save data at byte ", pos_, " of data.pkl: ", what);
   }
   static std::string first_line(const std::string& s) { return s.substr(0, s.find('\n')); }
   static std::string hex(unsigned v) {
@@ -300,7 +300,7 @@ class Unpickler {
     if (callable == "torch._utils._rebuild_parameter" && !args.empty())
       return expect(args[0], PyValue::Kind::Tensor, "_rebuild_parameter data");
     if (callable == "torch.jit._pickle.restore_type_tag" && !args.empty()) return args[0];  // libtorch's pickle_save
-    distill::detail::fail(path_, ": holds a Python object of type ", callable,
+    distill::fail(path_, ": holds a Python object of type ", callable,
                           "; distill reads state dicts (names -> tensors) only");
   }
 

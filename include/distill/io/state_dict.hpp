@@ -24,16 +24,16 @@ inline StateDict read_state_dict(const std::string& path) {
   auto root = detail::Unpickler(path).run();
   using K = detail::PyValue::Kind;
   if (root->kind != K::Dict)
-    distill::detail::fail(path, ": holds a ", detail::PyValue::kind_name(root->kind),
+    distill::fail(path, ": holds a ", detail::PyValue::kind_name(root->kind),
                           ", not a state dict (a dict of names to tensors)");
   StateDict dict;
   for (const auto& [key, value] : root->entries) {
     if (key->kind != K::String)
-      distill::detail::fail(path, ": a state dict key is a ", detail::PyValue::kind_name(key->kind), ", not a str");
+      distill::fail(path, ": a state dict key is a ", detail::PyValue::kind_name(key->kind), ", not a str");
     if (value->kind != K::Tensor)
-      distill::detail::fail(path, ": entry '", key->text, "' holds a ", detail::PyValue::kind_name(value->kind),
+      distill::fail(path, ": entry '", key->text, "' holds a ", detail::PyValue::kind_name(value->kind),
                             ", not a tensor; is this a training checkpoint rather than a state dict?");
-    if (dict.contains(key->text)) distill::detail::fail(path, ": entry '", key->text, "' appears twice");
+    if (dict.contains(key->text)) distill::fail(path, ": entry '", key->text, "' appears twice");
     dict.insert(key->text, value->tensor);
   }
   return dict;
@@ -51,11 +51,11 @@ inline void write_state_dict(const StateDict& dict, const std::string& path) {
     std::ofstream file(temporary, std::ios::binary | std::ios::trunc);
     file.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
     file.flush();
-    if (!file) distill::detail::fail(path, ": cannot write the state dict (via ", temporary, ")");
+    if (!file) distill::fail(path, ": cannot write the state dict (via ", temporary, ")");
   }
   if (std::rename(temporary.c_str(), path.c_str()) != 0) {
     std::remove(temporary.c_str());
-    distill::detail::fail(path, ": cannot move ", temporary, " into place");
+    distill::fail(path, ": cannot move ", temporary, " into place");
   }
 }
 
@@ -107,7 +107,7 @@ inline LoadResult load_state_dict(torch::nn::Module& module, const StateDict& di
       for (const auto& n : names) text += (text.empty() ? "" : ", ") + n;
       return text.empty() ? std::string("none") : text;
     };
-    distill::detail::fail(source, ": does not match the module (", result.missing.size(), " missing, ",
+    distill::fail(source, ": does not match the module (", result.missing.size(), " missing, ",
                           result.unexpected.size(), " unexpected, ", result.mismatched.size(),
                           " with another shape). Missing: ", list(result.missing), ". Unexpected: ",
                           list(result.unexpected), ". Shape: ", list(result.mismatched), ".");
@@ -122,7 +122,7 @@ inline LoadResult load_state_dict(torch::nn::Module& module, const StateDict& di
 
 /// Loads a file written by Python's torch.save(model.state_dict(), path) into `module`.
 ///
-///   distill::models::ResNet teacher(distill::models::ResNetOptions(34).layout("torchvision"));
+///   distill::models::ResNet teacher(distill::models::ResNetOptions(34).layout(distill::models::ResNetLayout::torchvision));
 ///   distill::io::load_state_dict(*teacher, "resnet34-b627a593.pth");
 inline LoadResult load_state_dict(torch::nn::Module& module, const std::string& path, const LoadOptions& options = {}) {
   return load_state_dict(module, read_state_dict(path), options, path);

@@ -1,7 +1,7 @@
 #pragma once
 // AFD: attention-based feature distillation. Every teacher feature attends over the student
 // features; the loss is the attention-weighted distance between their spatial maps
-// (reference 2.14). The linear transforms that make its inputs belong to the composition layer.
+// (docs/reference.md §2.14). The linear transforms that make its inputs belong to the composition layer.
 
 #include <cmath>
 #include <vector>
@@ -60,12 +60,12 @@ class AFDLossImpl : public torch::nn::Cloneable<AFDLossImpl> {
     const auto s = static_cast<int64_t>(options.student_shapes().size());
     const auto t = static_cast<int64_t>(options.teacher_shapes().size());
     if (s < 1 || t < 1 || options.qk_dim() < 1)
-      detail::fail(kLoss, ": needs at least one student and one teacher shape and qk_dim >= 1, got ",
+      fail(kLoss, ": needs at least one student and one teacher shape and qk_dim >= 1, got ",
                    s, ", ", t, " and ", options.qk_dim());
     for (const auto* shapes : {&options.student_shapes(), &options.teacher_shapes()})
       for (const auto& shape : *shapes)
         if (shape.size() != 3 || shape[0] < 1 || shape[1] < 1 || shape[2] < 1)
-          detail::fail(kLoss, ": every shape must be [C, H, W] with positive sizes, got ",
+          fail(kLoss, ": every shape must be [C, H, W] with positive sizes, got ",
                        torch::IntArrayRef(shape));
     groups = group_shapes(options.teacher_shapes());
     p_t = register_parameter("p_t", torch::empty({t, options.qk_dim()}));
@@ -86,23 +86,23 @@ class AFDLossImpl : public torch::nn::Cloneable<AFDLossImpl> {
     auto expect = [&](std::string_view arg, const torch::Tensor& x, std::vector<int64_t> shape) {
       detail::check_same_kind(kLoss, "bilinear_key", bilinear_key, arg, x);
       if (x.sizes() != torch::IntArrayRef(shape))
-        detail::fail(kLoss, ": '", arg, "' must have shape ", torch::IntArrayRef(shape),
+        fail(kLoss, ": '", arg, "' must have shape ", torch::IntArrayRef(shape),
                      " (s = ", s, " student and t = ", t, " teacher features, qk_dim ", qk,
                      "), got ", x.sizes());
     };
     expect("bilinear_key", bilinear_key, {n, s, t, qk});
     expect("query", query, {n, t, qk});
     auto count = [&](std::string_view arg, size_t got, size_t want) {
-      if (got != want) detail::fail(kLoss, ": '", arg, "' must hold ", want, " tensors, got ", got);
+      if (got != want) fail(kLoss, ": '", arg, "' must hold ", want, " tensors, got ", got);
     };
     count("student_values", student_values.size(), groups.unique.size());
     count("teacher_values", teacher_values.size(), static_cast<size_t>(t));
     for (size_t u = 0; u < groups.unique.size(); ++u)
-      expect(detail::concat("student_values[", u, "]"), student_values[u],
+      expect(concat("student_values[", u, "]"), student_values[u],
              {n, s, groups.unique[u][1] * groups.unique[u][2]});
     const auto& shapes = options.teacher_shapes();
     for (int64_t i = 0; i < t; ++i)
-      expect(detail::concat("teacher_values[", i, "]"), teacher_values[i],
+      expect(concat("teacher_values[", i, "]"), teacher_values[i],
              {n, shapes[i][1] * shapes[i][2]});
 
     auto key = detail::compute(bilinear_key), q = detail::compute(query);

@@ -1,5 +1,5 @@
 #pragma once
-// Cross-entropy with hard, label-smoothed or soft (teacher-logit) targets (reference 2.2).
+// Cross-entropy with hard, label-smoothed or soft (teacher-logit) targets (docs/reference.md §2.2).
 
 #include "distill/losses/common.hpp"
 #include "distill/losses/rows.hpp"
@@ -12,6 +12,11 @@ struct CEOptions {
 };
 
 namespace detail {
+/// Checks CEOptions once, for the functional form and when a module is built.
+inline void check_options(const CEOptions& options) {
+  const double eps = options.label_smoothing();
+  if (!(eps >= 0 && eps < 1)) fail("ce_loss: label_smoothing must be in [0, 1), got ", eps);
+}
 
 /// Cross-entropy with its gradient formed in the forward pass, (p - y) / N, where y is the
 /// (smoothed) one-hot label or the (smoothed) softmax of a soft target. With l = z - rowmax z
@@ -64,7 +69,7 @@ namespace functional {
 /// Deviations from the reference, both to avoid silent surprises:
 /// - label_smoothing outside [0, 1) is an error (the reference silently ignores it);
 /// - with soft targets and label_smoothing, softmax(target) is smoothed; the reference smooths
-///   the raw teacher logits (its quirk 7.7), which is not a distribution.
+///   the raw teacher logits (docs/reference.md §7.7), which is not a distribution.
 /// Computed by a fused function (detail::CEFunction).
 ///
 ///   auto hard = distill::functional::ce_loss(logits, labels);
@@ -72,9 +77,9 @@ namespace functional {
 inline torch::Tensor ce_loss(const torch::Tensor& logits, const torch::Tensor& target,
                              const CEOptions& options = {}) {
   constexpr const char* kLoss = "ce_loss";
+  detail::check_options(options);
   detail::check_logits(kLoss, "logits", logits);
   const double eps = options.label_smoothing();
-  if (!(eps >= 0 && eps < 1)) detail::fail(kLoss, ": label_smoothing must be in [0, 1), got ", eps);
   if (target.defined() && target.is_floating_point()) {
     detail::check_same(kLoss, "logits", logits, "target", target);
     return detail::CEFunction::apply(detail::compute(logits), detail::compute(target).detach(), eps,
@@ -93,12 +98,23 @@ inline torch::Tensor ce_loss(const torch::Tensor& logits, const torch::Tensor& t
 class CELossImpl : public detail::LossModule<CELossImpl> {
  public:
   static constexpr const char* kName = "CELoss";
-  explicit CELossImpl(CEOptions options = {}) : options(std::move(options)) {}
+  explicit CELossImpl(CEOptions options = {}) : options(std::move(options)) {
+    detail::check_options(this->options);
+  }
   torch::Tensor forward(const torch::Tensor& logits, const torch::Tensor& target) {
     return functional::ce_loss(logits, target, options);
   }
   CEOptions options;
 };
 TORCH_MODULE(CELoss);
+
+/// Recipe keys of CELoss: epsilon (the label smoothing; null or absent: none). The reference
+/// treats an epsilon outside (0, 1) as none; here it is an error. Registered as "CELoss": on
+/// its own (and as "DistillationGTCELoss") it trains models against the labels, as
+/// "DistillationCELoss" it takes a teacher's logits as soft targets.
+inline void describe(Schema& s, CEOptions& o) { s.field("epsilon", o.label_smoothing()); }
+namespace detail {
+inline const bool ce_registered = register_loss<CELoss>("CELoss", CEOptions(), LossTraits{"CELoss", /*ground_truth=*/true});
+}
 
 }  // namespace distill

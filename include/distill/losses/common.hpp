@@ -8,6 +8,29 @@
 #include <torch/torch.h>
 
 #include "distill/core/check.hpp"
+#include "distill/losses/registry.hpp"
+
+namespace distill {
+
+/// An activation applied to both inputs of a loss first: DML's `act`, and the `act` of the
+/// reference's DistillationDistanceLoss wrapper. `none`: the inputs are used as they are.
+enum class Act { none, softmax, sigmoid };
+
+/// Reads an Act from a recipe key: "softmax", "sigmoid", or null / "none" for none.
+inline void describe_act(Schema& s, const std::string& key, Act& value) {
+  const bool none = s.is_null(key);
+  s.choice(key, value, {{"none", Act::none}, {"softmax", Act::softmax}, {"sigmoid", Act::sigmoid}});
+  if (none) value = Act::none;
+}
+
+/// Applies `act` (softmax over the last axis, or elementwise sigmoid).
+inline torch::Tensor activate(const torch::Tensor& x, Act act) {
+  if (act == Act::softmax) return torch::softmax(x, -1);
+  if (act == Act::sigmoid) return torch::sigmoid(x);
+  return x;
+}
+
+}  // namespace distill
 
 namespace distill::detail {
 

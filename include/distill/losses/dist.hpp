@@ -1,5 +1,5 @@
 #pragma once
-// DIST: inter- and intra-class Pearson correlation between predictions (reference 2.9).
+// DIST: inter- and intra-class Pearson correlation between predictions (docs/reference.md §2.9).
 
 #include "distill/losses/common.hpp"
 #include "distill/losses/rows.hpp"
@@ -7,13 +7,18 @@
 namespace distill {
 
 /// Options of dist_loss / DISTLoss: weights of the inter-class (per sample) and intra-class
-/// (per class) terms. DIST has no temperature (reference quirk 7.13).
+/// (per class) terms. DIST has no temperature (docs/reference.md §7.13).
 struct DISTOptions {
   TORCH_ARG(double, beta) = 1.0;
   TORCH_ARG(double, gamma) = 1.0;
 };
 
 namespace detail {
+/// Checks DISTOptions once, for the functional form and when a module is built.
+inline void check_options(const DISTOptions& options) {
+  check_weight("dist_loss", "beta", options.beta());
+  check_weight("dist_loss", "gamma", options.gamma());
+}
 
 /// DIST with both gradients formed in the forward pass. For one Pearson correlation
 /// rho = <u, v> / (|u| |v| + 1e-8) of centred vectors, d rho / d u = a v - b u with
@@ -138,6 +143,7 @@ namespace functional {
 inline torch::Tensor dist_loss(const torch::Tensor& student, const torch::Tensor& teacher,
                                const DISTOptions& options = {}) {
   constexpr const char* kLoss = "dist_loss";
+  detail::check_options(options);
   detail::check_logits(kLoss, "student", student);
   detail::check_same(kLoss, "student", student, "teacher", teacher);
   auto zs = detail::compute(student), zt = detail::compute(teacher);
@@ -153,12 +159,23 @@ inline torch::Tensor dist_loss(const torch::Tensor& student, const torch::Tensor
 class DISTLossImpl : public detail::LossModule<DISTLossImpl> {
  public:
   static constexpr const char* kName = "DISTLoss";
-  explicit DISTLossImpl(DISTOptions options = {}) : options(std::move(options)) {}
+  explicit DISTLossImpl(DISTOptions options = {}) : options(std::move(options)) {
+    detail::check_options(this->options);
+  }
   torch::Tensor forward(const torch::Tensor& student, const torch::Tensor& teacher) {
     return functional::dist_loss(student, teacher, options);
   }
   DISTOptions options;
 };
 TORCH_MODULE(DISTLoss);
+
+/// Recipe keys of DISTLoss (its wrapper's terms: "loss_dist_<A>_<B>"): beta, gamma.
+inline void describe(Schema& s, DISTOptions& o) {
+  s.field("beta", o.beta());
+  s.field("gamma", o.gamma());
+}
+namespace detail {
+inline const bool dist_registered = register_loss<DISTLoss>("DISTLoss", DISTOptions(), LossTraits{"loss_dist"});
+}
 
 }  // namespace distill

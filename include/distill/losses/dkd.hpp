@@ -1,5 +1,5 @@
 #pragma once
-// Decoupled knowledge distillation: target-class and non-target-class KD (reference 2.6).
+// Decoupled knowledge distillation: target-class and non-target-class KD (docs/reference.md §2.6).
 
 #include "distill/losses/common.hpp"
 #include "distill/losses/rows.hpp"
@@ -21,6 +21,8 @@ namespace detail {
 inline void check_options(const DKDOptions& options) {
   constexpr const char* kLoss = "dkd_loss";
   detail::check_positive(kLoss, "temperature", options.temperature());
+  detail::check_weight(kLoss, "alpha", options.alpha());
+  detail::check_weight(kLoss, "beta", options.beta());
 }
 
 /// DKD with its gradient formed in the forward pass. With q = softmax(z / T - 1000 onehot(g)),
@@ -88,7 +90,7 @@ namespace functional {
 /// `target` holds class indices [N] or [N, 1]; undefined means argmax of the teacher.
 /// No gradient reaches the teacher. There is no warm-up factor (as in the reference).
 /// The binary log-probabilities come from log-sum-exps: the reference takes the log of summed
-/// probabilities, which is -inf (then NaN) once the target probability underflows (quirk 7.8);
+/// probabilities, which is -inf (then NaN) once the target probability underflows (docs/reference.md §7.8);
 /// this equals it wherever that is finite. Computed by a fused function (detail::DKDFunction).
 ///
 ///   auto loss = distill::functional::dkd_loss(student_logits, teacher_logits, labels,
@@ -125,5 +127,17 @@ class DKDLossImpl : public detail::LossModule<DKDLossImpl> {
   DKDOptions options;
 };
 TORCH_MODULE(DKDLoss);
+
+/// Recipe keys of DKDLoss (its wrapper's terms: "loss_dkd_<A>_<B>"): temperature, alpha, beta,
+/// use_target_as_gt.
+inline void describe(Schema& s, DKDOptions& o) {
+  s.field("temperature", o.temperature());
+  s.field("alpha", o.alpha());
+  s.field("beta", o.beta());
+  s.field("use_target_as_gt", o.use_target_as_gt());
+}
+namespace detail {
+inline const bool dkd_registered = register_loss<DKDLoss>("DKDLoss", DKDOptions(), LossTraits{"loss_dkd"});
+}
 
 }  // namespace distill

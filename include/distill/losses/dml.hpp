@@ -1,5 +1,5 @@
 #pragma once
-// Deep mutual learning: symmetric KL between two networks' distributions (reference 2.3).
+// Deep mutual learning: symmetric KL between two networks' distributions (docs/reference.md §2.3).
 
 #include "distill/losses/common.hpp"
 #include "distill/losses/rows.hpp"
@@ -7,15 +7,20 @@
 namespace distill {
 
 /// Options of dml_loss / DMLLoss, defaults as in the reference.
-/// `act`: "softmax" (over the last axis), "sigmoid" (elementwise) or "none" (the inputs are
-/// already probabilities).
+/// `act`: softmax (over the last axis), sigmoid (elementwise) or none (the inputs are already
+/// probabilities).
 struct DMLOptions {
-  TORCH_ARG(std::string, act) = "softmax";
+  TORCH_ARG(Act, act) = Act::softmax;
   TORCH_ARG(double, eps) = 1e-12;
   TORCH_ARG(bool, sum_across_class_dim) = false;
 };
 
 namespace detail {
+/// Checks DMLOptions once, for the functional form and when a module is built.
+inline void check_options(const DMLOptions& options) {
+  const double eps = options.eps();
+  if (!(eps >= 0) || !std::isfinite(eps)) fail("dml_loss: eps must be a finite number >= 0, got ", eps);
+}
 
 /// DML with softmax activations, both gradients formed in the forward pass. With
 /// r = (q + eps) / (p + eps) and D = log r, the loss is 1/2 sum (q - p) D and
@@ -69,34 +74,27 @@ namespace functional {
 /// sum of (k(p, q) + k(q, p)) / 2 over the class axis, averaged over the other axes
 /// (= batch mean of the symmetric KL). With sum_across_class_dim the reference's extra factor
 /// C (the class count) is kept: the result is C times larger. Gradient reaches both inputs,
-/// so both networks learn from each other. No temperature (reference quirk 7.11). With softmax
+/// so both networks learn from each other. No temperature (docs/reference.md §7.11). With softmax
 /// (the recipes' activation) a fused function computes it (detail::DMLSoftmaxFunction).
 ///
 ///   auto loss = distill::functional::dml_loss(logits_a, logits_b);
 inline torch::Tensor dml_loss(const torch::Tensor& student, const torch::Tensor& teacher,
                               const DMLOptions& options = {}) {
   constexpr const char* kLoss = "dml_loss";
+  detail::check_options(options);
   detail::check_floating(kLoss, "student", student);
   detail::check_same(kLoss, "student", student, "teacher", teacher);
-  detail::check_choice(kLoss, "act", options.act(), {"softmax", "sigmoid", "none"});
   if (student.dim() == 0 || student.numel() == 0)
-    detail::fail(kLoss, ": 'student' must be a non-empty tensor with a class axis, got ",
-                 detail::describe(student));
+    fail(kLoss, ": 'student' must be a non-empty tensor with a class axis, got ", detail::describe(student));
   const double eps = options.eps();
-  if (!(eps >= 0) || !std::isfinite(eps)) detail::fail(kLoss, ": eps must be >= 0, got ", eps);
   const int64_t classes = student.size(-1);
   const double rows = static_cast<double>(student.numel() / classes);
   const double scale = options.sum_across_class_dim() ? classes / rows : 1.0 / rows;
-  if (options.act() == "softmax")
+  if (options.act() == Act::softmax)
     return detail::DMLSoftmaxFunction::apply(detail::compute(student).reshape({-1, classes}),
                                              detail::compute(teacher).reshape({-1, classes}), eps, scale,
                                              detail::wanted_gradients(student, teacher));
-  auto activate = [&](const torch::Tensor& x) {
-    auto y = detail::compute(x);
-    if (options.act() == "sigmoid") return torch::sigmoid(y);
-    return y;
-  };
-  auto p = activate(student), q = activate(teacher);
+  auto p = activate(detail::compute(student), options.act()), q = activate(detail::compute(teacher), options.act());
   auto log_p = (p + eps).log(), log_q = (q + eps).log();
   return ((q - p) * (log_q - log_p)).sum() * (0.5 * scale);
 }
@@ -110,12 +108,26 @@ inline torch::Tensor dml_loss(const torch::Tensor& student, const torch::Tensor&
 class DMLLossImpl : public detail::LossModule<DMLLossImpl> {
  public:
   static constexpr const char* kName = "DMLLoss";
-  explicit DMLLossImpl(DMLOptions options = {}) : options(std::move(options)) {}
+  explicit DMLLossImpl(DMLOptions options = {}) : options(std::move(options)) {
+    detail::check_options(this->options);
+  }
   torch::Tensor forward(const torch::Tensor& student, const torch::Tensor& teacher) {
     return functional::dml_loss(student, teacher, options);
   }
   DMLOptions options;
 };
 TORCH_MODULE(DMLLoss);
+
+/// Recipe keys of DMLLoss: act ("softmax", "sigmoid", or null for none), eps,
+/// sum_across_class_dim. Not carried over: the reference's multi-label weighting by positive
+/// ratios (its PULC attribute configs only).
+inline void describe(Schema& s, DMLOptions& o) {
+  describe_act(s, "act", o.act());
+  s.field("eps", o.eps());
+  s.field("sum_across_class_dim", o.sum_across_class_dim());
+}
+namespace detail {
+inline const bool dml_registered = register_loss<DMLLoss>("DMLLoss", DMLOptions());
+}
 
 }  // namespace distill

@@ -1,5 +1,5 @@
 #pragma once
-// Hinton knowledge distillation: temperature-softened KL divergence (reference 2.5).
+// Hinton knowledge distillation: temperature-softened KL divergence (docs/reference.md §2.5).
 
 #include "distill/losses/common.hpp"
 #include "distill/losses/rows.hpp"
@@ -79,5 +79,12 @@ class KDLossImpl : public detail::LossModule<KDLossImpl> {
   KDOptions options;
 };
 TORCH_MODULE(KDLoss);
+
+/// Recipe keys of KDLoss, registered as the reference's "KLDivLoss" (its wrapper
+/// "DistillationKLDivLoss" names terms "loss_kldiv_<A>_<B>"): temperature.
+inline void describe(Schema& s, KDOptions& o) { s.field("temperature", o.temperature()); }
+namespace detail {
+inline const bool kd_registered = register_loss<KDLoss>("KLDivLoss", KDOptions(), LossTraits{"loss_kldiv"});
+}
 
 }  // namespace distill

@@ -1,6 +1,6 @@
 #pragma once
 // Masked generative distillation: regenerate the teacher's feature map from a randomly
-// channel-masked student map (reference 2.10).
+// channel-masked student map (docs/reference.md §2.10).
 
 #include "distill/losses/common.hpp"
 
@@ -34,10 +34,10 @@ class MGDLossImpl : public torch::nn::Cloneable<MGDLossImpl> {
   void reset() override {
     constexpr const char* kLoss = "MGDLoss";
     if (options.student_channels() < 1 || options.teacher_channels() < 1)
-      detail::fail(kLoss, ": channel counts must be positive, got student_channels ",
+      fail(kLoss, ": channel counts must be positive, got student_channels ",
                    options.student_channels(), " and teacher_channels ", options.teacher_channels());
     if (!(options.lambda_mgd() >= 0 && options.lambda_mgd() <= 1))
-      detail::fail(kLoss, ": lambda_mgd must be in [0, 1], got ", options.lambda_mgd());
+      fail(kLoss, ": lambda_mgd must be in [0, 1], got ", options.lambda_mgd());
     namespace nn = torch::nn;
     const int64_t c = options.teacher_channels();
     align = nullptr;
@@ -65,7 +65,7 @@ class MGDLossImpl : public torch::nn::Cloneable<MGDLossImpl> {
     const auto& t = teacher.sizes();
     if (s[1] != options.student_channels() || t[1] != options.teacher_channels() || s[0] != t[0] ||
         s[2] != t[2] || s[3] != t[3])
-      detail::fail(kLoss, ": expected student [N, ", options.student_channels(),
+      fail(kLoss, ": expected student [N, ", options.student_channels(),
                    ", H, W] and teacher [N, ", options.teacher_channels(), ", H, W], got ", s,
                    " and ", t);
     auto fs = detail::compute(student), ft = detail::compute(teacher);
@@ -88,5 +88,17 @@ class MGDLossImpl : public torch::nn::Cloneable<MGDLossImpl> {
   torch::nn::Sequential generation{nullptr};
 };
 TORCH_MODULE(MGDLoss);
+
+/// Recipe keys of MGDLoss (its wrapper's terms: "loss_mgd_<A>_<B>_<keys>"): student_channels
+/// and teacher_channels (required), alpha_mgd, lambda_mgd.
+inline void describe(Schema& s, MGDOptions& o) {
+  s.required("student_channels", o.student_channels());
+  s.required("teacher_channels", o.teacher_channels());
+  s.field("alpha_mgd", o.alpha_mgd());
+  s.field("lambda_mgd", o.lambda_mgd());
+}
+namespace detail {
+inline const bool mgd_registered = register_loss<MGDLoss>("MGDLoss", MGDOptions(0, 0), LossTraits{"loss_mgd"});
+}
 
 }  // namespace distill

@@ -1,25 +1,28 @@
 #pragma once
 // PEFD: an ensemble of projectors maps student features onto teacher features, compared by
-// cosine similarity (reference 2.11).
+// cosine similarity (docs/reference.md §2.11).
 
 #include "distill/losses/common.hpp"
 
 namespace distill {
 
-/// Options of PEFDLoss. `mode`: "flatten" (features flattened per sample, so C*H*W must equal
-/// the channel counts) or "gap" (global average pooling of [N, C, H, W] maps first).
+/// How PEFD makes one vector per sample: `flatten` the features (so C*H*W must equal the
+/// channel counts) or `gap`, global average pooling of [N, C, H, W] maps.
+enum class PEFDMode { flatten, gap };
+
+/// Options of PEFDLoss.
 struct PEFDOptions {
   PEFDOptions(int64_t student_channels, int64_t teacher_channels)
       : student_channels_(student_channels), teacher_channels_(teacher_channels) {}
   TORCH_ARG(int64_t, student_channels);
   TORCH_ARG(int64_t, teacher_channels);
   TORCH_ARG(int64_t, num_projectors) = 3;
-  TORCH_ARG(std::string, mode) = "flatten";
+  TORCH_ARG(PEFDMode, mode) = PEFDMode::flatten;
 };
 
 /// mean_n(1 - cos(f_s, f_t)) with f_s = mean_i ReLU(W_i x_s + b_i) over num_projectors
 /// Linear(student_channels -> teacher_channels) projectors (Xavier-uniform weights, zero
-/// biases). The reference normalises without epsilon (quirk 7.9, NaN for an all-zero
+/// biases). The reference normalises without epsilon (docs/reference.md §7.9, NaN for an all-zero
 /// projection); here an all-zero row has cosine 0 and a finite gradient, otherwise values are
 /// identical. Gradient reaches both inputs; the projectors must reach the optimizer.
 ///
@@ -31,9 +34,8 @@ class PEFDLossImpl : public torch::nn::Cloneable<PEFDLossImpl> {
 
   void reset() override {
     constexpr const char* kLoss = "PEFDLoss";
-    detail::check_choice(kLoss, "mode", options.mode(), {"flatten", "gap"});
     if (options.student_channels() < 1 || options.teacher_channels() < 1 || options.num_projectors() < 1)
-      detail::fail(kLoss, ": student_channels, teacher_channels and num_projectors must be "
+      fail(kLoss, ": student_channels, teacher_channels and num_projectors must be "
                           "positive, got ", options.student_channels(), ", ",
                    options.teacher_channels(), " and ", options.num_projectors());
     namespace nn = torch::nn;
@@ -51,22 +53,23 @@ class PEFDLossImpl : public torch::nn::Cloneable<PEFDLossImpl> {
     constexpr const char* kLoss = "PEFDLoss";
     detail::check_floating(kLoss, "student", student);
     detail::check_same_kind(kLoss, "student", student, "teacher", teacher);
-    const bool gap = options.mode() == "gap";
+    const bool gap = options.mode() == PEFDMode::gap;
+    const char* mode = gap ? "gap" : "flatten";
     auto flatten = [&](const char* arg, const torch::Tensor& x, int64_t channels) {
       if (gap ? x.dim() != 4 : x.dim() < 2)
-        detail::fail(kLoss, ": '", arg, "' must be ", gap ? "[N, C, H, W]" : "[N, ...]",
-                     " in mode '", options.mode(), "', got ", detail::describe(x));
+        fail(kLoss, ": '", arg, "' must be ", gap ? "[N, C, H, W]" : "[N, ...]",
+                     " in mode '", mode, "', got ", detail::describe(x));
       auto y = detail::compute(x);
       y = (gap ? y.mean({2, 3}) : y.flatten(1));
       if (y.size(1) != channels)
-        detail::fail(kLoss, ": '", arg, "' ", x.sizes(), " gives ", y.size(1),
-                     " features per sample in mode '", options.mode(), "', expected ", channels);
+        fail(kLoss, ": '", arg, "' ", x.sizes(), " gives ", y.size(1),
+                     " features per sample in mode '", mode, "', expected ", channels);
       return y;
     };
     auto fs = flatten("student", student, options.student_channels());
     auto ft = flatten("teacher", teacher, options.teacher_channels());
     if (fs.size(0) != ft.size(0))
-      detail::fail(kLoss, ": batch sizes differ: student ", student.sizes(), ", teacher ", teacher.sizes());
+      fail(kLoss, ": batch sizes differ: student ", student.sizes(), ", teacher ", teacher.sizes());
     detail::check_parameters_match(kLoss, *this, fs);
     torch::Tensor projected;
     for (const auto& p : *projectors) {
@@ -81,12 +84,26 @@ class PEFDLossImpl : public torch::nn::Cloneable<PEFDLossImpl> {
   void pretty_print(std::ostream& stream) const override {
     stream << "distill::PEFDLoss(student_channels=" << options.student_channels()
            << ", teacher_channels=" << options.teacher_channels()
-           << ", num_projectors=" << options.num_projectors() << ", mode=" << options.mode() << ")";
+           << ", num_projectors=" << options.num_projectors()
+           << ", mode=" << (options.mode() == PEFDMode::gap ? "gap" : "flatten") << ")";
   }
 
   PEFDOptions options;
   torch::nn::ModuleList projectors{nullptr};
 };
 TORCH_MODULE(PEFDLoss);
+
+/// Recipe keys of PEFDLoss, as the reference spells them (its wrapper's terms:
+/// "loss_pefd_<A>_<B>_<keys>"): student_channel and teacher_channel (required),
+/// num_projectors, mode ("flatten" or "gap").
+inline void describe(Schema& s, PEFDOptions& o) {
+  s.required("student_channel", o.student_channels());
+  s.required("teacher_channel", o.teacher_channels());
+  s.field("num_projectors", o.num_projectors());
+  s.choice("mode", o.mode(), {{"flatten", PEFDMode::flatten}, {"gap", PEFDMode::gap}});
+}
+namespace detail {
+inline const bool pefd_registered = register_loss<PEFDLoss>("PEFDLoss", PEFDOptions(0, 0), LossTraits{"loss_pefd"});
+}
 
 }  // namespace distill

@@ -1,9 +1,14 @@
 #pragma once
-// Relational KD: match angles and distances between the samples of a batch (reference 2.12).
+// Relational KD: match angles and distances between the samples of a batch (docs/reference.md §2.12).
 
 #include "distill/losses/distance.hpp"
 
 namespace distill {
+
+/// Options of the RKD losses. None yet: the reference's optional pooling to a target size is
+/// not carried over (its wrapper does not use it).
+struct RKDOptions {};
+
 namespace functional {
 
 namespace detail_rkd {
@@ -13,7 +18,7 @@ inline std::pair<torch::Tensor, torch::Tensor> flat_pair(const char* loss, const
   detail::check_floating(loss, "student", s);
   detail::check_same_kind(loss, "student", s, "teacher", t);
   if (s.dim() < 2 || t.dim() < 2 || s.size(0) != t.size(0) || s.numel() == 0 || t.numel() == 0)
-    detail::fail(loss, ": 'student' and 'teacher' must be non-empty [N, ...] features with the "
+    fail(loss, ": 'student' and 'teacher' must be non-empty [N, ...] features with the "
                        "same N, got ", detail::describe(s), " and ", detail::describe(t));
   return {detail::compute(s).flatten(1), detail::compute(t).flatten(1)};
 }
@@ -27,7 +32,7 @@ inline torch::Tensor angles(const torch::Tensor& x) {
 }
 
 /// Pairwise distances divided by their mean. The diagonal is sqrt(1e-12) and stays in the mean
-/// (reference quirk 7.10; the RKD paper zeroes it).
+/// (docs/reference.md §7.10; the RKD paper zeroes it).
 inline torch::Tensor distances(const torch::Tensor& x) {
   auto sq = x.square().sum(1);
   auto d = (sq.unsqueeze(0) + sq.unsqueeze(1) - 2 * x.matmul(x.t())).clamp_min(1e-12).sqrt();
@@ -35,7 +40,7 @@ inline torch::Tensor distances(const torch::Tensor& x) {
 }
 
 inline torch::Tensor huber(const torch::Tensor& a, const torch::Tensor& b) {
-  return distance_loss(a, b, DistanceOptions().mode("smooth_l1"));
+  return distance_loss(a, b, DistanceOptions().mode(DistanceMode::smooth_l1));
 }
 }  // namespace detail_rkd
 
@@ -63,9 +68,11 @@ inline torch::Tensor rkd_distance_loss(const torch::Tensor& student, const torch
 class RKDAngleLossImpl : public detail::LossModule<RKDAngleLossImpl> {
  public:
   static constexpr const char* kName = "RKDAngleLoss";
+  explicit RKDAngleLossImpl(RKDOptions options = {}) : options(options) {}
   torch::Tensor forward(const torch::Tensor& student, const torch::Tensor& teacher) {
     return functional::rkd_angle_loss(student, teacher);
   }
+  RKDOptions options;
 };
 TORCH_MODULE(RKDAngleLoss);
 
@@ -76,10 +83,20 @@ TORCH_MODULE(RKDAngleLoss);
 class RKDDistanceLossImpl : public detail::LossModule<RKDDistanceLossImpl> {
  public:
   static constexpr const char* kName = "RKDDistanceLoss";
+  explicit RKDDistanceLossImpl(RKDOptions options = {}) : options(options) {}
   torch::Tensor forward(const torch::Tensor& student, const torch::Tensor& teacher) {
     return functional::rkd_distance_loss(student, teacher);
   }
+  RKDOptions options;
 };
 TORCH_MODULE(RKDDistanceLoss);
+
+/// RKD has no recipe keys of its own; registered under the reference's spellings "RKdAngle"
+/// and "RkdDistance" (terms "loss_angle_..." and "loss_dist_...").
+inline void describe(Schema&, RKDOptions&) {}
+namespace detail {
+inline const bool rkd_registered = register_loss<RKDAngleLoss>("RKdAngle", RKDOptions(), LossTraits{"loss_angle"}) &&
+                                   register_loss<RKDDistanceLoss>("RkdDistance", RKDOptions(), LossTraits{"loss_dist"});
+}
 
 }  // namespace distill

@@ -1,5 +1,5 @@
 #pragma once
-// SKD: KD between layer-normalised, scaled logits plus a CE term (reference 2.8).
+// SKD: KD between layer-normalised, scaled logits plus a CE term (docs/reference.md §2.8).
 
 #include "distill/losses/common.hpp"
 #include "distill/losses/rows.hpp"
@@ -19,6 +19,8 @@ namespace detail {
 inline void check_options(const SKDOptions& options) {
   constexpr const char* kLoss = "skd_loss";
   detail::check_positive(kLoss, "temperature", options.temperature());
+  detail::check_positive(kLoss, "multiplier", options.multiplier());
+  if (!(options.alpha() >= 0 && options.alpha() <= 1)) fail(kLoss, ": alpha must be in [0, 1], got ", options.alpha());
 }
 
 /// SKD with both gradients formed in the forward pass. With y = (z - mean) / sigma (layer
@@ -110,7 +112,7 @@ namespace functional {
 /// variance, no affine parameters):
 ///   alpha * T^2 * mean_n(-sum_c softmax(z_t' / T) log softmax(z_s' / T))
 ///   + (1 - alpha) * mean_n(-log softmax(z_s')[target]).
-/// The CE term uses the normalised, scaled student logits (reference quirk 7.12), so SKD
+/// The CE term uses the normalised, scaled student logits (docs/reference.md §7.12), so SKD
 /// already contains the ground-truth term. `target` undefined means argmax of the teacher.
 /// Gradient reaches both inputs. Computed by a fused function (detail::SKDFunction).
 ///
@@ -146,5 +148,16 @@ class SKDLossImpl : public detail::LossModule<SKDLossImpl> {
   SKDOptions options;
 };
 TORCH_MODULE(SKDLoss);
+
+/// Recipe keys of SKDLoss (its wrapper's terms: "skd_loss_<A>_<B>"): temperature,
+/// multiplier, alpha.
+inline void describe(Schema& s, SKDOptions& o) {
+  s.field("temperature", o.temperature());
+  s.field("multiplier", o.multiplier());
+  s.field("alpha", o.alpha());
+}
+namespace detail {
+inline const bool skd_registered = register_loss<SKDLoss>("SKDLoss", SKDOptions(), LossTraits{"skd_loss"});
+}
 
 }  // namespace distill

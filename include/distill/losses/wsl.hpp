@@ -1,5 +1,5 @@
 #pragma once
-// Weighted soft labels: KD weighted per sample by how much worse the student is (reference 2.7).
+// Weighted soft labels: KD weighted per sample by how much worse the student is (docs/reference.md §2.7).
 
 #include "distill/losses/common.hpp"
 #include "distill/losses/rows.hpp"
@@ -120,5 +120,11 @@ class WSLLossImpl : public detail::LossModule<WSLLossImpl> {
   WSLOptions options;
 };
 TORCH_MODULE(WSLLoss);
+
+/// Recipe keys of WSLLoss (its wrapper's terms: "wsl_loss_<A>_<B>"): temperature.
+inline void describe(Schema& s, WSLOptions& o) { s.field("temperature", o.temperature()); }
+namespace detail {
+inline const bool wsl_registered = register_loss<WSLLoss>("WSLLoss", WSLOptions(), LossTraits{"wsl_loss"});
+}
 
 }  // namespace distill

@@ -1,5 +1,5 @@
 #pragma once
-// AFD's linear transforms (reference section 3): they turn a backbone's tapped feature maps
+// AFD's linear transforms (docs/reference.md §3): they turn a backbone's tapped feature maps
 // into the queries, keys and values AFDLoss compares. They come after the backbone in an
 // AttentionModel and are trained even when the backbone is frozen.
 
@@ -34,17 +34,17 @@ class LinearBNImpl : public Layer {
 TORCH_MODULE(LinearBN);
 
 inline void check_shapes(const char* who, const FeatureShapes& shapes, const char* what) {
-  if (shapes.empty()) distill::detail::fail(who, ": ", what, " is empty");
+  if (shapes.empty()) distill::fail(who, ": ", what, " is empty");
   for (const auto& s : shapes)
     if (s.size() != 3 || s[0] < 1 || s[1] < 1 || s[2] < 1)
-      distill::detail::fail(who, ": every shape in ", what, " must be [C, H, W], got ", torch::IntArrayRef(s));
+      distill::fail(who, ": every shape in ", what, " must be [C, H, W], got ", torch::IntArrayRef(s));
 }
 
 inline void check_keys(const char* who, const FeatureShapes& shapes, const std::vector<std::string>& keys,
                        const char* what) {
   check_shapes(who, shapes, what);
   if (shapes.size() != keys.size())
-    distill::detail::fail(who, ": ", what, " lists ", shapes.size(), " shapes for ", keys.size(),
+    distill::fail(who, ": ", what, " lists ", shapes.size(), " shapes for ", keys.size(),
                           " keys; they must pair up one to one");
 }
 
@@ -52,11 +52,11 @@ inline void check_keys(const char* who, const FeatureShapes& shapes, const std::
 inline torch::Tensor feature_map(const char* who, const Features& features, const std::string& key,
                                  const std::vector<int64_t>& shape) {
   if (!features.contains(key))
-    distill::detail::fail(who, ": the model before it returned no '", key, "'; it returned ",
+    distill::fail(who, ": the model before it returned no '", key, "'; it returned ",
                           features.describe_keys());
   const auto& map = features.at(key);
   if (map.dim() != 4 || map.size(1) != shape[0] || map.size(2) != shape[1] || map.size(3) != shape[2])
-    distill::detail::fail(who, ": '", key, "' is ", map.sizes(), " but the configured shape is [N, ",
+    distill::fail(who, ": '", key, "' is ", map.sizes(), " but the configured shape is [N, ",
                           shape[0], ", ", shape[1], ", ", shape[2], "]");
   return map;
 }
@@ -67,10 +67,29 @@ inline torch::Tensor normalize_rows(const torch::Tensor& x, int64_t dim) {
 
 }  // namespace detail
 
+/// Options of LinearTransformTeacher: the query width and the teacher's tapped maps (their
+/// [C, H, W] shapes and output names).
+struct LinearTransformTeacherOptions {
+  TORCH_ARG(int64_t, qk_dim) = 128;
+  TORCH_ARG(FeatureShapes, t_shapes);
+  TORCH_ARG(std::vector<std::string>, keys);
+};
+
+/// Options of LinearTransformStudent: the query width, the teacher's shapes (for the value
+/// groups) and the student's tapped maps.
+struct LinearTransformStudentOptions {
+  TORCH_ARG(int64_t, qk_dim) = 128;
+  TORCH_ARG(FeatureShapes, t_shapes);
+  TORCH_ARG(FeatureShapes, s_shapes);
+  TORCH_ARG(std::vector<std::string>, keys);
+};
+
 /// From the teacher's t tapped maps f_i: query [N, t, qk] with query_i = BN(Linear(mean_hw f_i))
 /// (no ReLU), and values "value[i]" = L2-normalised channel means of f_i^2, [N, H_i W_i].
 class LinearTransformTeacherImpl : public FeatureModel {
  public:
+  explicit LinearTransformTeacherImpl(const LinearTransformTeacherOptions& o)
+      : LinearTransformTeacherImpl(o.qk_dim(), o.t_shapes(), o.keys()) {}
   LinearTransformTeacherImpl(int64_t qk_dim, FeatureShapes teacher_shapes, std::vector<std::string> keys)
       : shapes_(std::move(teacher_shapes)), keys_(std::move(keys)) {
     detail::check_keys("LinearTransformTeacher", shapes_, keys_, "t_shapes");
@@ -108,6 +127,8 @@ TORCH_MODULE(LinearTransformTeacher);
 /// [N, s, H_u W_u]: channel means of g_j^2 adaptively pooled to the group's size, L2-normalised.
 class LinearTransformStudentImpl : public FeatureModel {
  public:
+  explicit LinearTransformStudentImpl(const LinearTransformStudentOptions& o)
+      : LinearTransformStudentImpl(o.qk_dim(), o.t_shapes(), o.s_shapes(), o.keys()) {}
   LinearTransformStudentImpl(int64_t qk_dim, FeatureShapes teacher_shapes, FeatureShapes student_shapes,
                              std::vector<std::string> keys)
       : teacher_groups_(group_shapes(teacher_shapes)), shapes_(std::move(student_shapes)), keys_(std::move(keys)),
@@ -152,5 +173,24 @@ class LinearTransformStudentImpl : public FeatureModel {
   int64_t qk_dim_, teachers_;
 };
 TORCH_MODULE(LinearTransformStudent);
+
+/// Recipe keys of LinearTransformTeacher: qk_dim, t_shapes and keys (required).
+inline void describe(Schema& s, LinearTransformTeacherOptions& o) {
+  s.field("qk_dim", o.qk_dim());
+  s.required("t_shapes", o.t_shapes());
+  s.required("keys", o.keys());
+}
+/// Recipe keys of LinearTransformStudent: qk_dim, t_shapes, s_shapes and keys (required).
+inline void describe(Schema& s, LinearTransformStudentOptions& o) {
+  s.field("qk_dim", o.qk_dim());
+  s.required("t_shapes", o.t_shapes());
+  s.required("s_shapes", o.s_shapes());
+  s.required("keys", o.keys());
+}
+namespace detail {
+inline const bool afd_transforms_registered =
+    register_feature_model<LinearTransformTeacherImpl>("LinearTransformTeacher", LinearTransformTeacherOptions()) &&
+    register_feature_model<LinearTransformStudentImpl>("LinearTransformStudent", LinearTransformStudentOptions());
+}
 
 }  // namespace distill::models

@@ -25,14 +25,14 @@ struct ConvNetOptions {
 
 /// A plain CNN with named stages "stages[i]" (and "avg_pool", "fc").
 ///
-///   auto teacher = distill::models::create("ConvNet", {{"widths", {32, 64, 128}}, {"depth", 2}, {"class_num", 10}});
+///   distill::models::ConvNet teacher(distill::models::ConvNetOptions({32, 64, 128}).depth(2).class_num(10));
 class ConvNetImpl : public Backbone {
  public:
   explicit ConvNetImpl(ConvNetOptions options) : options(std::move(options)) {
     namespace nn = torch::nn;
     const auto& o = this->options;
     if (o.widths().empty() || o.depth() < 1 || o.class_num() < 1 || o.in_channels() < 1)
-      distill::detail::fail("ConvNet: widths must be non-empty and depth, class_num, in_channels positive");
+      distill::fail("ConvNet: widths must be non-empty and depth, class_num, in_channels positive");
     stages = register_module("stages", nn::ModuleList());
     int64_t in = o.in_channels();
     for (size_t s = 0; s < o.widths().size(); ++s) {
@@ -79,5 +79,17 @@ class ConvNetImpl : public Backbone {
   }
 };
 TORCH_MODULE(ConvNet);
+
+/// Recipe keys of ConvNet: widths, depth, class_num, in_channels, batch_norm.
+inline void describe(Schema& s, ConvNetOptions& o) {
+  s.field("widths", o.widths());
+  s.field("depth", o.depth());
+  s.field("class_num", o.class_num());
+  s.field("in_channels", o.in_channels());
+  s.field("batch_norm", o.batch_norm());
+}
+namespace detail {
+inline const bool convnet_registered = register_backbone<ConvNetImpl>("ConvNet", ConvNetOptions());
+}
 
 }  // namespace distill::models

@@ -1,11 +1,12 @@
 #pragma once
-// Building blocks shared by the reference backbones (reference section 4): conv + BN +
+// Building blocks shared by the reference backbones (docs/reference.md §4): conv + BN +
 // activation units, squeeze-and-excitation, Paddle-style dropout, and Paddle's default init.
 
 #include <cmath>
 #include <string>
 
 #include "distill/compose/backbone.hpp"
+#include "distill/models/registry.hpp"
 
 namespace distill::models {
 
@@ -17,7 +18,7 @@ class ActivationImpl : public torch::nn::Module {
   explicit ActivationImpl(std::string kind, double slope = 1.0 / 6.0, double offset = 0.5)
       : kind_(std::move(kind)), slope_(slope), offset_(offset) {
     if (kind_ != "relu" && kind_ != "hardswish" && kind_ != "hardsigmoid")
-      distill::detail::fail("Activation: unknown kind '", kind_, "'; expected relu, hardswish or hardsigmoid");
+      distill::fail("Activation: unknown kind '", kind_, "'; expected relu, hardswish or hardsigmoid");
   }
   torch::Tensor forward(const torch::Tensor& x) {
     if (kind_ == "relu") return torch::relu(x);
@@ -34,11 +35,11 @@ TORCH_MODULE(Activation);
 
 /// Paddle's Dropout(mode="downscale_in_infer") as the reference's PP-LCNet and MobileNetV3
 /// use it: in training, zero with probability p and do NOT rescale; in evaluation, multiply by
-/// 1 - p. (PyTorch's dropout rescales in training instead; reference quirk 19.)
+/// 1 - p. (PyTorch's dropout rescales in training instead; docs/reference.md §7.19.)
 class DownscaleDropoutImpl : public torch::nn::Module {
  public:
   explicit DownscaleDropoutImpl(double p) : p_(p) {
-    if (!(p >= 0 && p < 1)) distill::detail::fail("DownscaleDropout: p must be in [0, 1), got ", p);
+    if (!(p >= 0 && p < 1)) distill::fail("DownscaleDropout: p must be in [0, 1), got ", p);
   }
   torch::Tensor forward(const torch::Tensor& x) {
     if (p_ == 0) return x;
@@ -136,7 +137,7 @@ class ExpandHeadBackbone : public Backbone {
   void build_head(int64_t in, int64_t class_expand, double dropout_prob, int64_t class_num) {
     namespace nn = torch::nn;
     if (class_num < 1 || class_expand < 1)
-      distill::detail::fail(name(), ": class_num and class_expand must be positive, got ", class_num, " and ",
+      distill::fail(name(), ": class_num and class_expand must be positive, got ", class_num, " and ",
                             class_expand);
     avg_pool = register_module("avg_pool", nn::AdaptiveAvgPool2d(1));
     last_conv = register_module("last_conv", nn::Conv2d(nn::Conv2dOptions(in, class_expand, 1).bias(false)));
@@ -151,7 +152,7 @@ class ExpandHeadBackbone : public Backbone {
   }
 };
 
-/// Paddle's default initialisation (reference section 4): conv weights normal(0,
+/// Paddle's default initialisation (docs/reference.md §4): conv weights normal(0,
 /// sqrt(2 / (k*k*C_in))) with C_in the full input width, conv biases zero, Linear weights
 /// Xavier-uniform with zero biases. BatchNorm keeps weight 1, bias 0.
 inline void paddle_default_init(torch::nn::Module& module) {

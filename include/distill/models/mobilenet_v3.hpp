@@ -9,10 +9,13 @@
 
 namespace distill::models {
 
-/// Options of MobileNetV3: `size` "large" or "small".
+/// The two MobileNetV3 networks.
+enum class MobileNetV3Size { large, small };
+
+/// Options of MobileNetV3.
 struct MobileNetV3Options {
-  explicit MobileNetV3Options(std::string size) : size_(std::move(size)) {}
-  TORCH_ARG(std::string, size);
+  explicit MobileNetV3Options(MobileNetV3Size size) : size_(size) {}
+  TORCH_ARG(MobileNetV3Size, size);
   TORCH_ARG(double, scale) = 1.0;
   TORCH_ARG(int64_t, class_num) = 1000;
   TORCH_ARG(int64_t, class_expand) = 1280;
@@ -54,7 +57,7 @@ struct MobileNetV3Unit {
   int64_t stride;
 };
 
-inline const std::vector<MobileNetV3Unit>& mobilenet_v3_config(const std::string& size) {
+inline const std::vector<MobileNetV3Unit>& mobilenet_v3_config(MobileNetV3Size size) {
   static const std::vector<MobileNetV3Unit> large{
       {3, 16, 16, false, "relu", 1},       {3, 64, 24, false, "relu", 2},       {3, 72, 24, false, "relu", 1},
       {5, 72, 40, true, "relu", 2},        {5, 120, 40, true, "relu", 1},       {5, 120, 40, true, "relu", 1},
@@ -66,25 +69,23 @@ inline const std::vector<MobileNetV3Unit>& mobilenet_v3_config(const std::string
       {5, 96, 40, true, "hardswish", 2},   {5, 240, 40, true, "hardswish", 1},  {5, 240, 40, true, "hardswish", 1},
       {5, 120, 48, true, "hardswish", 1},  {5, 144, 48, true, "hardswish", 1},  {5, 288, 96, true, "hardswish", 2},
       {5, 576, 96, true, "hardswish", 1},  {5, 576, 96, true, "hardswish", 1}};
-  if (size == "large") return large;
-  if (size == "small") return small;
-  distill::detail::fail("MobileNetV3: size must be 'large' or 'small', got '", size, "'");
+  return size == MobileNetV3Size::large ? large : small;
 }
 
 }  // namespace detail
 
 /// MobileNetV3 with named feature taps; units are "blocks[i]".
 ///
-///   distill::models::MobileNetV3 teacher(distill::models::MobileNetV3Options("large"));
+///   distill::models::MobileNetV3 teacher(distill::models::MobileNetV3Options(distill::models::MobileNetV3Size::large));
 class MobileNetV3Impl : public ExpandHeadBackbone {
  public:
   explicit MobileNetV3Impl(MobileNetV3Options options) : options(std::move(options)) {
     namespace nn = torch::nn;
     const auto& o = this->options;
     const auto& config = detail::mobilenet_v3_config(o.size());
-    if (!(o.scale() > 0)) distill::detail::fail("MobileNetV3: scale must be positive, got ", o.scale());
+    if (!(o.scale() > 0)) distill::fail("MobileNetV3: scale must be positive, got ", o.scale());
     auto width = [&](int64_t c) { return make_divisible(c * o.scale()); };
-    const int64_t squeeze = o.size() == "large" ? 960 : 576;
+    const int64_t squeeze = o.size() == MobileNetV3Size::large ? 960 : 576;
     conv = register_module("conv", ConvBN(3, width(16), 3, 2, 1, "hardswish"));
     blocks = register_module("blocks", nn::Sequential());
     int64_t in = width(16);
@@ -97,9 +98,11 @@ class MobileNetV3Impl : public ExpandHeadBackbone {
     paddle_default_init(*this);
   }
 
-  std::string name() const override { return "MobileNetV3_" + options.size(); }
+  std::string name() const override {
+    return std::string("MobileNetV3_") + (options.size() == MobileNetV3Size::large ? "large" : "small");
+  }
   std::vector<std::string> stage_patterns() const override {
-    if (options.size() == "large") return {"blocks[0]", "blocks[2]", "blocks[5]", "blocks[11]", "blocks[14]"};
+    if (options.size() == MobileNetV3Size::large) return {"blocks[0]", "blocks[2]", "blocks[5]", "blocks[11]", "blocks[14]"};
     return {"blocks[0]", "blocks[2]", "blocks[7]", "blocks[10]"};
   }
 
@@ -113,5 +116,22 @@ class MobileNetV3Impl : public ExpandHeadBackbone {
   }
 };
 TORCH_MODULE(MobileNetV3);
+
+/// Recipe keys of MobileNetV3: class_num, class_expand, dropout_prob. Registered as
+/// MobileNetV3_large_x0_35 .. _x1_25 and MobileNetV3_small_x0_35 .. _x1_25.
+inline void describe(Schema& s, MobileNetV3Options& o) {
+  s.field("class_num", o.class_num());
+  s.field("class_expand", o.class_expand());
+  s.field("dropout_prob", o.dropout_prob());
+}
+namespace detail {
+inline const bool mobilenet_v3_registered = [] {
+  const std::pair<const char*, double> scales[] = {{"0_35", 0.35}, {"0_5", 0.5}, {"0_75", 0.75}, {"1_0", 1.0}, {"1_25", 1.25}};
+  for (const auto& [name, size] : {std::pair{"large", MobileNetV3Size::large}, std::pair{"small", MobileNetV3Size::small}})
+    for (const auto& [suffix, scale] : scales)
+      register_backbone<MobileNetV3Impl>(std::string("MobileNetV3_") + name + "_x" + suffix, MobileNetV3Options(size).scale(scale));
+  return true;
+}();
+}  // namespace detail
 
 }  // namespace distill::models

@@ -1,5 +1,5 @@
 #pragma once
-// PP-LCNet at scales 0.25 .. 2.5 (reference section 4.2).
+// PP-LCNet at scales 0.25 .. 2.5 (docs/reference.md §4.2).
 
 #include <string>
 #include <vector>
@@ -66,7 +66,7 @@ class PPLCNetImpl : public ExpandHeadBackbone {
   explicit PPLCNetImpl(PPLCNetOptions options) : options(std::move(options)) {
     namespace nn = torch::nn;
     const auto& o = this->options;
-    if (!(o.scale() > 0)) distill::detail::fail("PPLCNet: scale must be positive, got ", o.scale());
+    if (!(o.scale() > 0)) distill::fail("PPLCNet: scale must be positive, got ", o.scale());
     auto width = [&](int64_t c) { return make_divisible(c * o.scale()); };
     conv1 = register_module("conv1", ConvBN(3, width(16), 3, 2, 1, "hardswish"));
     const auto& config = detail::lcnet_config();
@@ -100,5 +100,21 @@ class PPLCNetImpl : public ExpandHeadBackbone {
   }
 };
 TORCH_MODULE(PPLCNet);
+
+/// Recipe keys of PP-LCNet: class_num, class_expand, dropout_prob. Registered as
+/// PPLCNet_x0_25 .. PPLCNet_x2_5.
+inline void describe(Schema& s, PPLCNetOptions& o) {
+  s.field("class_num", o.class_num());
+  s.field("class_expand", o.class_expand());
+  s.field("dropout_prob", o.dropout_prob());
+}
+namespace detail {
+inline const bool lcnet_registered = [] {
+  const std::pair<const char*, double> scales[] = {{"0_25", 0.25}, {"0_35", 0.35}, {"0_5", 0.5}, {"0_75", 0.75},
+                                                   {"1_0", 1.0},   {"1_5", 1.5},   {"2_0", 2.0}, {"2_5", 2.5}};
+  for (const auto& [suffix, scale] : scales) register_backbone<PPLCNetImpl>(std::string("PPLCNet_x") + suffix, PPLCNetOptions(scale));
+  return true;
+}();
+}  // namespace detail
 
 }  // namespace distill::models

@@ -1,6 +1,6 @@
 #pragma once
 // ResNet 18/34/50/101/152 in the reference's layout (and its "vd" variants) and in
-// torchvision's layout (reference section 4.1).
+// torchvision's layout (docs/reference.md §4.1).
 
 #include <array>
 #include <string>
@@ -10,18 +10,22 @@
 
 namespace distill::models {
 
+/// Module layout of a ResNet: the reference's, or torchvision's (whose state dicts then load
+/// as they are).
+enum class ResNetLayout { paddle, torchvision };
+
 /// Options of ResNet. `layout`:
-/// - "paddle" (default): the reference's network. Blocks form one flat Sequential `blocks`
+/// - paddle (default): the reference's network. Blocks form one flat Sequential `blocks`
 ///   (patterns "blocks[i]"), and the first block of EVERY stage has a projection shortcut,
 ///   including stage 1 of ResNet18/34. `vd` switches to the ResNet-vd stem (three 3x3 convs)
 ///   and average-pool downsampling shortcuts.
-/// - "torchvision": torchvision's module names and structure (conv1, bn1, layer1..layer4,
+/// - torchvision: torchvision's module names and structure (conv1, bn1, layer1..layer4,
 ///   avgpool, fc), so its state dicts load as they are. The reference's names still work as
 ///   patterns: "blocks[i]" is the i-th block over all stages, "avg_pool" is "avgpool".
 struct ResNetOptions {
   explicit ResNetOptions(int64_t depth) : depth_(depth) {}
   TORCH_ARG(int64_t, depth);
-  TORCH_ARG(std::string, layout) = "paddle";
+  TORCH_ARG(ResNetLayout, layout) = ResNetLayout::paddle;
   TORCH_ARG(bool, vd) = false;
   TORCH_ARG(int64_t, class_num) = 1000;
 };
@@ -40,7 +44,7 @@ inline ResNetSpec resnet_spec(int64_t depth) {
     case 50: return {true, {3, 4, 6, 3}};
     case 101: return {true, {3, 4, 23, 3}};
     case 152: return {true, {3, 8, 36, 3}};
-    default: distill::detail::fail("ResNet: depth must be 18, 34, 50, 101 or 152, got ", depth);
+    default: distill::fail("ResNet: depth must be 18, 34, 50, 101 or 152, got ", depth);
   }
 }
 
@@ -125,19 +129,17 @@ class ResNetImpl : public Backbone {
  public:
   explicit ResNetImpl(ResNetOptions options) : options(std::move(options)) {
     const auto& o = this->options;
-    if (o.layout() != "paddle" && o.layout() != "torchvision")
-      distill::detail::fail("ResNet: layout must be 'paddle' or 'torchvision', got '", o.layout(), "'");
-    if (o.vd() && o.layout() != "paddle")
-      distill::detail::fail("ResNet: the vd variant exists only in the 'paddle' layout");
-    if (o.class_num() < 1) distill::detail::fail("ResNet: class_num must be positive, got ", o.class_num());
+    if (o.vd() && o.layout() != ResNetLayout::paddle)
+      distill::fail("ResNet: the vd variant exists only in the 'paddle' layout");
+    if (o.class_num() < 1) distill::fail("ResNet: class_num must be positive, got ", o.class_num());
     spec_ = detail::resnet_spec(o.depth());
-    if (o.layout() == "paddle") build_paddle();
+    if (o.layout() == ResNetLayout::paddle) build_paddle();
     else build_torchvision();
   }
 
   std::string name() const override {
     return "ResNet" + std::to_string(options.depth()) + (options.vd() ? "_vd" : "") +
-           (options.layout() == "torchvision" ? " (torchvision layout)" : "");
+           (options.layout() == ResNetLayout::torchvision ? " (torchvision layout)" : "");
   }
 
   /// The last block of each stage, as the reference's stages_pattern.
@@ -245,5 +247,20 @@ class ResNetImpl : public Backbone {
   detail::ResNetSpec spec_;
 };
 TORCH_MODULE(ResNet);
+
+/// Recipe keys of the ResNets: class_num, layout ("paddle" or "torchvision"). Registered as
+/// ResNet18, 34, 50, 101, 152 and their "_vd" variants.
+inline void describe(Schema& s, ResNetOptions& o) {
+  s.field("class_num", o.class_num());
+  s.choice("layout", o.layout(), {{"paddle", ResNetLayout::paddle}, {"torchvision", ResNetLayout::torchvision}});
+}
+namespace detail {
+inline const bool resnet_registered = [] {
+  for (int64_t depth : {18, 34, 50, 101, 152})
+    for (bool vd : {false, true})
+      register_backbone<ResNetImpl>("ResNet" + std::to_string(depth) + (vd ? "_vd" : ""), ResNetOptions(depth).vd(vd));
+  return true;
+}();
+}  // namespace detail
 
 }  // namespace distill::models

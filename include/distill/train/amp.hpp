@@ -77,7 +77,7 @@ class AutocastScope {
 class GradScaler {
  public:
   explicit GradScaler(double initial_scale = 128.0, bool dynamic = true) : scale_(initial_scale), dynamic_(dynamic) {
-    if (!(initial_scale > 0)) distill::detail::fail("GradScaler: the initial scale must be positive");
+    if (!(initial_scale > 0)) distill::fail("GradScaler: the initial scale must be positive");
   }
 
   torch::Tensor scale(const torch::Tensor& loss) const { return loss * scale_; }

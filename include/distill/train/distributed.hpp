@@ -2,64 +2,27 @@
 // Data-parallel training on libtorch's c10d: a TCPStore rendezvous, a Gloo process group (NCCL
 // for CUDA tensors where libtorch was built with it), bucketed collectives, and a heartbeat
 // monitor so that a dead or hung worker stops the others within a bounded time, with an error
-// that names the rank and the reason.
+// that names the rank and the reason. Compiled into distill::engine (src/distributed.cpp):
+// this header does not include c10d.
 //
 // The workers find each other through the torchrun environment: RANK, WORLD_SIZE, LOCAL_RANK,
 // MASTER_ADDR, MASTER_PORT (rank 0 hosts the TCPStore there, unless torchrun's agent already
 // does: TORCHELASTIC_USE_AGENT_STORE=True). GLOO_SOCKET_IFNAME picks the network interface
-// across machines, as in PyTorch.
+// across machines, as in PyTorch. Data parallelism needs Gloo's headers when distill::engine is
+// compiled (Debian: libgloo-dev); without them everything else works and a run with
+// WORLD_SIZE > 1 stops with an error saying so.
 
-//
-// Data parallelism needs Gloo's headers (Debian: libgloo-dev), which some libtorch
-// distributions do not ship; without them (or with DISTILL_NO_C10D defined) everything else
-// builds and a run with WORLD_SIZE > 1 stops with an error saying so.
-
-#include <torch/torch.h>
-
-#if !defined(DISTILL_NO_C10D) && __has_include(<gloo/algorithm.h>) && \
-    __has_include(<torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>)
-#define DISTILL_HAS_C10D 1
-#ifndef USE_C10D_GLOO
-#define USE_C10D_GLOO  // the c10d headers hide Gloo without it; Debian's libtorch is built with Gloo
-#endif
-#include <torch/csrc/distributed/c10d/Backend.hpp>
-#include <torch/csrc/distributed/c10d/PrefixStore.hpp>
-#include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
-#include <torch/csrc/distributed/c10d/TCPStore.hpp>
-#ifdef USE_C10D_NCCL
-#include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
-#endif
-#else
-#define DISTILL_HAS_C10D 0
-#endif
-
-#include <atomic>
-#include <chrono>
-#include <condition_variable>
-#include <cstdio>
 #include <cstdlib>
-#include <map>
 #include <memory>
-#include <mutex>
 #include <optional>
 #include <string>
-#include <thread>
-#include <type_traits>
 #include <vector>
 
-#include <fmt/format.h>
+#include <torch/torch.h>
 
 #include "distill/core/error.hpp"
 
 namespace distill::train {
-
-#if DISTILL_HAS_C10D
-namespace detail {
-// What the Gloo and NCCL groups derive from: c10d::ProcessGroup in libtorch 1.x, c10d::Backend in 2.x.
-using Collectives = std::conditional_t<std::is_base_of_v<c10d::Backend, c10d::ProcessGroupGloo>, c10d::Backend, c10d::ProcessGroup>;
-using WorkHandle = decltype(std::declval<Collectives&>().barrier());
-}  // namespace detail
-#endif
 
 /// Where this worker sits in a data-parallel run, and how long it waits for the others.
 struct DistributedOptions {
@@ -95,9 +58,9 @@ struct DistributedOptions {
     if (const char* t = std::getenv("DISTILL_JOIN_TIMEOUT")) o.join_timeout(seconds(t, "DISTILL_JOIN_TIMEOUT"));
     if (const char* agent = std::getenv("TORCHELASTIC_USE_AGENT_STORE")) o.agent_store(std::string(agent) == "True");
     if (o.rank() < 0 || o.rank() >= o.world_size())
-      distill::detail::fail("data parallel: RANK=", o.rank(), " is outside 0..", o.world_size() - 1, " (WORLD_SIZE=", o.world_size(), ")");
+      distill::fail("data parallel: RANK=", o.rank(), " is outside 0..", o.world_size() - 1, " (WORLD_SIZE=", o.world_size(), ")");
     if (o.master_port() < 1 || o.master_port() > 65535)
-      distill::detail::fail("data parallel: MASTER_PORT=", o.master_port(), " is not a TCP port");
+      distill::fail("data parallel: MASTER_PORT=", o.master_port(), " is not a TCP port");
     return o;
   }
 
@@ -105,7 +68,7 @@ struct DistributedOptions {
   static const char* required(const char* name) {
     const char* value = std::getenv(name);
     if (!value || !*value)
-      distill::detail::fail("data parallel: WORLD_SIZE is set but ", name,
+      distill::fail("data parallel: WORLD_SIZE is set but ", name,
                             " is not (the torchrun environment needs RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT)");
     return value;
   }
@@ -116,7 +79,7 @@ struct DistributedOptions {
       if (used == std::string(text).size()) return value;
     } catch (const std::exception&) {
     }
-    distill::detail::fail("data parallel: ", name, "=\"", text, "\" is not an integer");
+    distill::fail("data parallel: ", name, "=\"", text, "\" is not an integer");
   }
   static double seconds(const char* text, const char* name) {
     try {
@@ -125,11 +88,10 @@ struct DistributedOptions {
       if (used == std::string(text).size() && value > 0) return value;
     } catch (const std::exception&) {
     }
-    distill::detail::fail("data parallel: ", name, "=\"", text, "\" is not a positive number of seconds");
+    distill::fail("data parallel: ", name, "=\"", text, "\" is not a positive number of seconds");
   }
 };
 
-#if DISTILL_HAS_C10D
 /// The workers of a data-parallel run. Every collective is called by all ranks in the same
 /// order; a failure (a peer died, hung, or reported an error) becomes a distill::Error that
 /// says which rank and why.
@@ -142,376 +104,47 @@ struct DistributedOptions {
 ///   if (group) group->finish();                            // before the process exits
 class ProcessGroup {
  public:
-  explicit ProcessGroup(DistributedOptions options) : o_(std::move(options)) {
-    using std::chrono::milliseconds;
-    const auto join = milliseconds(static_cast<int64_t>(o_.join_timeout() * 1000));
-    try {
-      store_ = connect(/*server=*/o_.rank() == 0 && !o_.agent_store(), join);
-      monitor_store_ = connect(/*server=*/false, join);
-    } catch (const std::exception& e) {
-      distill::detail::fail(where(), ": could not join the store at ", o_.master_addr(), ":", o_.master_port(), " within ",
-                            o_.join_timeout(), " s (", o_.rank() == 0 ? "not every worker came" : "is rank 0 running?",
-                            "): ", first_line(e.what()));
-    }
-    const auto collective_timeout = milliseconds(static_cast<int64_t>(o_.collective_timeout() * 1000));
-    try {
-      auto options = c10d::ProcessGroupGloo::Options::create(collective_timeout);
-      options->devices = gloo_devices();
-      gloo_ = c10::make_intrusive<c10d::ProcessGroupGloo>(c10::make_intrusive<c10d::PrefixStore>("distill/gloo", store_),
-                                                          o_.rank(), o_.world_size(), options);
-#ifdef USE_C10D_NCCL
-      // CUDA tensors go through NCCL where libtorch has it (not verified: no GPU in CI).
-      if (torch::cuda::is_available()) {
-        auto nccl_options = c10d::ProcessGroupNCCL::Options::create();
-        nccl_options->timeout = collective_timeout;
-        nccl_ = c10::make_intrusive<c10d::ProcessGroupNCCL>(c10::make_intrusive<c10d::PrefixStore>("distill/nccl", store_),
-                                                            o_.rank(), o_.world_size(), nccl_options);
-      }
-#endif
-    } catch (const std::exception& e) {
-      distill::detail::fail(where(), ": could not connect the process group: ", first_line(e.what()));
-    }
-    monitor_ = std::thread([this] { monitor(); });
-    barrier("joining");
-  }
-
-  ~ProcessGroup() { stop_monitor(); }
+  /// Joins the run `options` describes (blocks until every worker joined or join_timeout).
+  explicit ProcessGroup(DistributedOptions options);
+  ~ProcessGroup();
   ProcessGroup(const ProcessGroup&) = delete;
   ProcessGroup& operator=(const ProcessGroup&) = delete;
 
   /// The process-wide group described by the torchrun environment, made on first use; null
   /// when WORLD_SIZE is unset or 1 (a single process needs no group).
-  static std::shared_ptr<ProcessGroup> world() {
-    static std::mutex mutex;
-    std::lock_guard<std::mutex> lock(mutex);
-    auto& group = world_slot();
-    if (!group)
-      if (auto options = DistributedOptions::from_environment()) group = std::make_shared<ProcessGroup>(*options);
-    return group;
-  }
+  static std::shared_ptr<ProcessGroup> world();
   /// world() if it was made; null otherwise (never joins).
-  static std::shared_ptr<ProcessGroup> world_if_joined() { return world_slot(); }
+  static std::shared_ptr<ProcessGroup> world_if_joined();
 
-  int64_t rank() const { return o_.rank(); }
-  int64_t world_size() const { return o_.world_size(); }
-  int64_t local_rank() const { return o_.local_rank(); }
-  const DistributedOptions& options() const { return o_; }
+  int64_t rank() const { return options_.rank(); }
+  int64_t world_size() const { return options_.world_size(); }
+  int64_t local_rank() const { return options_.local_rank(); }
+  const DistributedOptions& options() const { return options_; }
   /// "rank R of W", the prefix of every message of this worker.
-  std::string where() const { return "rank " + std::to_string(o_.rank()) + " of " + std::to_string(o_.world_size()); }
+  std::string where() const { return "rank " + std::to_string(rank()) + " of " + std::to_string(world_size()); }
 
   /// Overwrites `tensors` (in place, on every rank) with rank 0's values.
-  void broadcast(const std::vector<torch::Tensor>& tensors, const std::string& what) {
-    coalesced(tensors, what, [&](std::vector<torch::Tensor>& flat) { return on(flat[0]).broadcast(flat); },
-              [](torch::Tensor& tensor, const torch::Tensor& slice) { tensor.copy_(slice.view_as(tensor)); });
-  }
-
+  void broadcast(const std::vector<torch::Tensor>& tensors, const std::string& what);
   /// Replaces each parameter's gradient by its mean over the ranks, in buckets of
   /// bucket_bytes. A gradient missing on a rank counts as zeros there; one missing on every
   /// rank stays missing (so the optimizer skips that parameter, as in a single process).
-  void average_gradients(const std::vector<torch::Tensor>& parameters) {
-    if (parameters.empty()) return;
-    std::vector<torch::Tensor> grads;
-    std::vector<float> present;
-    for (const auto& p : parameters) {
-      present.push_back(p.grad().defined() ? 1.0f : 0.0f);
-      grads.push_back(p.grad().defined() ? p.grad() : torch::zeros_like(p));
-    }
-    auto flags = torch::tensor(present).to(parameters.front().device());
-    const double scale = 1.0 / static_cast<double>(o_.world_size());
-    coalesced(
-        grads, "gradient all-reduce",
-        [&](std::vector<torch::Tensor>& flat) { return on(flat[0]).allreduce(flat); },
-        [&](torch::Tensor& grad, const torch::Tensor& slice) { grad.copy_(slice.view_as(grad)).mul_(scale); },
-        &flags);
-    const auto counts = flags.cpu();
-    for (size_t i = 0; i < parameters.size(); ++i) {
-      auto& p = const_cast<torch::Tensor&>(parameters[i]);
-      if (counts[static_cast<int64_t>(i)].item<float>() == 0) continue;
-      if (!p.grad().defined()) p.mutable_grad() = grads[i];
-    }
-  }
-
+  void average_gradients(const std::vector<torch::Tensor>& parameters);
   /// Sums `tensor` over the ranks, in place.
-  void all_reduce_sum(torch::Tensor& tensor, const std::string& what) {
-    std::vector<torch::Tensor> one{tensor};
-    wait(what, [&] { return on(tensor).allreduce(one); });
-  }
-
+  void all_reduce_sum(torch::Tensor& tensor, const std::string& what);
   /// Every rank's `tensor` (same shape on all), indexed by rank.
-  std::vector<torch::Tensor> all_gather(const torch::Tensor& tensor, const std::string& what) {
-    std::vector<torch::Tensor> in{tensor.contiguous()};
-    std::vector<std::vector<torch::Tensor>> out(1);
-    for (int64_t r = 0; r < o_.world_size(); ++r) out[0].push_back(torch::empty_like(in[0]));
-    wait(what, [&] { return on(tensor).allgather(out, in); });
-    return out[0];
-  }
-
-  void barrier(const std::string& what) {
-    wait(what, [&] { return gloo_->barrier(); });
-  }
-
+  std::vector<torch::Tensor> all_gather(const torch::Tensor& tensor, const std::string& what);
+  void barrier(const std::string& what);
   /// Leaves the run cleanly: marks this rank done (so the others do not take its silence
   /// for a failure), stops the heartbeat and waits until every rank got here, so that rank 0's
   /// store outlives everyone's use of it.
-  void finish() {
-    if (finished_) return;
-    try {
-      store_->set(key("done", o_.rank()), bytes("done"));
-    } catch (const std::exception&) {  // the barrier below will say what went wrong
-    }
-    stop_monitor();
-    barrier("finishing");
-    finished_ = true;
-  }
-
+  void finish();
   /// Tells the other ranks why this rank stops (they name it in their own error).
-  void report_failure(const std::string& why) noexcept { report_failure(*store_, why); }
+  void report_failure(const std::string& why) noexcept;
 
  private:
-  static std::shared_ptr<ProcessGroup>& world_slot() {
-    static std::shared_ptr<ProcessGroup> group;
-    return group;
-  }
-
-  c10::intrusive_ptr<c10d::Store> connect(bool server, std::chrono::milliseconds timeout) const {
-    c10d::TCPStoreOptions options;
-    options.port = static_cast<uint16_t>(o_.master_port());
-    options.isServer = server;
-    options.numWorkers = c10::nullopt;  // joining is checked by the barrier below
-    options.waitWorkers = false;
-    options.timeout = timeout;
-    c10::intrusive_ptr<c10d::Store> store = c10::make_intrusive<c10d::TCPStore>(o_.master_addr(), options);
-    return store;
-  }
-
-  std::vector<std::shared_ptr<::gloo::transport::Device>> gloo_devices() const {
-    std::vector<std::shared_ptr<::gloo::transport::Device>> devices;
-    if (const char* names = std::getenv("GLOO_SOCKET_IFNAME")) {
-      std::string list = names;
-      for (size_t start = 0; start <= list.size();) {
-        const size_t comma = std::min(list.find(',', start), list.size());
-        if (comma > start) devices.push_back(c10d::ProcessGroupGloo::createDeviceForInterface(list.substr(start, comma - start)));
-        start = comma + 1;
-      }
-    } else if (o_.master_addr() == "127.0.0.1" || o_.master_addr() == "localhost") {
-      devices.push_back(c10d::ProcessGroupGloo::createDeviceForHostname("127.0.0.1"));  // all workers on this machine
-    } else {
-      devices.push_back(c10d::ProcessGroupGloo::createDefaultDevice());
-    }
-    return devices;
-  }
-
-  void report_failure(c10d::Store& store, const std::string& why) noexcept {
-    try {
-      store.set(key("failed", o_.rank()), bytes(why));
-    } catch (...) {  // the store is gone: the others learn of it from the lost connection
-    }
-  }
-
-  // The group for a tensor: NCCL for CUDA tensors where available, Gloo otherwise.
-  detail::Collectives& on(const torch::Tensor& tensor) { return tensor.is_cuda() && nccl_ ? *nccl_ : *gloo_; }
-
-  static std::string key(const char* kind, int64_t rank) { return std::string("distill/") + kind + "/" + std::to_string(rank); }
-  static std::vector<uint8_t> bytes(const std::string& s) { return std::vector<uint8_t>(s.begin(), s.end()); }
-  static std::string first_line(const std::string& s) {
-    const auto end = s.find('\n');
-    return end == std::string::npos ? s : s.substr(0, end);
-  }
-
-  // A collective's failure, explained in terms of ranks.
-  Error failure(const std::string& what, const std::exception& e) {
-    return Error(where() + ": " + what + " failed: " + diagnose() + " (c10d: " + first_line(e.what()) + ")");
-  }
-
-  // Runs one collective and waits for it.
-  template <class Launch>
-  void wait(const std::string& what, Launch launch) {
-    try {
-      launch()->wait();
-    } catch (const std::exception& e) {
-      throw failure(what, e);
-    }
-  }
-
-  // Flattens `tensors` into buckets of at most bucket_bytes (one dtype and device each, plus
-  // `extra` as a bucket of its own), runs `launch` on all buckets at once, waits, and hands
-  // each tensor its slice back through `restore`.
-  template <class Launch, class Restore>
-  void coalesced(const std::vector<torch::Tensor>& tensors, const std::string& what, Launch launch, Restore restore,
-                 torch::Tensor* extra = nullptr) {
-    torch::NoGradGuard no_grad;
-    std::vector<std::vector<size_t>> buckets;
-    int64_t bytes_in_bucket = 0;
-    for (size_t i = 0; i < tensors.size(); ++i) {
-      const auto& t = tensors[i];
-      const int64_t size = t.numel() * static_cast<int64_t>(t.element_size());
-      const bool fits = !buckets.empty() && bytes_in_bucket + size <= o_.bucket_bytes() &&
-                        tensors[buckets.back().front()].scalar_type() == t.scalar_type() &&
-                        tensors[buckets.back().front()].device() == t.device();
-      if (!fits) {
-        buckets.emplace_back();
-        bytes_in_bucket = 0;
-      }
-      buckets.back().push_back(i);
-      bytes_in_bucket += size;
-    }
-    std::vector<std::vector<torch::Tensor>> flats;
-    for (const auto& bucket : buckets) {
-      std::vector<torch::Tensor> parts;
-      for (size_t i : bucket) parts.push_back(tensors[i].reshape({-1}));
-      flats.push_back({torch::cat(parts)});
-    }
-    if (extra) flats.push_back({*extra});
-    std::vector<detail::WorkHandle> works;
-    try {
-      for (auto& flat : flats) works.push_back(launch(flat));
-      for (auto& work : works) work->wait();
-    } catch (const std::exception& e) {
-      throw failure(what, e);
-    }
-    for (size_t b = 0; b < buckets.size(); ++b) {
-      int64_t offset = 0;
-      for (size_t i : buckets[b]) {
-        auto& t = const_cast<torch::Tensor&>(tensors[i]);
-        restore(t, flats[b][0].narrow(0, offset, t.numel()));
-        offset += t.numel();
-      }
-    }
-    if (extra) *extra = flats.back()[0];
-  }
-
-  // Which peer is to blame, from what the store knows: an error a rank reported, a rank whose
-  // heartbeat stopped, or the store itself (rank 0) gone.
-  std::string diagnose() {
-    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(3) + 3 * kBeat;
-    std::string why;
-    while (why.empty()) {
-      try {
-        why = peer_failures();
-      } catch (const std::exception&) {
-        if (o_.rank() != 0 || o_.agent_store())
-          return "rank 0 is unreachable (its store at " + o_.master_addr() + ":" + std::to_string(o_.master_port()) +
-                 " does not answer: it died or its machine is down)";
-      }
-      if (!why.empty() || std::chrono::steady_clock::now() > deadline) break;
-      std::this_thread::sleep_for(kBeat);
-    }
-    return why.empty() ? "no peer reported an error and all heartbeats continue" : why;
-  }
-
-  // Reported failures, or else ranks silent for 3 heartbeats; "" when none.
-  std::string peer_failures() {
-    std::string reported, silent;
-    for (int64_t r = 0; r < o_.world_size(); ++r) {
-      if (r == o_.rank()) continue;
-      if (store_->check({key("failed", r)})) {
-        const auto message = store_->get(key("failed", r));
-        reported += (reported.empty() ? "" : "; ") + ("rank " + std::to_string(r) + " failed: " +
-                                                       std::string(message.begin(), message.end()));
-      }
-    }
-    if (!reported.empty()) return reported;
-    const auto now = std::chrono::steady_clock::now();
-    std::lock_guard<std::mutex> lock(beats_mutex_);
-    for (const auto& [r, seen] : last_beat_) {
-      const double quiet = std::chrono::duration<double>(now - seen.second).count();
-      if (quiet >= 3 * std::chrono::duration<double>(kBeat).count())
-        silent += (silent.empty() ? "" : "; ") +
-                  fmt::format("rank {} stopped without reporting an error (no heartbeat for {:.1f} s: killed, crashed, "
-                              "or its machine is down)", r, quiet);
-    }
-    return silent;
-  }
-
-  // The heartbeat thread: counts this rank's beat up and watches the others'. A peer silent
-  // for `timeout` seconds (hung, or its machine unreachable) or a store unreachable for as long
-  // ends this process, since a worker blocked inside a collective cannot be woken otherwise.
-  void monitor() {
-    auto unreachable_since = std::chrono::steady_clock::now();
-    bool reachable = true;
-    std::unique_lock<std::mutex> lock(stop_mutex_);
-    while (!stop_) {
-      const auto now = std::chrono::steady_clock::now();
-      std::string fatal;
-      try {
-        monitor_store_->add(key("beat", o_.rank()), 1);
-        for (int64_t r = 0; r < o_.world_size(); ++r) {
-          if (r == o_.rank()) continue;
-          const auto k = key("beat", r);
-          const int64_t beat = monitor_store_->check({k}) ? monitor_store_->add(k, 0) : 0;
-          std::lock_guard<std::mutex> beats(beats_mutex_);
-          auto& seen = last_beat_[r];
-          if (seen.second.time_since_epoch().count() == 0 || beat != seen.first) seen = {beat, now};
-          const double quiet = std::chrono::duration<double>(now - seen.second).count();
-          if (quiet > o_.timeout() && !monitor_store_->check({key("done", r)}) && !monitor_store_->check({key("failed", r)}))
-            fatal = fmt::format("rank {} sent no heartbeat for {:.0f} s (hung, or its machine is unreachable)", r, quiet);
-        }
-        reachable = true;
-      } catch (const std::exception& e) {
-        if (reachable) unreachable_since = now;
-        reachable = false;
-        const double quiet = std::chrono::duration<double>(now - unreachable_since).count();
-        if (quiet > o_.timeout())
-          fatal = fmt::format("the store at {}:{} (rank 0) has not answered for {:.0f} s: {}", o_.master_addr(),
-                              o_.master_port(), quiet, first_line(e.what()));
-      }
-      if (!fatal.empty()) {
-        report_failure(*monitor_store_, "stopped because " + fatal);
-        std::fprintf(stderr, "distill: %s: stopping: %s\n", where().c_str(), fatal.c_str());
-        std::fflush(stderr);
-        std::_Exit(1);
-      }
-      stopped_.wait_for(lock, kBeat, [this] { return stop_; });
-    }
-  }
-
-  void stop_monitor() {
-    {
-      std::lock_guard<std::mutex> lock(stop_mutex_);
-      stop_ = true;
-    }
-    stopped_.notify_all();
-    if (monitor_.joinable()) monitor_.join();
-  }
-
-  static constexpr std::chrono::milliseconds kBeat{500};
-
-  DistributedOptions o_;
-  c10::intrusive_ptr<c10d::Store> store_, monitor_store_;
-  c10::intrusive_ptr<detail::Collectives> gloo_, nccl_;
-  std::thread monitor_;
-  std::mutex stop_mutex_, beats_mutex_;
-  std::condition_variable stopped_;
-  bool stop_ = false, finished_ = false;
-  std::map<int64_t, std::pair<int64_t, std::chrono::steady_clock::time_point>> last_beat_;
+  struct Impl;
+  DistributedOptions options_;
+  std::unique_ptr<Impl> impl_;
 };
-#else
-/// Built without c10d (no Gloo headers): a single process works as before; a run with
-/// WORLD_SIZE > 1 is refused when it would join.
-class ProcessGroup {
- public:
-  static std::shared_ptr<ProcessGroup> world() {
-    if (auto options = DistributedOptions::from_environment())
-      distill::detail::fail("data parallel: WORLD_SIZE=", options->world_size(), " but this build of distill has no c10d ",
-                            "(Gloo's headers were not found when it was compiled; Debian: libgloo-dev)");
-    return nullptr;
-  }
-  static std::shared_ptr<ProcessGroup> world_if_joined() { return nullptr; }
-  int64_t rank() const { return 0; }
-  int64_t world_size() const { return 1; }
-  int64_t local_rank() const { return 0; }
-  std::string where() const { return "rank 0 of 1"; }
-  void broadcast(const std::vector<torch::Tensor>&, const std::string&) {}
-  void average_gradients(const std::vector<torch::Tensor>&) {}
-  void all_reduce_sum(torch::Tensor&, const std::string&) {}
-  std::vector<torch::Tensor> all_gather(const torch::Tensor& tensor, const std::string&) { return {tensor}; }
-  void barrier(const std::string&) {}
-  void finish() {}
-  void report_failure(const std::string&) noexcept {}
-
- private:
-  ProcessGroup() = default;  // never made: world() is null or fails
-};
-#endif
 
 }  // namespace distill::train

@@ -1,0 +1,1047 @@
+// The training layer of distill::engine: checkpoints, progress, optimisers and schedules,
+// the Trainer, and how a recipe's engine sections become TrainerOptions (see
+// include/distill/train/*.hpp).
+
+#include <unistd.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <map>
+#include <optional>
+#include <sstream>
+#include <type_traits>
+
+#include <fmt/format.h>
+
+#include "distill/config/build.hpp"
+#include "distill/train/amp.hpp"
+#include "distill/train/checkpoint.hpp"
+#include "distill/train/optim.hpp"
+#include "distill/train/progress.hpp"
+#include "distill/train/recipe.hpp"
+#include "distill/train/trainer.hpp"
+
+namespace distill::train {
+
+// ---------------------------------------------------------------- checkpoints
+
+namespace detail {
+
+void add_prefixed(io::StateDict& dict, const std::string& prefix, const io::StateDict& part) {
+  for (const auto& item : part) dict.insert(prefix + item.key(), item.value());
+}
+
+io::StateDict strip_prefix(const io::StateDict& dict, const std::string& prefix) {
+  io::StateDict out;
+  for (const auto& item : dict)
+    if (item.key().rfind(prefix, 0) == 0) out.insert(item.key().substr(prefix.size()), item.value());
+  return out;
+}
+
+// The state of a generator (the CPU's default, or a CUDA device's), read and written under its lock.
+torch::Tensor rng_state(torch::Generator generator) {
+  std::lock_guard<std::mutex> lock(generator.mutex());
+  return generator.get_state();
+}
+void set_rng_state(torch::Generator generator, const torch::Tensor& state) {
+  std::lock_guard<std::mutex> lock(generator.mutex());
+  generator.set_state(state);
+}
+torch::Generator cpu_generator() { return at::detail::getDefaultCPUGenerator(); }
+torch::Generator cuda_generator() { return at::globalContext().defaultGenerator(torch::Device(torch::kCUDA, 0)); }
+
+}  // namespace detail
+
+namespace detail {
+
+/// Optimiser states are stored under the parameter's address (libtorch 1.x: as a string,
+/// 2.x: as a pointer); this is the key for either.
+template <class State>
+auto state_key(const torch::Tensor& parameter) {
+  using Key = typename std::decay_t<State>::key_type;
+  if constexpr (std::is_same_v<Key, std::string>) return c10::guts::to_string(parameter.unsafeGetTensorImpl());
+  else return static_cast<Key>(parameter.unsafeGetTensorImpl());
+}
+
+/// The per-parameter tensors of the optimisers distill makes (SGD's momentum buffer; AdamW's
+/// moments and step count), by field name.
+std::vector<std::pair<std::string, torch::Tensor>> state_fields(const torch::optim::OptimizerParamState& state) {
+  if (const auto* sgd = dynamic_cast<const torch::optim::SGDParamState*>(&state))
+    return {{"momentum_buffer", sgd->momentum_buffer()}};
+  if (const auto* adamw = dynamic_cast<const torch::optim::AdamWParamState*>(&state))
+    return {{"step", torch::tensor(static_cast<double>(adamw->step()), torch::kDouble)},
+            {"exp_avg", adamw->exp_avg()},
+            {"exp_avg_sq", adamw->exp_avg_sq()},
+            {"max_exp_avg_sq", adamw->max_exp_avg_sq()}};
+  distill::fail("checkpoint: cannot store the state of this optimiser (distill stores SGD's and AdamW's)");
+}
+
+}  // namespace detail
+
+/// The optimiser's per-parameter state as plain tensors, "<group>.<index>.<field>" (e.g.
+/// "0.3.momentum_buffer"): data only, so a checkpoint is read by the same unpickler as weights
+/// and never runs code. libtorch's own optimizer.save() writes a TorchScript archive instead,
+/// whose loading can execute what the file holds.
+io::StateDict optimizer_state(torch::optim::Optimizer& optimizer) {
+  io::StateDict dict;
+  const auto& groups = optimizer.param_groups();
+  for (size_t g = 0; g < groups.size(); ++g)
+    for (size_t i = 0; i < groups[g].params().size(); ++i) {
+      auto it = optimizer.state().find(detail::state_key<decltype(optimizer.state())>(groups[g].params()[i]));
+      if (it == optimizer.state().end()) continue;  // no step yet
+      for (const auto& [field, value] : detail::state_fields(*it->second))
+        if (value.defined()) dict.insert(std::to_string(g) + "." + std::to_string(i) + "." + field, value.detach().cpu());
+    }
+  return dict;
+}
+
+/// Restores what optimizer_state() wrote into an optimiser with the same groups and
+/// parameters. Every entry must name an existing parameter and have its shape; `origin` names
+/// the file in errors.
+void load_optimizer_state(torch::optim::Optimizer& optimizer, const io::StateDict& dict, const std::string& origin) {
+  auto& groups = optimizer.param_groups();
+  std::map<std::pair<size_t, size_t>, std::map<std::string, torch::Tensor>> per_parameter;
+  for (const auto& item : dict) {
+    size_t g = 0, i = 0;
+    char field[64] = {0};
+    int used = 0;
+    if (std::sscanf(item.key().c_str(), "%zu.%zu.%63[a-z_]%n", &g, &i, field, &used) != 3 ||
+        static_cast<size_t>(used) != item.key().size())
+      distill::fail(origin, ": unknown optimiser entry 'optimizer.", item.key(), "'");
+    if (g >= groups.size() || i >= groups[g].params().size())
+      distill::fail(origin, ": optimiser entry 'optimizer.", item.key(), "' names parameter ", i, " of group ", g,
+                            ", which this run's optimiser does not have (", groups.size(), " groups)");
+    per_parameter[{g, i}][field] = item.value();
+  }
+  const bool adamw = dynamic_cast<torch::optim::AdamW*>(&optimizer) != nullptr;
+  const bool sgd = dynamic_cast<torch::optim::SGD*>(&optimizer) != nullptr;
+  if (!adamw && !sgd) distill::fail(origin, ": cannot restore the state of this optimiser (distill restores SGD's and AdamW's)");
+  auto& states = optimizer.state();
+  states.clear();
+  for (auto& [where, fields] : per_parameter) {
+    const auto& parameter = groups[where.first].params()[where.second];
+    auto tensor = [&](const std::string& field, bool required) -> torch::Tensor {
+      auto it = fields.find(field);
+      if (it == fields.end()) {
+        if (required)
+          distill::fail(origin, ": optimiser entry 'optimizer.", where.first, ".", where.second, ".", field, "' is missing");
+        return {};
+      }
+      auto value = it->second;
+      fields.erase(it);
+      if (field == "step") {
+        if (value.numel() != 1) distill::fail(origin, ": optimiser step count is not a number");
+        return value;
+      }
+      if (value.sizes() != parameter.sizes() || !value.is_floating_point())
+        distill::fail(origin, ": optimiser entry 'optimizer.", where.first, ".", where.second, ".", field, "' is ",
+                              value.scalar_type(), " ", value.sizes(), " but its parameter is ", parameter.sizes());
+      return value.to(parameter.options()).clone();
+    };
+    std::unique_ptr<torch::optim::OptimizerParamState> state;
+    if (sgd) {
+      auto s = std::make_unique<torch::optim::SGDParamState>();
+      s->momentum_buffer(tensor("momentum_buffer", true));
+      state = std::move(s);
+    } else {
+      auto s = std::make_unique<torch::optim::AdamWParamState>();
+      const double step = tensor("step", true).item<double>();
+      if (!(step >= 0 && step < 9e15) || step != std::floor(step))
+        distill::fail(origin, ": optimiser step count ", step, " is not a count");
+      s->step(static_cast<int64_t>(step));
+      s->exp_avg(tensor("exp_avg", true));
+      s->exp_avg_sq(tensor("exp_avg_sq", true));
+      s->max_exp_avg_sq(tensor("max_exp_avg_sq", false));
+      state = std::move(s);
+    }
+    if (!fields.empty())
+      distill::fail(origin, ": optimiser entry 'optimizer.", where.first, ".", where.second, ".", fields.begin()->first,
+                            "' is not part of this optimiser's state");
+    states[detail::state_key<decltype(states)>(parameter)] = std::move(state);
+  }
+}
+
+/// Writes a checkpoint: "model.*" and "loss.*" (parameters and buffers), "optimizer.*" (its
+/// per-parameter state as tensors, see optimizer_state()), "rng.cpu" / "rng.cuda", "meta.*" (epoch, step, best metric, loss scale),
+/// and the `extra` entries (a data-parallel run's other ranks' RNG states).
+void save_checkpoint(const std::string& path, const DistillationModelImpl& model, const CombinedLossImpl& loss,
+                            torch::optim::Optimizer& optimizer, const TrainState& state,
+                            const GradScaler* scaler, const io::StateDict& extra) {
+  io::StateDict dict;
+  for (const auto& item : extra) dict.insert(item.key(), item.value());
+  detail::add_prefixed(dict, "model.", io::state_dict(model));
+  detail::add_prefixed(dict, "loss.", io::state_dict(loss));
+  detail::add_prefixed(dict, "optimizer.", optimizer_state(optimizer));
+  dict.insert("rng.cpu", detail::rng_state(detail::cpu_generator()));
+  if (torch::cuda::is_available()) dict.insert("rng.cuda", detail::rng_state(detail::cuda_generator()));
+  auto scalar = [](double v) { return torch::tensor(v, torch::kDouble); };
+  dict.insert("meta.epoch", scalar(static_cast<double>(state.epoch)));
+  dict.insert("meta.step", scalar(static_cast<double>(state.step)));
+  dict.insert("meta.best_top1", scalar(state.best_top1));
+  dict.insert("meta.best_epoch", scalar(static_cast<double>(state.best_epoch)));
+  if (scaler) {
+    dict.insert("meta.loss_scale", scalar(scaler->current_scale()));
+    dict.insert("meta.scale_good_steps", scalar(static_cast<double>(scaler->good_steps())));
+    dict.insert("meta.scale_bad_steps", scalar(static_cast<double>(scaler->bad_steps())));
+  }
+  io::write_state_dict(dict, path);
+}
+
+/// Restores everything save_checkpoint wrote; returns the state to continue from. `entries`,
+/// when given, receives the whole file (for entries the caller added).
+TrainState load_checkpoint(const std::string& path, DistillationModelImpl& model, CombinedLossImpl& loss,
+                                  torch::optim::Optimizer& optimizer, GradScaler* scaler, io::StateDict* entries) {
+  const auto dict = io::read_state_dict(path);
+  if (entries) *entries = dict;
+  if (dict.contains("optimizer"))
+    distill::fail(path, ": holds its optimiser state as a serialized TorchScript archive, which can run code "
+                                "when it is read; distill no longer reads such checkpoints (they come from distill "
+                                "before 0.2): resume from its weights instead with -o Global.pretrained_model=", path);
+  for (const char* key : {"rng.cpu", "meta.epoch", "meta.step"})
+    if (!dict.contains(key)) distill::fail(path, ": not a distill training checkpoint (no '", key, "')");
+  io::load_state_dict(model, detail::strip_prefix(dict, "model."), {}, path + " (model)");
+  io::load_state_dict(loss, detail::strip_prefix(dict, "loss."), {}, path + " (loss modules)");
+  load_optimizer_state(optimizer, detail::strip_prefix(dict, "optimizer."), path);
+  detail::set_rng_state(detail::cpu_generator(), dict["rng.cpu"]);
+  if (dict.contains("rng.cuda") && torch::cuda::is_available()) detail::set_rng_state(detail::cuda_generator(), dict["rng.cuda"]);
+  auto number = [&](const char* key) { return dict[key].item<double>(); };
+  if (scaler && dict.contains("meta.loss_scale"))
+    scaler->restore(number("meta.loss_scale"), static_cast<int64_t>(number("meta.scale_good_steps")),
+                    static_cast<int64_t>(number("meta.scale_bad_steps")));
+  TrainState state;
+  state.epoch = static_cast<int64_t>(number("meta.epoch"));
+  state.step = static_cast<int64_t>(number("meta.step"));
+  state.best_top1 = number("meta.best_top1");
+  state.best_epoch = static_cast<int64_t>(number("meta.best_epoch"));
+  return state;
+}
+
+/// Loads weights into a model for evaluation, inference or export, from a training
+/// checkpoint, a state dict of the whole DistillationModel, or a state dict of its
+/// infer_model_name model alone (e.g. an exported student).
+void load_model_weights(DistillationModelImpl& model, const std::string& path) {
+  const auto dict = io::read_state_dict(path);
+  if (dict.contains("meta.epoch")) {
+    io::load_state_dict(model, detail::strip_prefix(dict, "model."), {}, path + " (model)");
+    return;
+  }
+  const std::string prefix = model.infer_model_name() + ".";
+  bool whole = false;
+  for (const auto& item : dict) whole = whole || item.key().rfind(prefix, 0) == 0;
+  if (whole) io::load_state_dict(model, dict, {}, path);
+  else io::load_state_dict(*model.infer_model(), dict, {}, path);
+}
+
+torch::Tensor cpu_rng_state() { return detail::rng_state(detail::cpu_generator()); }
+void set_cpu_rng_state(const torch::Tensor& state) { detail::set_rng_state(detail::cpu_generator(), state); }
+
+// ---------------------------------------------------------------- progress
+
+std::string format_duration(double seconds) {
+  if (!(seconds >= 0) || seconds > 1e7) return "?";
+  const auto s = static_cast<int64_t>(seconds + 0.5);
+  if (s >= 3600) return fmt::format("{}h{:02}m", s / 3600, (s % 3600) / 60);
+  if (s >= 60) return fmt::format("{}m{:02}s", s / 60, s % 60);
+  return fmt::format("{}s", s);
+}
+
+Progress::Progress(std::ostream& out, bool terminal, const std::string& jsonl_path) : out_(out), terminal_(terminal) {
+  if (!jsonl_path.empty()) {
+    jsonl_.open(jsonl_path, std::ios::app);
+    if (!jsonl_) fail_at(jsonl_path, "cannot write the metrics log");
+  }
+}
+
+bool Progress::stdout_is_terminal() { return isatty(fileno(stdout)) != 0; }
+
+void Progress::train_step(int64_t epoch, int64_t epochs, int64_t step, int64_t steps, int64_t global_step,
+                          const std::vector<std::pair<std::string, double>>& terms, double lr, double images_per_second,
+                          double eta_seconds) {
+  std::string line = fmt::format("epoch {}/{} step {}/{}", epoch, epochs, step, steps);
+  json record{{"type", "train"}, {"epoch", epoch}, {"step", step}, {"global_step", global_step}};
+  for (const auto& [name, value] : terms) {
+    line += fmt::format(" | {} {:.4f}", name, value);
+    record[name] = value;
+  }
+  line += fmt::format(" | lr {:.5f} | {:.1f} img/s | ETA {}", lr, images_per_second, format_duration(eta_seconds));
+  record["lr"] = lr;
+  record["images_per_second"] = images_per_second;
+  for (const auto& [name, value] : terms)
+    if (name == "loss") loss_curve_.emplace_back(static_cast<double>(global_step), value);
+  write(line, record.dump(), /*transient=*/true);
+}
+
+void Progress::evaluation(int64_t epoch, const std::vector<std::pair<std::string, double>>& metrics, bool best) {
+  std::string line = fmt::format("eval epoch {}", epoch);
+  json record{{"type", "eval"}, {"epoch", epoch}, {"best", best}};
+  for (const auto& [name, value] : metrics) {
+    line += fmt::format(" | {} {:.4f}", name, value);
+    record[name] = value;
+    if (name == "top1") top1_curve_.emplace_back(static_cast<double>(epoch), value);
+  }
+  write(line + (best ? " (best)" : ""), record.dump(), /*transient=*/false);
+}
+
+void Progress::message(const std::string& text) {
+  end_transient();
+  out_ << text << '\n' << std::flush;
+}
+
+namespace {
+std::string escape(const std::string& s) {
+  std::string out;
+  for (char c : s) out += c == '<' ? "&lt;" : c == '>' ? "&gt;" : c == '&' ? "&amp;" : std::string(1, c);
+  return out;
+}
+
+void plot(std::ostream& svg, const std::vector<std::pair<double, double>>& points, int left, const char* label,
+          const char* axis, int width, int height, int pad) {
+  const int top = 40, bottom = height - pad;
+  svg << "<text x='" << left + width / 2 << "' y='" << top - 6 << "' text-anchor='middle'>" << label << "</text>\n";
+  svg << "<rect x='" << left + pad << "' y='" << top << "' width='" << width - pad << "' height='" << bottom - top
+      << "' fill='none' stroke='#888'/>\n";
+  svg << "<text x='" << left + pad + (width - pad) / 2 << "' y='" << height - 15 << "' text-anchor='middle'>" << axis
+      << "</text>\n";
+  if (points.empty()) return;
+  double x0 = points.front().first, x1 = x0, y0 = points.front().second, y1 = y0;
+  for (const auto& [x, y] : points) {
+    x0 = std::min(x0, x), x1 = std::max(x1, x), y0 = std::min(y0, y), y1 = std::max(y1, y);
+  }
+  if (x1 == x0) x1 = x0 + 1;
+  if (y1 == y0) y1 = y0 + 1;
+  auto px = [&](double x) { return left + pad + (x - x0) / (x1 - x0) * (width - pad); };
+  auto py = [&](double y) { return bottom - (y - y0) / (y1 - y0) * (bottom - top); };
+  svg << "<polyline fill='none' stroke='#1f77b4' stroke-width='1.5' points='";
+  for (const auto& [x, y] : points) svg << fmt::format("{:.1f},{:.1f} ", px(x), py(y));
+  svg << "'/>\n";
+  for (const auto& [value, y] : {std::pair{y0, py(y0)}, std::pair{y1, py(y1)}})
+    svg << "<text x='" << left + pad - 4 << "' y='" << y + 4 << "' text-anchor='end'>" << fmt::format("{:.3g}", value)
+        << "</text>\n";
+  for (const auto& [value, x] : {std::pair{x0, px(x0)}, std::pair{x1, px(x1)}})
+    svg << "<text x='" << x << "' y='" << bottom + 15 << "' text-anchor='middle'>" << fmt::format("{:.0f}", value)
+        << "</text>\n";
+}
+}  // namespace
+
+void Progress::write_svg(const std::string& path, const std::string& title) const {
+  std::ostringstream svg;
+  const int width = 900, height = 360, panel = 420, pad = 50;
+  svg << "<svg xmlns='http://www.w3.org/2000/svg' width='" << width << "' height='" << height
+      << "' font-family='sans-serif' font-size='12'>\n<rect width='100%' height='100%' fill='white'/>\n"
+      << "<text x='" << width / 2 << "' y='20' text-anchor='middle' font-size='14'>" << escape(title) << "</text>\n";
+  plot(svg, loss_curve_, 10, "training loss (total)", "step", panel, height, pad);
+  plot(svg, top1_curve_, 10 + panel + 40, "evaluation top-1", "epoch", panel, height, pad);
+  svg << "</svg>\n";
+  std::ofstream file(path);
+  file << svg.str();
+  if (!file) fail_at(path, "cannot write the plot");
+}
+
+void Progress::write(const std::string& line, const std::string& record, bool transient) {
+  if (jsonl_.is_open()) jsonl_ << record << '\n' << std::flush;
+  if (terminal_ && transient) {
+    out_ << '\r' << line << "\033[K" << std::flush;
+    transient_open_ = true;
+  } else {
+    end_transient();
+    out_ << line << '\n' << std::flush;
+  }
+}
+
+void Progress::end_transient() {
+  if (transient_open_) out_ << '\n';
+  transient_open_ = false;
+}
+
+// ---------------------------------------------------------------- optimisers and schedules
+
+LRSchedule make_schedule(const ScheduleOptions& o, const std::string& where) {
+  const double iters = static_cast<double>(std::max<int64_t>(o.iters_per_epoch(), 1));
+  const double total = static_cast<double>(std::max<int64_t>(o.epochs(), 1)) * iters;
+  const double base = o.learning_rate(), warmup = o.warmup_epochs() * iters;
+  if (!(base >= 0) || !std::isfinite(base)) fail_at(where, "learning_rate must be a finite number >= 0, got ", base);
+  if (!(warmup >= 0) || !std::isfinite(warmup)) fail_at(where, "warmup_epoch must be a finite number >= 0, got ", o.warmup_epochs());
+  if (o.decay() == Decay::piecewise && o.values().size() != o.boundaries().size() + 1)
+    fail_at(where, "Piecewise needs one value more than decay_epochs (", o.boundaries().size() + 1, "), got ", o.values().size());
+  if (o.decay() == Decay::multistep && !(o.gamma() >= 0 && o.gamma() <= 1))
+    fail_at(where, "gamma must be in [0, 1] (a larger factor would grow the rate), got ", o.gamma());
+  for (double v : o.values())
+    if (!(v >= 0) || !std::isfinite(v)) fail_at(where, "learning rates must be finite numbers >= 0, got ", v);
+  return [o, iters, total, base, warmup](int64_t iteration) {
+    const double i = static_cast<double>(iteration);
+    if (i < warmup) return base * i / warmup;  // linear from 0 (Paddle's LinearWarmup)
+    const double epoch = i / iters;
+    switch (o.decay()) {
+      case Decay::cosine: {
+        const double t = i - warmup, span = total - warmup;
+        return span <= 0 ? base : 0.5 * base * (1 + std::cos(M_PI * std::min(t, span) / span));
+      }
+      case Decay::piecewise: {
+        size_t k = 0;
+        while (k < o.boundaries().size() && epoch >= o.boundaries()[k]) ++k;
+        return o.values()[k];
+      }
+      case Decay::multistep: {
+        double rate = base;
+        for (double m : o.boundaries())
+          if (epoch >= m) rate *= o.gamma();
+        return rate;
+      }
+      case Decay::constant: break;
+    }
+    return base;
+  };
+}
+
+namespace {
+void check_decay(const std::string& where, double decay) {
+  if (!(decay >= 0) || !std::isfinite(decay)) fail_at(where, "weight decay must be a finite number >= 0, got ", decay);
+}
+}  // namespace
+
+std::unique_ptr<torch::optim::Optimizer> make_momentum(const ParameterGroups& groups, const MomentumOptions& o,
+                                                       const std::string& where) {
+  if (!(o.momentum() >= 0 && o.momentum() < 1)) fail_at(where, "momentum must be in [0, 1), got ", o.momentum());
+  check_decay(where, o.weight_decay());
+  auto options = [&](double decay) {
+    return std::make_unique<torch::optim::SGDOptions>(
+        torch::optim::SGDOptions(0.0).momentum(o.momentum()).weight_decay(decay).dampening(0).nesterov(false));
+  };
+  std::vector<torch::optim::OptimizerParamGroup> param_groups;
+  param_groups.emplace_back(groups.decay, options(o.weight_decay()));
+  if (!groups.no_decay.empty()) param_groups.emplace_back(groups.no_decay, options(0.0));
+  return std::make_unique<torch::optim::SGD>(param_groups, torch::optim::SGDOptions(0.0).momentum(o.momentum()));
+}
+
+std::unique_ptr<torch::optim::Optimizer> make_adamw(const ParameterGroups& groups, const AdamWOptions& o,
+                                                    const std::string& where) {
+  for (double beta : {o.beta1(), o.beta2()})
+    if (!(beta >= 0 && beta < 1)) fail_at(where, "beta1 and beta2 must be in [0, 1), got ", beta);
+  if (!(o.epsilon() > 0) || !std::isfinite(o.epsilon())) fail_at(where, "epsilon must be a positive number, got ", o.epsilon());
+  check_decay(where, o.weight_decay());
+  std::vector<torch::Tensor> decay, no_decay = groups.no_decay;
+  for (const auto& p : groups.decay) (o.one_dim_param_no_weight_decay() && p.dim() <= 1 ? no_decay : decay).push_back(p);
+  auto options = [&](double wd) {
+    return std::make_unique<torch::optim::AdamWOptions>(torch::optim::AdamWOptions(0.0)
+                                                            .betas(std::make_tuple(o.beta1(), o.beta2()))
+                                                            .eps(o.epsilon())
+                                                            .weight_decay(wd)
+                                                            .amsgrad(o.amsgrad()));
+  };
+  std::vector<torch::optim::OptimizerParamGroup> param_groups;
+  if (!decay.empty()) param_groups.emplace_back(decay, options(o.weight_decay()));
+  if (!no_decay.empty()) param_groups.emplace_back(no_decay, options(0.0));
+  if (param_groups.empty()) fail_at(where, "there are no parameters to train");
+  return std::make_unique<torch::optim::AdamW>(param_groups, *options(o.weight_decay()));
+}
+
+void set_learning_rate(torch::optim::Optimizer& optimizer, double lr) {
+  for (auto& group : optimizer.param_groups()) group.options().set_lr(lr);
+}
+
+std::vector<int64_t> topk_correct(const torch::Tensor& logits, const torch::Tensor& labels, const std::vector<int64_t>& ks) {
+  const int64_t kmax = std::min<int64_t>(*std::max_element(ks.begin(), ks.end()), logits.size(1));
+  auto top = std::get<1>(logits.topk(kmax, 1));
+  auto hit = top.eq(labels.reshape({-1, 1}));
+  std::vector<int64_t> correct;
+  for (int64_t k : ks) correct.push_back(hit.slice(1, 0, std::min(k, kmax)).any(1).sum().item<int64_t>());
+  return correct;
+}
+
+// ---------------------------------------------------------------- recipe: optimisers and schedules
+
+Registry<OptimizerReader>& optimizer_registry() {
+  static Registry<OptimizerReader> registry = [] {
+    Registry<OptimizerReader> r("optimizer");
+    // Momentum: weight decay from `weight_decay: <float>` or `regularizer: {name: L2, coeff}`.
+    r.add("Momentum", [](const Reader& s) -> OptimizerFactory {
+      MomentumOptions o;
+      o.momentum(s.get<double>("momentum", o.momentum()));
+      if (s.get<bool>("use_nesterov", false)) fail_at(s.path_of("use_nesterov"), "not supported");
+      if (s.has("weight_decay") && s.has("regularizer")) fail_at(s.path(), "give weight_decay or regularizer, not both");
+      o.weight_decay(s.get<double>("weight_decay", 0.0));
+      if (s.has("regularizer")) {
+        Reader reg = s.section("regularizer");
+        if (reg.get<std::string>("name") != "L2") fail_at(reg.path_of("name"), "only L2 (coupled decay) is supported");
+        o.weight_decay(reg.get<double>("coeff"));
+        reg.done();
+      }
+      s.use("regularizer");
+      const std::string where = s.path();
+      return [o, where](const ParameterGroups& groups) { return make_momentum(groups, o, where); };
+    });
+    // AdamW (decoupled decay); PaddleClas's keys.
+    r.add("AdamW", [](const Reader& s) -> OptimizerFactory {
+      AdamWOptions o;
+      o.beta1(s.get<double>("beta1", o.beta1())).beta2(s.get<double>("beta2", o.beta2()));
+      o.epsilon(s.get<double>("epsilon", o.epsilon())).weight_decay(s.get<double>("weight_decay", o.weight_decay()));
+      o.amsgrad(s.get<bool>("amsgrad", false));
+      o.one_dim_param_no_weight_decay(s.get<bool>("one_dim_param_no_weight_decay", false));
+      if (s.has("no_weight_decay_name"))
+        fail_at(s.path_of("no_weight_decay_name"),
+                "not supported (parameters are grouped by model, not by name); use one_dim_param_no_weight_decay");
+      s.use("no_weight_decay_name");
+      const std::string where = s.path();
+      return [o, where](const ParameterGroups& groups) { return make_adamw(groups, o, where); };
+    });
+    return r;
+  }();
+  return registry;
+}
+
+Registry<ScheduleReader>& schedule_registry() {
+  static Registry<ScheduleReader> registry = [] {
+    Registry<ScheduleReader> r("schedule");
+    // Every schedule: learning_rate, warmup_epoch; the reference's `step_each_epoch` is
+    // replaced, as there, by the real number of steps per epoch (docs/reference.md §7.17).
+    auto frame = [](const Reader& s, Decay decay) {
+      s.ignore("step_each_epoch", "replaced by the real number of steps per epoch, as in the reference");
+      s.ignore("last_epoch", "resuming restores the step from the checkpoint");
+      return ScheduleOptions().decay(decay).learning_rate(s.get<double>("learning_rate")).warmup_epochs(
+          s.get<double>("warmup_epoch", 0.0));
+    };
+    auto make = [](ScheduleOptions o, std::string where) -> ScheduleFactory {
+      return [o, where](int64_t epochs, int64_t steps) {
+        return make_schedule(ScheduleOptions(o).epochs(epochs).iters_per_epoch(steps), where);
+      };
+    };
+    r.add("Cosine", [=](const Reader& s) { return make(frame(s, Decay::cosine), s.path()); });
+    r.add("Constant", [=](const Reader& s) { return make(frame(s, Decay::constant), s.path()); });
+    r.add("Piecewise", [=](const Reader& s) {
+      auto o = frame(s, Decay::piecewise);
+      o.boundaries(s.get<std::vector<double>>("decay_epochs")).values(s.get<std::vector<double>>("values"));
+      if (o.values().size() != o.boundaries().size() + 1)
+        fail_at(s.path_of("values"), "needs one value more than decay_epochs (", o.boundaries().size() + 1, "), got ",
+                o.values().size());
+      return make(o, s.path());
+    });
+    r.add("MultiStepDecay", [=](const Reader& s) {
+      auto o = frame(s, Decay::multistep);
+      o.boundaries(s.get<std::vector<double>>("milestones")).gamma(s.get<double>("gamma", 0.1));
+      return make(o, s.path());
+    });
+    return r;
+  }();
+  return registry;
+}
+
+namespace {
+OptimizerFactory read_optimizer(const Reader& section) {
+  const auto name = section.get<std::string>("name");
+  auto factory = optimizer_registry().at(name, section.path_of("name"))(section);
+  section.use("lr");  // the schedule's
+  section.done();
+  return factory;
+}
+ScheduleFactory read_schedule(const Reader& section) {
+  const auto name = section.get<std::string>("name");
+  auto factory = schedule_registry().at(name, section.path_of("name"))(section);
+  section.done();
+  return factory;
+}
+}  // namespace
+
+std::unique_ptr<torch::optim::Optimizer> make_optimizer(const json& section, const std::string& path,
+                                                        const ParameterGroups& groups) {
+  return read_optimizer(Reader(section, path))(groups);
+}
+
+LRSchedule make_schedule(const json& section, const std::string& path, int64_t epochs, int64_t steps_per_epoch) {
+  return read_schedule(Reader(section, path))(epochs, steps_per_epoch);
+}
+
+// ---------------------------------------------------------------- recipe: TrainerOptions
+
+const std::map<std::string, std::string>& ignored_keys() {
+  static const std::map<std::string, std::string> keys{
+      {"Global.image_shape", "the input shape the reference exports with; distill traces nothing from it"},
+      {"Global.save_inference_dir", "where the reference writes its inference model; distill export takes --out"},
+      {"Global.to_static", "Paddle's dynamic-to-static compilation; libtorch runs eagerly"},
+      {"AMP.use_promote", "Paddle's O2 promotion switch; distill supports O1 (autocast) only"},
+      {"DataLoader.*.loader.use_shared_memory", "Paddle's worker processes share memory; distill's loader uses threads"},
+      {"Optimizer.lr.step_each_epoch", "replaced by the real number of steps per epoch, as in the reference"},
+      {"Optimizer.lr.last_epoch", "resuming restores the step from the checkpoint"},
+      {"Metric.*.feature_key", "the metric reads the evaluated model's logits"},
+      {"Infer", "read by distill infer"},
+      {"PostProcess", "read by distill infer"}};
+  return keys;
+}
+
+namespace {
+const char* why_ignored(const std::string& key) {
+  const auto& keys = ignored_keys();
+  auto it = keys.find(key);
+  return it == keys.end() ? "" : it->second.c_str();
+}
+
+void read_global(const Reader& g, TrainerOptions& o) {
+  o.epochs(g.get<int64_t>("epochs"));
+  if (o.epochs() < 1) fail_at(g.path_of("epochs"), "must be >= 1");
+  o.output_dir(g.get<std::string>("output_dir", "./output"));
+  if (o.output_dir().empty()) fail_at(g.path_of("output_dir"), "must not be empty");
+  const auto device = g.get<std::string>("device", "cpu");
+  if (device == "gpu" || device == "cuda") {
+    if (!torch::cuda::is_available())
+      fail_at(g.path_of("device"), "\"", device, "\" asked for, but libtorch sees no CUDA device; use \"cpu\"");
+    o.device(torch::Device(torch::kCUDA, 0));
+  } else if (device != "cpu") {
+    fail_at(g.path_of("device"), "expected \"cpu\" or \"gpu\", got \"", device, "\"");
+  }
+  o.seed(g.get<int64_t>("seed", 0));
+  auto positive = [&](const char* key, int64_t fallback) {
+    const auto value = g.get<int64_t>(key, fallback);
+    if (value < 1) fail_at(g.path_of(key), "must be >= 1, got ", value);
+    return value;
+  };
+  o.save_interval(positive("save_interval", 1));
+  o.eval_during_train(g.get<bool>("eval_during_train", true));
+  o.eval_interval(positive("eval_interval", 1));
+  o.print_batch_step(positive("print_batch_step", 10));
+  o.update_freq(positive("update_freq", 1));
+  o.checkpoints(g.get<std::string>("checkpoints", ""));
+  o.pretrained_model(g.get<std::string>("pretrained_model", ""));
+  if (g.get<bool>("use_visualdl", false))
+    fail_at(g.path_of("use_visualdl"), "VisualDL is not available; progress goes to metrics.jsonl and training.svg");
+  for (const char* key : {"image_shape", "save_inference_dir", "to_static"})
+    g.ignore(key, why_ignored(std::string("Global.") + key));
+  g.done();
+}
+
+void read_amp(const Reader& a, TrainerOptions& o) {
+  o.amp(a.get<bool>("use_amp", true));
+  const auto dtype = a.get<std::string>("dtype", "float16");
+  if (dtype != "float16" && dtype != "bfloat16") fail_at(a.path_of("dtype"), "expected \"float16\" or \"bfloat16\", got \"", dtype, "\"");
+  o.amp_dtype(dtype == "bfloat16" ? torch::kBFloat16 : torch::kHalf);
+  if (a.get<std::string>("level", "O1") != "O1") fail_at(a.path_of("level"), "only O1 (autocast) is supported");
+  o.amp_eval(a.get<bool>("use_fp16_test", false));
+  o.loss_scale(a.get<double>("scale_loss", 128.0));
+  if (!(o.loss_scale() > 0) || !std::isfinite(o.loss_scale())) fail_at(a.path_of("scale_loss"), "must be a positive number");
+  o.dynamic_loss_scaling(a.get<bool>("use_dynamic_loss_scaling", true));
+  a.ignore("use_promote", why_ignored("AMP.use_promote"));
+  a.done();
+  if (o.amp() && !o.device().is_cuda() && o.amp_dtype() == torch::kHalf)
+    fail_at(a.path(), "float16 mixed precision needs a CUDA device; on the CPU set AMP.dtype=bfloat16 or AMP.use_amp=false");
+}
+
+void read_metric(const Reader& m, TrainerOptions& o) {
+  for (const char* phase : {"Train", "Eval"}) {
+    const json* list = m.use(phase);
+    if (!list || list->is_null()) continue;
+    if (!list->is_array()) fail_at(m.path_of(phase), "expected a list of metrics");
+    for (size_t i = 0; i < list->size(); ++i) {
+      const std::string at = m.path_of(phase) + "[" + std::to_string(i) + "]";
+      auto [name, options] = config::detail::single_entry((*list)[i], at);
+      if (name != "DistillationTopkAcc" && name != "TopkAcc")
+        fail_at(at, "unknown metric '", name, "'; known: DistillationTopkAcc, TopkAcc");
+      Reader r(options->is_null() ? json::object() : *options, at + "." + name);
+      auto ks = r.get<std::vector<int64_t>>("topk", {1, 5});
+      auto key = r.get<std::string>("model_key", "");
+      r.ignore("feature_key", why_ignored("Metric.*.feature_key"));
+      r.done();
+      if (ks.empty() || *std::min_element(ks.begin(), ks.end()) < 1) fail_at(r.path_of("topk"), "expected positive values");
+      if (std::string(phase) == "Eval") o.topk(ks).metric_model(key);
+    }
+  }
+  m.done();
+}
+
+void read_loader(const Reader& loaders, const char* phase, bool training, TrainerOptions& o) {
+  Reader section = loaders.section(phase);
+  auto dataset = data::make_dataset(section.raw("dataset"), section.path_of("dataset"));
+  Reader sampler = section.section("sampler");
+  const auto name = sampler.get<std::string>("name", "DistributedBatchSampler");
+  if (name != "DistributedBatchSampler" && name != "BatchSampler")
+    fail_at(sampler.path_of("name"), "expected DistributedBatchSampler or BatchSampler");
+  auto options = data::LoaderOptions()
+                     .batch_size(sampler.get<int64_t>("batch_size"))
+                     .drop_last(sampler.get<bool>("drop_last", false))
+                     .shuffle(sampler.get<bool>("shuffle", training));
+  if (options.batch_size() < 1) fail_at(sampler.path_of("batch_size"), "must be >= 1, got ", options.batch_size());
+  sampler.done();
+  if (section.has("loader")) {
+    Reader loader = section.section("loader");
+    options.num_workers(loader.get<int64_t>("num_workers", 2));
+    if (options.num_workers() < 0) fail_at(loader.path_of("num_workers"), "must be >= 0");
+    loader.ignore("use_shared_memory", why_ignored("DataLoader.*.loader.use_shared_memory"));
+    loader.done();
+  }
+  section.use("loader");
+  section.done();
+  if (training) o.train_data(dataset).train_loader(options);
+  else o.eval_data(dataset).eval_loader(options);
+}
+}  // namespace
+
+TrainerOptions trainer_options(const json& recipe) {
+  Reader root(recipe, "recipe");
+  // Sections are named from the top ("Global.epochs"), as recipes are written.
+  auto section = [&](const char* key) { return Reader(root.raw(key), key); };
+  TrainerOptions o;
+  read_global(section("Global"), o);
+  if (root.has("AMP")) read_amp(section("AMP"), o);
+  root.use("AMP");
+  if (root.has("Metric")) read_metric(section("Metric"), o);
+  root.use("Metric");
+  Reader optimizer = section("Optimizer");
+  o.optimizer(read_optimizer(optimizer));
+  o.schedule(read_schedule(optimizer.section("lr")));
+  Reader loaders = section("DataLoader");
+  read_loader(loaders, "Train", /*training=*/true, o);
+  if (loaders.has("Eval")) read_loader(loaders, "Eval", /*training=*/false, o);
+  loaders.use("Eval");
+  loaders.done();
+  root.use("Arch"), root.use("Loss");  // config::build_model and config::build_loss read them
+  for (const char* key : {"Infer", "PostProcess"}) root.ignore(key, why_ignored(key));
+  root.done();
+  return o;
+}
+
+// ---------------------------------------------------------------- the Trainer
+
+struct Trainer::Impl {
+  Impl(TrainerOptions options, std::shared_ptr<DistillationModelImpl> model, std::shared_ptr<CombinedLossImpl> loss,
+       std::shared_ptr<CombinedLossImpl> eval_loss, std::ostream& out)
+      : o(std::move(options)), out(out), model(std::move(model)), loss(std::move(loss)), eval_loss(std::move(eval_loss)) {
+    if (!this->model) fail("Trainer: no model");
+    if (!this->loss) fail("Trainer: no training loss");
+    if (!o.optimizer() || !o.schedule()) fail("Trainer: TrainerOptions needs an optimizer and a schedule");
+    if (!o.train_data()) fail("Trainer: TrainerOptions needs training data");
+    if (o.epochs() < 1) fail("Trainer: epochs must be >= 1, got ", o.epochs());
+    if (o.amp() && !o.device().is_cuda() && o.amp_dtype() == torch::kHalf)
+      fail("AMP: float16 mixed precision needs a CUDA device; on the CPU set AMP.dtype=bfloat16 or AMP.use_amp=false");
+    group = ProcessGroup::world();
+    device = o.device();
+    if (group && device.is_cuda()) device = torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(group->local_rank()));
+    metric_model = o.metric_model().empty() ? this->model->infer_model_name() : o.metric_model();
+    with_context("Metric.Eval", [&] { this->model->model(metric_model); });  // must exist
+    this->model->to(device);
+    this->loss->to(device);
+    if (this->eval_loss) this->eval_loss->to(device);
+    if (!o.pretrained_model().empty()) load_model_weights(*this->model, o.pretrained_model());
+    groups = optimizer_parameters(*this->model, *this->loss);
+    optimizer = o.optimizer()(groups);
+    train_loader = make_loader(o.train_data(), o.train_loader(), /*training=*/true);
+    if (o.eval_data()) eval_loader = make_loader(o.eval_data(), o.eval_loader(), /*training=*/false);
+    const int64_t steps_per_epoch =
+        (static_cast<int64_t>(train_loader->batches_per_epoch()) + o.update_freq() - 1) / o.update_freq();
+    schedule = o.schedule()(o.epochs(), steps_per_epoch);
+    if (o.amp() && o.amp_dtype() == torch::kHalf) scaler.emplace(o.loss_scale(), o.dynamic_loss_scaling());
+    if (group) {
+      group->broadcast(synchronised(), "broadcasting rank 0's initial weights");
+      // Each worker its own random stream (dropout, MGD's masks); rank 0 keeps the seed's.
+      if (group->rank() > 0)
+        torch::manual_seed(data::detail::mix(static_cast<uint64_t>(o.seed()) ^ data::detail::mix(group->rank())));
+    }
+  }
+
+  std::unique_ptr<data::DataLoader> make_loader(std::shared_ptr<data::Dataset> dataset, data::LoaderOptions options,
+                                                bool training) {
+    options.seed(static_cast<uint64_t>(o.seed()) + (training ? 0 : 1));
+    if (group) {
+      options.rank(group->rank()).world_size(group->world_size()).pad(training).drop_empty_batches(!training);
+      if (!training && dataset->size() < static_cast<size_t>(group->world_size()))
+        fail("DataLoader.Eval: ", dataset->size(), " samples cannot be shared by ", group->world_size(), " workers");
+    }
+    if (training && dataset->size() == 0) fail("DataLoader.Train: ", dataset->describe(), " has no samples");
+    return std::make_unique<data::DataLoader>(std::move(dataset), options);
+  }
+
+  bool writer() const { return !group || group->rank() == 0; }
+  // What this process prints to: the given stream on rank 0, nothing elsewhere.
+  std::ostream& log() { return writer() ? out : silent; }
+
+  std::vector<torch::Tensor> trainable() const {
+    std::vector<torch::Tensor> params = groups.decay;
+    params.insert(params.end(), groups.no_decay.begin(), groups.no_decay.end());
+    return params;
+  }
+  // What rank 0 broadcasts at the start: the trainable parameters (model and loss) and the
+  // buffers of the models that are not frozen.
+  std::vector<torch::Tensor> synchronised() const {
+    auto tensors = trainable();
+    for (auto& b : buffers()) tensors.push_back(b);
+    return tensors;
+  }
+  std::vector<torch::Tensor> buffers() const {
+    std::vector<torch::Tensor> tensors;
+    for (const auto& member : model->members())
+      if (!member.frozen)
+        for (auto& b : member.model->buffers()) tensors.push_back(b);
+    for (auto& b : loss->buffers()) tensors.push_back(b);
+    return tensors;
+  }
+
+  TrainState train() {
+    if (writer()) std::filesystem::create_directories(o.output_dir());
+    Progress progress(log(), writer() && &out == &std::cout && Progress::stdout_is_terminal(),
+                      writer() ? o.output_dir() + "/metrics.jsonl" : "");
+    TrainState state;
+    if (!o.checkpoints().empty()) state = resume(progress);
+    progress.message(fmt::format("training {} on {}: {} epochs x {} batches of {} on {}{}", model->infer_model_name(),
+                                 train_loader->dataset().describe(), o.epochs(), train_loader->batches_per_epoch(),
+                                 train_loader->options().batch_size(), device.str(),
+                                 group ? fmt::format(" x {} workers", group->world_size()) : ""));
+    const auto run_start = std::chrono::steady_clock::now();
+    const int64_t start_epoch = state.epoch;
+    for (int64_t epoch = state.epoch + 1; epoch <= o.epochs(); ++epoch) {
+      run_epoch(epoch, state, progress, run_start, start_epoch);
+      state.epoch = epoch;
+      if (eval_loader && o.eval_during_train() && epoch % o.eval_interval() == 0) {
+        const auto result = evaluate();
+        const bool best = result.top1() > state.best_top1;
+        if (best) {
+          state.best_top1 = result.top1();
+          state.best_epoch = epoch;
+        }
+        progress.evaluation(epoch, Trainer::describe(result), best);
+        if (best) {
+          checkpoint({o.output_dir() + "/best_model.pt"}, state);
+          if (writer()) export_student(o.output_dir() + "/best_model_student.pt");
+        }
+      }
+      std::vector<std::string> paths{o.output_dir() + "/latest.pt"};
+      if (epoch % o.save_interval() == 0) paths.push_back(o.output_dir() + "/epoch_" + std::to_string(epoch) + ".pt");
+      checkpoint(paths, state);
+    }
+    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - run_start).count();
+    progress.message(fmt::format("done: {} epochs in {}; best top-1 {:.4f} at epoch {}; checkpoints in {}", o.epochs(),
+                                 format_duration(seconds), state.best_top1, state.best_epoch, o.output_dir()));
+    if (train_loader->dataset().skipped() > 0)
+      progress.message(fmt::format("skipped {} bad training samples", train_loader->dataset().skipped()));
+    if (writer()) progress.write_svg(o.output_dir() + "/training.svg", model->infer_model_name() + " (" + o.output_dir() + ")");
+    return state;
+  }
+
+  EvalResult evaluate() {
+    if (!eval_loader) fail("Trainer: there is no evaluation data (DataLoader.Eval)");
+    if (group) group->broadcast(buffers(), "copying rank 0's running statistics before evaluation");
+    torch::NoGradGuard no_grad;
+    const bool was_training = model->is_training();
+    model->eval();
+    auto evaluated = model->model(metric_model);
+    EvalResult result;
+    std::vector<int64_t> correct(o.topk().size(), 0);
+    std::vector<std::pair<std::string, double>> sums;
+    eval_loader->start(0);
+    while (auto batch = eval_loader->next()) {
+      auto images = batch->images.to(device), labels = batch->labels.to(device);
+      Features features;
+      {
+        AutocastScope autocast(o.amp() && o.amp_eval(), device, o.amp_dtype());
+        features = evaluated->forward(images);
+      }
+      const int64_t n = labels.size(0);
+      auto hits = topk_correct(features["logits"].to(torch::kFloat), labels, o.topk());
+      for (size_t i = 0; i < hits.size(); ++i) correct[i] += hits[i];
+      if (eval_loss) {
+        auto terms = eval_loss->forward(ModelOutputs{{metric_model, features}}, labels.reshape({-1, 1}));
+        size_t i = 0;
+        for (const auto& [name, value] : terms) {
+          if (sums.size() <= i) sums.emplace_back(name, 0.0);
+          sums[i++].second += value.item<double>() * static_cast<double>(n);
+        }
+      }
+      result.samples += n;
+    }
+    if (was_training) model->train();
+    if (group) reduce(result.samples, correct, sums);
+    for (size_t i = 0; i < o.topk().size(); ++i)
+      result.topk.emplace_back(o.topk()[i], result.samples ? static_cast<double>(correct[i]) / result.samples : 0.0);
+    for (auto& [name, sum] : sums) result.loss_terms.emplace_back(name, result.samples ? sum / result.samples : 0.0);
+    return result;
+  }
+
+  void export_student(const std::string& path) { io::save_state_dict(*model->infer_model(), path); }
+
+  // Sums the evaluation counts and loss sums of all ranks (one all-reduce).
+  void reduce(int64_t& samples, std::vector<int64_t>& counts, std::vector<std::pair<std::string, double>>& sums) {
+    std::vector<double> values{static_cast<double>(samples)};
+    for (int64_t c : counts) values.push_back(static_cast<double>(c));
+    for (const auto& term : sums) values.push_back(term.second);
+    auto totals = torch::tensor(values, torch::kDouble);
+    group->all_reduce_sum(totals, "reducing the evaluation over the ranks");
+    samples = static_cast<int64_t>(totals[0].item<double>());
+    for (size_t i = 0; i < counts.size(); ++i) counts[i] = static_cast<int64_t>(totals[static_cast<int64_t>(1 + i)].item<double>());
+    for (size_t i = 0; i < sums.size(); ++i) sums[i].second = totals[static_cast<int64_t>(1 + counts.size() + i)].item<double>();
+  }
+
+  // Writes the checkpoint files (rank 0). Data parallel: rank 0's running statistics first,
+  // and every rank's RNG state in the file, so that a resume with as many workers continues
+  // each rank's random stream.
+  void checkpoint(const std::vector<std::string>& paths, const TrainState& state) {
+    io::StateDict extra;
+    if (group) {
+      group->broadcast(buffers(), "copying rank 0's running statistics before a checkpoint");
+      const auto states = group->all_gather(cpu_rng_state(), "collecting the RNG states for a checkpoint");
+      for (size_t r = 1; r < states.size(); ++r) extra.insert("rng.cpu.rank" + std::to_string(r), states[r]);
+      extra.insert("meta.world_size", torch::tensor(static_cast<double>(group->world_size()), torch::kDouble));
+    }
+    if (!writer()) return;
+    for (const auto& path : paths) save_checkpoint(path, *model, *loss, *optimizer, state, scaler ? &*scaler : nullptr, extra);
+  }
+
+  TrainState resume(Progress& progress) {
+    io::StateDict entries;
+    const auto& path = o.checkpoints();
+    auto state = load_checkpoint(path, *model, *loss, *optimizer, scaler ? &*scaler : nullptr, &entries);
+    const int64_t written_by = entries.contains("meta.world_size") ? static_cast<int64_t>(entries["meta.world_size"].item<double>()) : 1;
+    const int64_t workers = group ? group->world_size() : 1;
+    if (written_by != workers)
+      fail_at(path, "this checkpoint was written by ", written_by, " worker(s); resume it with as many (this run has ", workers,
+              "), since the batches, the schedule and the random streams depend on it");
+    if (group && group->rank() > 0) {
+      const std::string key = "rng.cpu.rank" + std::to_string(group->rank());
+      if (!entries.contains(key)) fail_at(path, "no '", key, "' entry");
+      set_cpu_rng_state(entries[key]);
+    }
+    progress.message(fmt::format("resumed from {} after epoch {} (step {})", path, state.epoch, state.step));
+    return state;
+  }
+
+  static std::vector<torch::Tensor> values_of(const std::vector<std::pair<std::string, torch::Tensor>>& named) {
+    std::vector<torch::Tensor> values;
+    for (const auto& item : named) values.push_back(item.second);
+    return values;
+  }
+
+  void run_epoch(int64_t epoch, TrainState& state, Progress& progress, std::chrono::steady_clock::time_point run_start,
+                 int64_t start_epoch) {
+    model->train();
+    train_loader->start(epoch);
+    const auto batches = static_cast<int64_t>(train_loader->batches_per_epoch());
+    const auto params = trainable();
+    std::vector<std::pair<std::string, torch::Tensor>> sums;
+    int64_t seen = 0, logged = 0, batch_index = 0, images = 0;
+    auto window_start = std::chrono::steady_clock::now();
+    optimizer->zero_grad();
+    while (auto batch = train_loader->next()) {
+      ++batch_index;
+      auto x = batch->images.to(device), y = batch->labels.to(device).reshape({-1, 1});
+      LossTerms terms;
+      {
+        AutocastScope autocast(o.amp(), device, o.amp_dtype());
+        terms = loss->forward(model->forward(x), y);
+      }
+      const double lr = schedule(state.step);
+      set_learning_rate(*optimizer, lr);
+      auto total = terms["loss"] / static_cast<double>(o.update_freq());
+      (scaler ? scaler->scale(total) : total).backward();
+      if (batch_index % o.update_freq() == 0 || batch_index == batches) {
+        if (group) group->average_gradients(params);
+        if (!scaler || scaler->unscale_and_check(params)) optimizer->step();
+        optimizer->zero_grad();
+        ++state.step;
+      }
+      size_t i = 0;
+      for (const auto& [name, value] : terms) {
+        if (sums.size() <= i)
+          sums.emplace_back(name, torch::zeros({}, torch::TensorOptions().dtype(torch::kDouble).device(device)));
+        sums[i++].second += value.detach().to(torch::kDouble);
+      }
+      ++seen;
+      images += x.size(0);
+      if (batch_index % o.print_batch_step() == 0 || batch_index == batches) {
+        std::vector<std::pair<std::string, double>> means;
+        auto totals = torch::stack(values_of(sums)).cpu();
+        if (group) {
+          group->all_reduce_sum(totals, fmt::format("averaging the logged losses at epoch {}, step {}", epoch, batch_index));
+          totals /= static_cast<double>(group->world_size());
+        }
+        for (size_t t = 0; t < sums.size(); ++t) {
+          means.emplace_back(sums[t].first, totals[static_cast<int64_t>(t)].item<double>() / static_cast<double>(seen - logged));
+          sums[t].second.zero_();
+        }
+        for (const auto& [name, value] : means)
+          if (!std::isfinite(value))
+            fail("training diverged: ", name, " is ", value, " at epoch ", epoch, ", step ", batch_index,
+                 "; the last good checkpoint is ", o.output_dir(), "/latest.pt");
+        const auto now = std::chrono::steady_clock::now();
+        const double window = std::chrono::duration<double>(now - window_start).count();
+        const double elapsed = std::chrono::duration<double>(now - run_start).count();
+        const double done = static_cast<double>((epoch - 1 - start_epoch) * batches + batch_index);
+        const double remaining = static_cast<double>((o.epochs() - start_epoch) * batches) - done;
+        const double all_images = static_cast<double>(images * (group ? group->world_size() : 1));
+        progress.train_step(epoch, o.epochs(), batch_index, batches, state.step, means, lr,
+                            window > 0 ? all_images / window : 0.0, done > 0 ? elapsed / done * remaining : -1);
+        logged = seen;
+        images = 0;
+        window_start = now;
+      }
+    }
+  }
+
+  TrainerOptions o;
+  std::ostream& out;
+  std::ostream silent{nullptr};
+  std::shared_ptr<ProcessGroup> group;
+  std::shared_ptr<DistillationModelImpl> model;
+  std::shared_ptr<CombinedLossImpl> loss, eval_loss;
+  ParameterGroups groups;
+  std::unique_ptr<torch::optim::Optimizer> optimizer;
+  LRSchedule schedule;
+  std::unique_ptr<data::DataLoader> train_loader, eval_loader;
+  std::optional<GradScaler> scaler;
+  torch::Device device = torch::kCPU;
+  std::string metric_model;
+};
+
+namespace {
+// The evaluation loss of a recipe (Loss.Eval), if it has one.
+std::shared_ptr<CombinedLossImpl> eval_loss_of(const json& recipe) {
+  if (!recipe.contains("Loss") || !recipe["Loss"].is_object() || !recipe["Loss"].contains("Eval")) return nullptr;
+  return config::build_loss(recipe["Loss"]["Eval"], "Loss.Eval");
+}
+// The recipe's Loss section may hold only Train and Eval.
+void check_loss_section(const json& recipe) {
+  if (!recipe.contains("Loss")) return;
+  Reader losses(recipe["Loss"], "Loss");
+  losses.use("Train"), losses.use("Eval");
+  losses.done();
+}
+// The recipe's seed, set before its models are built (their initial weights depend on it).
+TrainerOptions seeded(TrainerOptions options) {
+  torch::manual_seed(static_cast<uint64_t>(options.seed()));
+  return options;
+}
+}  // namespace
+
+Trainer::Trainer(TrainerOptions options, std::shared_ptr<DistillationModelImpl> model, std::shared_ptr<CombinedLossImpl> loss,
+                 std::shared_ptr<CombinedLossImpl> eval_loss, std::ostream& out)
+    : impl_(std::make_unique<Impl>(std::move(options), std::move(model), std::move(loss), std::move(eval_loss), out)) {}
+
+Trainer::Trainer(const json& recipe, std::ostream& out) {
+  auto options = seeded(trainer_options(recipe));
+  check_loss_section(recipe);
+  const Reader root(recipe, "recipe");
+  auto model = config::build_model(root.raw("Arch"));
+  auto loss = config::build_loss(Reader(root.raw("Loss"), "Loss").raw("Train"), "Loss.Train");
+  impl_ = std::make_unique<Impl>(std::move(options), std::move(model), std::move(loss), eval_loss_of(recipe), out);
+}
+
+Trainer::Trainer(const json& recipe, std::shared_ptr<DistillationModelImpl> model, std::shared_ptr<CombinedLossImpl> loss,
+                 std::ostream& out) {
+  auto options = seeded(trainer_options(recipe));
+  check_loss_section(recipe);
+  impl_ = std::make_unique<Impl>(std::move(options), std::move(model), std::move(loss), eval_loss_of(recipe), out);
+}
+
+Trainer::~Trainer() = default;
+DistillationModelImpl& Trainer::model() { return *impl_->model; }
+CombinedLossImpl& Trainer::loss() { return *impl_->loss; }
+const std::string& Trainer::output_dir() const { return impl_->o.output_dir(); }
+TrainState Trainer::train() { return impl_->train(); }
+EvalResult Trainer::evaluate() { return impl_->evaluate(); }
+void Trainer::export_student(const std::string& path) { impl_->export_student(path); }
+const std::shared_ptr<ProcessGroup>& Trainer::group() const { return impl_->group; }
+bool Trainer::writer() const { return impl_->writer(); }
+
+std::vector<std::pair<std::string, double>> Trainer::describe(const EvalResult& result) {
+  std::vector<std::pair<std::string, double>> metrics;
+  for (const auto& [k, acc] : result.topk) metrics.emplace_back("top" + std::to_string(k), acc);
+  for (const auto& term : result.loss_terms) metrics.push_back(term);
+  return metrics;
+}
+
+}  // namespace distill::train
