@@ -8,7 +8,7 @@
 //
 // The method itself (models, taps, loss terms) is examples::afd() in examples/methods.hpp.
 
-#include "recipe_common.hpp"
+#include "recipe_program.hpp"
 
 int main(int argc, char** argv) {
   return examples::run(argc, argv, "afd", "AFD: ResNet34 -> ResNet18 (attention-based feature distillation)");

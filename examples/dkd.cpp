@@ -6,7 +6,7 @@
 //
 // The method itself (models, taps, loss terms) is examples::dkd() in examples/methods.hpp.
 
-#include "recipe_common.hpp"
+#include "recipe_program.hpp"
 
 int main(int argc, char** argv) {
   return examples::run(argc, argv, "dkd", "DKD: ResNet34 -> ResNet18 (decoupled knowledge distillation)");

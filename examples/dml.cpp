@@ -6,7 +6,7 @@
 //
 // The method itself (models, taps, loss terms) is examples::dml() in examples/methods.hpp.
 
-#include "recipe_common.hpp"
+#include "recipe_program.hpp"
 
 int main(int argc, char** argv) {
   return examples::run(argc, argv, "dml", "DML: two PPLCNet_x2_5 learning from each other", /*frozen_teacher=*/false);

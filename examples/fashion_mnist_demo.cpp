@@ -19,7 +19,7 @@
 
 #include <fmt/format.h>
 
-#include "distill/distill.hpp"
+#include "distill/config/file.hpp"
 #include "distill/train/progress.hpp"
 #include "distill/train/trainer.hpp"
 

@@ -6,7 +6,7 @@
 //
 // The method itself (models, taps, loss terms) is examples::mgd() in examples/methods.hpp.
 
-#include "recipe_common.hpp"
+#include "recipe_program.hpp"
 
 int main(int argc, char** argv) {
   return examples::run(argc, argv, "mgd", "MGD: ResNet34 -> ResNet18 (masked generative distillation)");

@@ -7,7 +7,7 @@
 //
 // The method itself (models, taps, loss terms) is examples::ssld() in examples/methods.hpp.
 
-#include "recipe_common.hpp"
+#include "recipe_program.hpp"
 
 int main(int argc, char** argv) {
   return examples::run(argc, argv, "ssld", "SSLD: ResNet50_vd -> PPLCNet_x2_5 (label-free distillation)");

@@ -6,7 +6,7 @@
 //
 // The method itself (models, taps, loss terms) is examples::udml() in examples/methods.hpp.
 
-#include "recipe_common.hpp"
+#include "recipe_program.hpp"
 
 int main(int argc, char** argv) {
   return examples::run(argc, argv, "udml", "UDML: DML plus feature distance between two PPLCNet_x2_5", /*frozen_teacher=*/false);

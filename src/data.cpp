@@ -13,7 +13,7 @@
 
 #include "distill/data/image_io.hpp"
 #include "distill/data/loader.hpp"
-#include "distill/train/recipe.hpp"
+#include "distill/data/recipe.hpp"
 
 namespace distill::data {
 

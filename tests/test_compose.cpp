@@ -307,3 +307,67 @@ TEST_CASE("config errors name their JSON path", "[compose][errors]") {
   CHECK(r["Arch"]["models"][0]["Teacher"]["pretrained"] == "weights/x.pth");
   expect_error([&] { config::load_file(std::string(DISTILL_RECIPES) + "/missing.json"); }, {"missing.json", "cannot open"});
 }
+
+// A loss and a backbone defined here, outside include/, each registered with one call.
+namespace user {
+
+/// A ground-truth loss: a hinge on the margin between the target logit and the best other one.
+struct MarginOptions {
+  TORCH_ARG(double, margin) = 1.0;
+};
+void describe(distill::Schema& s, MarginOptions& o) { s.field("margin", o.margin()); }
+struct MarginLossImpl : torch::nn::Module {
+  explicit MarginLossImpl(MarginOptions options = {}) : options(options) {}
+  torch::Tensor forward(const torch::Tensor& logits, const torch::Tensor& labels) {
+    auto target = logits.gather(1, labels.reshape({-1, 1}).to(torch::kLong));
+    auto others = logits.scatter(1, labels.reshape({-1, 1}).to(torch::kLong), -1e9).amax(1, true);
+    return (options.margin() - target + others).clamp_min(0).mean();
+  }
+  MarginOptions options;
+};
+TORCH_MODULE(MarginLoss);
+
+struct WideNetOptions {
+  TORCH_ARG(int64_t, width) = 4;
+};
+void describe(distill::Schema& s, WideNetOptions& o) { s.field("width", o.width()); }
+struct WideNetImpl : distill::Backbone {
+  explicit WideNetImpl(WideNetOptions o) {
+    stem = register_module("stem", torch::nn::Conv2d(3, o.width(), 3));
+    fc = register_module("fc", torch::nn::Linear(o.width(), 10));
+  }
+  std::string name() const override { return "WideNet"; }
+  torch::Tensor forward_logits(const torch::Tensor& x) override { return call(fc, call(stem, x).mean({2, 3})); }
+  torch::nn::Conv2d stem{nullptr};
+  torch::nn::Linear fc{nullptr};
+};
+
+}  // namespace user
+
+TEST_CASE("a loss and a backbone registered from outside the library work in recipes", "[compose][extension]") {
+  distill::register_loss<user::MarginLoss>("MarginLoss", user::MarginOptions(), distill::LossTraits{"margin", /*ground_truth=*/true});
+  distill::models::register_backbone<user::WideNetImpl>("WideNet", user::WideNetOptions());
+  auto model = config::build_model(json::parse(R"({"name": "DistillationModel", "models": [
+      {"Teacher": {"name": "WideNet", "width": 6, "return_patterns": ["stem"]}}, {"Student": {"name": "WideNet"}}]})"));
+  CHECK(model->model("Teacher")->named_parameters()["stem.weight"].size(0) == 6);
+  CHECK(model->model("Student")->named_parameters()["stem.weight"].size(0) == 4);
+  auto loss = config::build_loss(json::parse(R"([
+      {"MarginLoss": {"weight": 1.0, "margin": 2.0}},
+      {"DistillationGTMarginLoss": {"weight": 0.5, "model_names": ["Teacher"], "name": "hinge"}}])"));
+  auto outputs = model->forward(torch::randn({3, 3, 8, 8}));
+  CHECK(outputs["Teacher"].keys() == std::vector<std::string>{"logits", "stem"});
+  auto labels = torch::tensor({1, 4, 7});
+  auto terms = loss->forward(outputs, labels.reshape({-1, 1}));
+  CHECK(terms.keys() == std::vector<std::string>{"margin_Student", "hinge_Teacher", "loss"});
+  // Directly (ground truth on Student, margin 2) and through the ground-truth wrapper (weight 0.5).
+  // A pair loss is shown by the README's extension example (DistillationCosineLoss).
+  user::MarginLoss direct(user::MarginOptions().margin(2.0));
+  CHECK(terms["margin_Student"].item<double>() == Approx(direct(outputs["Student"]["logits"], labels).item<double>()));
+  user::MarginLoss unit;
+  CHECK(terms["hinge_Teacher"].item<double>() == Approx(0.5 * unit(outputs["Teacher"]["logits"], labels).item<double>()));
+  // Unknown keys of the user's loss and backbone are refused with their paths.
+  expect_error([] { config::build_loss(json::parse(R"([{"MarginLoss": {"weight": 1.0, "margn": 2.0}}])")); },
+               {"Loss.Train[0].MarginLoss.margn", "unknown key", "margin"});
+  expect_error([] { config::create_backbone("WideNet", {{"widht", 3}}, "Arch.models[0].Student"); },
+               {"Arch.models[0].Student.widht", "unknown key", "width"});
+}

@@ -12,7 +12,8 @@
 
 #include <fmt/format.h>
 
-#include "distill/config.hpp"
+#include "distill/compose/models.hpp"
+#include "distill/config/file.hpp"
 #include "distill/train/launch.hpp"
 #include "distill/train/trainer.hpp"
 

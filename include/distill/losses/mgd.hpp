@@ -38,6 +38,7 @@ class MGDLossImpl : public torch::nn::Cloneable<MGDLossImpl> {
                    options.student_channels(), " and teacher_channels ", options.teacher_channels());
     if (!(options.lambda_mgd() >= 0 && options.lambda_mgd() <= 1))
       fail(kLoss, ": lambda_mgd must be in [0, 1], got ", options.lambda_mgd());
+    detail::check_weight(kLoss, "alpha_mgd", options.alpha_mgd());
     namespace nn = torch::nn;
     const int64_t c = options.teacher_channels();
     align = nullptr;

@@ -6,7 +6,8 @@
 
 #include <string>
 
-#include "distill/compose/combined_loss.hpp"
+#include "distill/compose/fwd.hpp"
+#include "distill/core/error.hpp"
 #include "distill/io/state_dict.hpp"
 #include "distill/train/amp.hpp"
 

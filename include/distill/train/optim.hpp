@@ -12,7 +12,7 @@
 
 #include <torch/torch.h>
 
-#include "distill/compose/combined_loss.hpp"
+#include "distill/compose/fwd.hpp"
 
 namespace distill::train {
 

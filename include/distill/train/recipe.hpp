@@ -2,8 +2,8 @@
 // The engine's side of a recipe: Global, AMP, Metric, Optimizer (with its lr) and DataLoader
 // (datasets and transform_ops) in the reference's vocabulary, read into TrainerOptions. Each
 // optimiser, schedule, dataset and transform is registered by name with the keys it reads;
-// config/build.hpp does the same for Arch and Loss. Compiled into distill::engine
-// (src/train.cpp, src/recipe_data.cpp).
+// config/build.hpp does the same for Arch and Loss, data/recipe.hpp for datasets and
+// transforms. Compiled into distill::engine (src/train.cpp).
 
 #include <functional>
 #include <map>
@@ -12,7 +12,7 @@
 
 #include "distill/core/reader.hpp"
 #include "distill/core/registry.hpp"
-#include "distill/data/datasets.hpp"
+#include "distill/data/recipe.hpp"
 #include "distill/train/trainer.hpp"
 
 namespace distill::train {
@@ -46,23 +46,3 @@ std::unique_ptr<torch::optim::Optimizer> make_optimizer(const json& section, con
 LRSchedule make_schedule(const json& section, const std::string& path, int64_t epochs, int64_t steps_per_epoch);
 
 }  // namespace distill::train
-
-namespace distill::data {
-
-/// A transform of a `transform_ops` list, from the keys of its entry.
-using TransformReader = std::function<Transform(const Reader& entry)>;
-/// A dataset of a `dataset` section, with its transforms already made.
-using DatasetReader = std::function<std::shared_ptr<Dataset>(const Reader& section, Pipeline pipeline)>;
-
-/// Transforms by name: DecodeImage, RandCropImage, RandFlipImage, ResizeImage, CropImage,
-/// NormalizeImage, ToCHWImage.
-Registry<TransformReader>& transform_registry();
-/// Datasets by name: ImageNetDataset, FashionMNIST.
-Registry<DatasetReader>& dataset_registry();
-
-/// The reference's transform_ops list (one {Name: {options}} entry per step).
-Pipeline make_pipeline(const json& ops, const std::string& path);
-/// A `dataset` section: {"name": ..., "transform_ops": [...], ...}.
-std::shared_ptr<Dataset> make_dataset(const json& section, const std::string& path);
-
-}  // namespace distill::data

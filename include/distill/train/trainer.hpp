@@ -14,7 +14,7 @@
 
 #include <nlohmann/json_fwd.hpp>
 
-#include "distill/compose/combined_loss.hpp"
+#include "distill/compose/fwd.hpp"
 #include "distill/data/loader.hpp"
 #include "distill/train/checkpoint.hpp"
 #include "distill/train/distributed.hpp"

@@ -1,23 +1,20 @@
-#pragma once
-// What the seven recipe programs share: their command line, and the recipe JSON
-// (examples/recipes/<name>.json) that supplies data, optimiser and schedule. Each program
-// builds its method (models and losses) in C++ (examples/methods.hpp) and hands it to the
-// engine.
-//
-//   <program> --data DIR --teacher FILE [--epochs N] [--batch-size N] [--image-size N]
-//             [--classes N] [--device cpu|gpu] [--workers N] [--threads N] [--no-amp]
-//             [--output DIR] [--nproc N] [-o Dotted.Key=value ...]
+// What the seven recipe programs share (see recipe_program.hpp): their command line, and the
+// recipe JSON (examples/recipes/<name>.json) that supplies data, optimiser and schedule.
+
+#include "recipe_program.hpp"
 
 #include <cmath>
 #include <iostream>
 #include <string>
 #include <vector>
 
+#include "distill/config/file.hpp"
 #include "distill/train/launch.hpp"
 #include "distill/train/trainer.hpp"
 #include "methods.hpp"
 
 namespace examples {
+namespace {
 
 struct Args {
   std::string data, teacher, output, device;
@@ -26,7 +23,7 @@ struct Args {
   std::vector<std::string> overrides;
 };
 
-inline void usage(const char* program, const char* summary) {
+void usage(const char* program, const char* summary) {
   std::cout << summary << "\n\nusage: " << program << R"( --data DIR [--teacher FILE] [options]
 
   --data DIR         ImageNet layout: DIR/train_list.txt, DIR/val_list.txt ("relative/path label"), images below DIR
@@ -47,7 +44,7 @@ inline void usage(const char* program, const char* summary) {
 }
 
 /// An integer option in [lo, 2^31).
-inline int64_t integer(const std::string& option, const std::string& text, int64_t lo) {
+int64_t integer(const std::string& option, const std::string& text, int64_t lo) {
   try {
     size_t used = 0;
     const auto value = std::stoll(text, &used);
@@ -57,7 +54,7 @@ inline int64_t integer(const std::string& option, const std::string& text, int64
   distill::fail("option ", option, ": expected an integer >= ", lo, ", got '", text, "'");
 }
 
-inline Args parse(int argc, char** argv, const char* summary) {
+Args parse(int argc, char** argv, const char* summary) {
   Args a;
   int64_t nproc = 1;
   std::vector<std::string> worker_arguments;
@@ -100,7 +97,7 @@ inline Args parse(int argc, char** argv, const char* summary) {
 }
 
 /// The recipe `name` with the command line applied: data paths, sizes, epochs, device.
-inline nlohmann::json recipe(const std::string& name, const Args& a) {
+nlohmann::json recipe(const std::string& name, const Args& a) {
   auto r = distill::config::load_file(std::string(DISTILL_RECIPE_DIR) + "/" + name + ".json");
   const int64_t resize = static_cast<int64_t>(std::lround(a.image_size * 256.0 / 224.0));
   for (const char* phase : {"Train", "Eval"}) {
@@ -125,14 +122,14 @@ inline nlohmann::json recipe(const std::string& name, const Args& a) {
 }
 
 /// The teacher's weights file, or a warning that the teacher stays untrained (smoke tests).
-inline std::string teacher_weights(const Args& a) {
+std::string teacher_weights(const Args& a) {
   if (a.teacher.empty())
     std::cerr << "warning: no --teacher given; the teacher is untrained, which is only useful to test the pipeline\n";
   return a.teacher;
 }
 
 /// Trains a method on the recipe's data, optimiser and schedule.
-inline int train(const nlohmann::json& recipe, const Method& method) {
+int train(const nlohmann::json& recipe, const Method& method) {
   distill::train::Trainer trainer(recipe, method.model, method.loss);
   trainer.train();
   if (trainer.group()) trainer.group()->finish();
@@ -152,10 +149,12 @@ int guarded(Body&& body) {
   }
 }
 
+}  // namespace
+
 /// A recipe program: the command line, the recipe `name` with it applied, the method of
 /// examples/methods.hpp, and training.
 /// `frozen_teacher`: the method has a pretrained teacher (not DML's peers).
-inline int run(int argc, char** argv, const char* name, const char* summary, bool frozen_teacher = true) {
+int run(int argc, char** argv, const char* name, const char* summary, bool frozen_teacher) {
   return guarded([&] {
     const auto args = parse(argc, argv, summary);
     const Settings settings{args.image_size, args.classes, frozen_teacher ? teacher_weights(args) : ""};
