@@ -7,10 +7,12 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <numeric>
 #include <sstream>
 
+#include "distill/core/limits.hpp"
 #include "distill/data/image_io.hpp"
 #include "distill/data/loader.hpp"
 #include "distill/data/recipe.hpp"
@@ -21,6 +23,9 @@ namespace distill::data {
 
 /// The whole file as bytes; an error names the file.
 std::string read_file(const std::string& path) {
+  std::error_code ec;
+  if (std::filesystem::exists(path, ec) && !std::filesystem::is_regular_file(path, ec))
+    distill::fail(path, ": not a regular file (a directory?)");
   std::ifstream in(path, std::ios::binary);
   if (!in) distill::fail(path, ": cannot open the file");
   std::string bytes((std::istreambuf_iterator<char>(in)), {});
@@ -49,13 +54,20 @@ torch::Tensor decode_jpeg(const std::string& bytes, const std::string& origin) {
   if (bytes.empty() ||
       tjDecompressHeader3(decoder.handle, data, bytes.size(), &width, &height, &subsampling, &colorspace) != 0)
     distill::fail(origin, ": not a JPEG image (", bytes.empty() ? "empty file" : tjGetErrorStr2(decoder.handle), ")");
-  if (width <= 0 || height <= 0 || static_cast<int64_t>(width) * height > (int64_t{1} << 28))
-    distill::fail(origin, ": implausible JPEG size ", width, "x", height);
+  if (width <= 0 || height <= 0) distill::fail(origin, ": implausible JPEG size ", width, "x", height);
+  // The header's size is checked before the pixels are allocated (a few bytes can declare
+  // gigapixels).
+  if (static_cast<int64_t>(width) * height > limits().max_image_pixels)
+    distill::fail(origin, ": a JPEG of ", width, "x", height, " pixels is beyond the limit of ", limits().max_image_pixels,
+                  " pixels (raise it with the environment variable DISTILL_MAX_IMAGE_PIXELS)");
   auto image = torch::empty({height, width, 3}, torch::kUInt8);
-  if (tjDecompress2(decoder.handle, data, bytes.size(), image.data_ptr<uint8_t>(), width, 0, height, TJPF_RGB, 0) !=
-          0 &&
-      tjGetErrorCode(decoder.handle) == TJERR_FATAL)
-    distill::fail(origin, ": corrupt JPEG data (", tjGetErrorStr2(decoder.handle), ")");
+  if (tjDecompress2(decoder.handle, data, bytes.size(), image.data_ptr<uint8_t>(), width, 0, height, TJPF_RGB, 0) != 0) {
+    // Warnings pass (real datasets hold JPEGs with extraneous bytes that every decoder
+    // accepts), except truncation: the missing part would be trained on as flat grey.
+    const std::string message = tjGetErrorStr2(decoder.handle);
+    if (tjGetErrorCode(decoder.handle) == TJERR_FATAL || message.find("Premature end") != std::string::npos)
+      distill::fail(origin, ": corrupt JPEG data (", message, ")");
+  }
   return image;
 }
 
@@ -175,7 +187,7 @@ ImageListDataset::ImageListDataset(std::string image_root, std::string list_file
     const long long value = label.empty() ? -1 : std::strtoll(label.c_str(), &end, 10);
     if (label.empty() || *end != '\0' || value < 0 || (fields >> extra)) {
       if (skip_bad) {
-        ++bad_lines_;
+        if (++bad_lines_ <= 10) bad_line_numbers_.push_back(number);
         continue;
       }
       distill::fail(list_, ":", number, ": expected \"relative/path label\" with a class index >= 0, got \"", line,
@@ -184,6 +196,14 @@ ImageListDataset::ImageListDataset(std::string image_root, std::string list_file
     entries_.push_back({path, value, number});
   }
   if (entries_.empty()) distill::fail(list_, ": the image list has no entries");
+}
+
+std::string ImageListDataset::build_report() const {
+  if (bad_lines_ == 0) return "";
+  std::string lines;
+  for (size_t n : bad_line_numbers_) lines += (lines.empty() ? "" : ", ") + std::to_string(n);
+  return list_ + ": skipped " + std::to_string(bad_lines_) + " malformed line(s) (skip_bad): line(s) " + lines +
+         (bad_lines_ > 10 ? ", ..." : "");
 }
 
 int64_t ImageListDataset::max_label() const {
@@ -207,42 +227,63 @@ Sample ImageListDataset::load(size_t index, Rng& rng) {
 
 namespace {
 
-/// The bytes of a gzip file (or a plain one: zlib reads both).
-std::string read_gzip(const std::string& path) {
-  gzFile file = gzopen(path.c_str(), "rb");
-  if (!file) distill::fail(path, ": cannot open the file");
-  std::string bytes;
-  char buffer[1 << 16];
-  int n = 0;
-  while ((n = gzread(file, buffer, sizeof buffer)) > 0) bytes.append(buffer, static_cast<size_t>(n));
-  const bool failed = n < 0;
-  gzclose(file);
-  if (failed) distill::fail(path, ": corrupt gzip data");
-  return bytes;
-}
+/// A gzip file (or a plain one: zlib reads both), read piece by piece.
+class GzipFile {
+ public:
+  explicit GzipFile(const std::string& path) : path_(path), file_(gzopen(path.c_str(), "rb")) {
+    if (!file_) distill::fail(path, ": cannot open the file");
+  }
+  ~GzipFile() { gzclose(file_); }
+  GzipFile(const GzipFile&) = delete;
+  GzipFile& operator=(const GzipFile&) = delete;
 
-uint32_t big_endian(const std::string& bytes, size_t at) {
-  uint32_t v = 0;
-  for (size_t i = 0; i < 4; ++i) v = (v << 8) | static_cast<unsigned char>(bytes[at + i]);
-  return v;
-}
+  /// Reads up to `size` bytes into `out`; returns how many there were.
+  size_t read(void* out, size_t size) {
+    size_t done = 0;
+    while (done < size) {
+      const auto chunk = static_cast<unsigned>(std::min<size_t>(size - done, 1u << 30));
+      const int n = gzread(file_, static_cast<char*>(out) + done, chunk);
+      if (n < 0) distill::fail(path_, ": corrupt gzip data");
+      if (n == 0) break;
+      done += static_cast<size_t>(n);
+    }
+    return done;
+  }
 
-/// An idx file (MNIST format) as a uint8 tensor of its dimensions.
+ private:
+  std::string path_;
+  gzFile file_;
+};
+
+/// An idx file (MNIST format) as a uint8 tensor of its dimensions. The header's sizes are
+/// checked (against overflow and limits().max_dataset_bytes) before the data is allocated,
+/// and the data is read straight into the tensor: a small gzip that expands to gigabytes
+/// is an error after reading at most what the header promised.
 torch::Tensor read_idx(const std::string& path, size_t dims) {
-  const std::string bytes = read_gzip(path);
-  const size_t header = 4 + 4 * dims;
-  if (bytes.size() < header || big_endian(bytes, 0) != 0x800u + dims)
+  GzipFile file(path);
+  unsigned char header[4 + 4 * 3];
+  const size_t header_size = 4 + 4 * dims;
+  auto big_endian = [&header](size_t at) {
+    uint32_t v = 0;
+    for (size_t i = 0; i < 4; ++i) v = (v << 8) | header[at + i];
+    return v;
+  };
+  if (file.read(header, header_size) != header_size || big_endian(0) != 0x800u + dims)
     distill::fail(path, ": not an idx file of ", dims, " dimension(s) of unsigned bytes");
   std::vector<int64_t> shape;
-  size_t count = 1;
+  int64_t count = 1;
   for (size_t d = 0; d < dims; ++d) {
-    shape.push_back(big_endian(bytes, 4 + 4 * d));
-    count *= static_cast<size_t>(shape.back());
+    shape.push_back(big_endian(4 + 4 * d));
+    if (__builtin_mul_overflow(count, shape.back(), &count) || count > limits().max_dataset_bytes)
+      distill::fail(path, ": the header declares ", c10::IntArrayRef(shape), "... = more than ", limits().max_dataset_bytes,
+                    " bytes, beyond the limit (raise it with the environment variable DISTILL_MAX_DATASET_BYTES)");
   }
-  if (bytes.size() != header + count)
-    distill::fail(path, ": holds ", bytes.size() - header, " data bytes, the header promises ", count);
   auto out = torch::empty(shape, torch::kUInt8);
-  std::memcpy(out.data_ptr(), bytes.data() + header, count);
+  const size_t got = file.read(out.data_ptr(), static_cast<size_t>(count));
+  if (got != static_cast<size_t>(count))
+    distill::fail(path, ": holds ", got, " data bytes, the header promises ", count);
+  char extra = 0;
+  if (file.read(&extra, 1) != 0) distill::fail(path, ": holds more data bytes than the header promises (", count, ")");
   return out;
 }
 

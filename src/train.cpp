@@ -6,7 +6,9 @@
 
 #include <chrono>
 #include <cmath>
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <map>
 #include <optional>
@@ -49,6 +51,7 @@ void set_rng_state(torch::Generator generator, const torch::Tensor& state) {
   std::lock_guard<std::mutex> lock(generator.mutex());
   generator.set_state(state);
 }
+std::string first_line(const std::string& s) { return s.substr(0, s.find('\n')); }
 torch::Generator cpu_generator() { return at::detail::getDefaultCPUGenerator(); }
 torch::Generator cuda_generator() { return at::globalContext().defaultGenerator(torch::Device(torch::kCUDA, 0)); }
 
@@ -163,6 +166,11 @@ void load_optimizer_state(torch::optim::Optimizer& optimizer, const io::StateDic
   }
 }
 
+// Checked reads of the "meta.*" numbers: one finite number in [min, max], or a whole count in
+// [0, 2^53]; a damaged file (an epoch of NaN, 1e300 or -3) is an error, not a run that never ends.
+double checkpoint_number(const io::StateDict& dict, const std::string& path, const std::string& key, double min, double max);
+int64_t checkpoint_count(const io::StateDict& dict, const std::string& path, const std::string& key);
+
 /// Writes a checkpoint: "model.*" and "loss.*" (parameters and buffers), "optimizer.*" (its
 /// per-parameter state as tensors, see optimizer_state()), "rng.cpu" / "rng.cuda", "meta.*" (epoch, step, best metric, loss scale),
 /// and the `extra` entries (a data-parallel run's other ranks' RNG states).
@@ -204,18 +212,41 @@ TrainState load_checkpoint(const std::string& path, DistillationModelImpl& model
   io::load_state_dict(model, detail::strip_prefix(dict, "model."), {}, path + " (model)");
   io::load_state_dict(loss, detail::strip_prefix(dict, "loss."), {}, path + " (loss modules)");
   load_optimizer_state(optimizer, detail::strip_prefix(dict, "optimizer."), path);
-  detail::set_rng_state(detail::cpu_generator(), dict["rng.cpu"]);
-  if (dict.contains("rng.cuda") && torch::cuda::is_available()) detail::set_rng_state(detail::cuda_generator(), dict["rng.cuda"]);
-  auto number = [&](const char* key) { return dict[key].item<double>(); };
+  auto restore_rng = [&](torch::Generator generator, const char* key) {
+    try {
+      detail::set_rng_state(generator, dict[key]);
+    } catch (const c10::Error& e) {
+      fail_at(path, "entry '", key, "' is not a generator state: ", detail::first_line(e.what()));
+    }
+  };
+  restore_rng(detail::cpu_generator(), "rng.cpu");
+  if (dict.contains("rng.cuda") && torch::cuda::is_available()) restore_rng(detail::cuda_generator(), "rng.cuda");
   if (scaler && dict.contains("meta.loss_scale"))
-    scaler->restore(number("meta.loss_scale"), static_cast<int64_t>(number("meta.scale_good_steps")),
-                    static_cast<int64_t>(number("meta.scale_bad_steps")));
+    scaler->restore(checkpoint_number(dict, path, "meta.loss_scale", 0, 1e300), checkpoint_count(dict, path, "meta.scale_good_steps"),
+                    checkpoint_count(dict, path, "meta.scale_bad_steps"));
   TrainState state;
-  state.epoch = static_cast<int64_t>(number("meta.epoch"));
-  state.step = static_cast<int64_t>(number("meta.step"));
-  state.best_top1 = number("meta.best_top1");
-  state.best_epoch = static_cast<int64_t>(number("meta.best_epoch"));
+  state.epoch = checkpoint_count(dict, path, "meta.epoch");
+  state.step = checkpoint_count(dict, path, "meta.step");
+  state.best_top1 = checkpoint_number(dict, path, "meta.best_top1", -1, 1);
+  state.best_epoch = checkpoint_count(dict, path, "meta.best_epoch");
   return state;
+}
+
+double checkpoint_number(const io::StateDict& dict, const std::string& path, const std::string& key, double min, double max) {
+  const auto* entry = dict.find(key);
+  if (entry == nullptr) fail_at(path, "no '", key, "' entry");
+  if (entry->numel() != 1 || !entry->is_floating_point())
+    fail_at(path, "entry '", key, "' must be one floating-point number, found a ", entry->scalar_type(), " tensor of shape ",
+            entry->sizes());
+  const double value = entry->item<double>();
+  if (!(value >= min && value <= max)) fail_at(path, "entry '", key, "' is ", value, ", outside [", min, ", ", max, "]: the file is damaged");
+  return value;
+}
+
+int64_t checkpoint_count(const io::StateDict& dict, const std::string& path, const std::string& key) {
+  const double value = checkpoint_number(dict, path, key, 0, 9007199254740992.0);  // 2^53: exact in a double
+  if (value != std::floor(value)) fail_at(path, "entry '", key, "' is ", value, ", not a whole number: the file is damaged");
+  return static_cast<int64_t>(value);
 }
 
 /// Loads weights into a model for evaluation, inference or export, from a training
@@ -247,7 +278,8 @@ std::string format_duration(double seconds) {
   return fmt::format("{}s", s);
 }
 
-Progress::Progress(std::ostream& out, bool terminal, const std::string& jsonl_path) : out_(out), terminal_(terminal) {
+Progress::Progress(std::ostream& out, bool terminal, const std::string& jsonl_path)
+    : out_(out), terminal_(terminal), jsonl_path_(jsonl_path) {
   if (!jsonl_path.empty()) {
     jsonl_.open(jsonl_path, std::ios::app);
     if (!jsonl_) fail_at(jsonl_path, "cannot write the metrics log");
@@ -339,8 +371,36 @@ void Progress::write_svg(const std::string& path, const std::string& title) cons
   if (!file) fail_at(path, "cannot write the plot");
 }
 
+void Progress::forget_after(int64_t epoch) {
+  if (!jsonl_.is_open()) return;
+  jsonl_.close();
+  std::ifstream in(jsonl_path_);
+  std::string kept, text;
+  while (std::getline(in, text)) {
+    const auto record = json::parse(text, nullptr, /*allow_exceptions=*/false);
+    const bool later = record.is_object() && record.contains("epoch") && record["epoch"].is_number_integer() &&
+                       record["epoch"].get<int64_t>() > epoch;
+    if (record.is_object() && !later)
+      kept += text + '\n';
+  }
+  in.close();
+  const std::string temporary = jsonl_path_ + ".tmp";
+  {
+    std::ofstream out(temporary, std::ios::trunc);
+    out << kept << std::flush;
+    if (!out) fail_at(temporary, "cannot rewrite the metrics log: ", std::strerror(errno));
+  }
+  if (std::rename(temporary.c_str(), jsonl_path_.c_str()) != 0)
+    fail_at(jsonl_path_, "cannot replace the metrics log: ", std::strerror(errno));
+  jsonl_.open(jsonl_path_, std::ios::app);
+  if (!jsonl_) fail_at(jsonl_path_, "cannot write the metrics log");
+}
+
 void Progress::write(const std::string& line, const std::string& record, bool transient) {
-  if (jsonl_.is_open()) jsonl_ << record << '\n' << std::flush;
+  if (jsonl_.is_open()) {
+    jsonl_ << record << '\n' << std::flush;
+    if (!jsonl_) fail_at(jsonl_path_, "cannot write the metrics log: ", std::strerror(errno));
+  }
   if (terminal_ && transient) {
     out_ << '\r' << line << "\033[K" << std::flush;
     transient_open_ = true;
@@ -361,14 +421,16 @@ LRSchedule make_schedule(const ScheduleOptions& o, const std::string& where) {
   const double iters = static_cast<double>(std::max<int64_t>(o.iters_per_epoch(), 1));
   const double total = static_cast<double>(std::max<int64_t>(o.epochs(), 1)) * iters;
   const double base = o.learning_rate(), warmup = o.warmup_epochs() * iters;
-  if (!(base >= 0) || !std::isfinite(base)) fail_at(where, "learning_rate must be a finite number >= 0, got ", base);
+  if (!(base >= 0) || !(base <= distill::detail::max_option_value))
+    fail_at(where, "learning_rate must be a number >= 0 (at most 3.4e38, float32's range), got ", base);
   if (!(warmup >= 0) || !std::isfinite(warmup)) fail_at(where, "warmup_epoch must be a finite number >= 0, got ", o.warmup_epochs());
   if (o.decay() == Decay::piecewise && o.values().size() != o.boundaries().size() + 1)
     fail_at(where, "Piecewise needs one value more than decay_epochs (", o.boundaries().size() + 1, "), got ", o.values().size());
   if (o.decay() == Decay::multistep && !(o.gamma() >= 0 && o.gamma() <= 1))
     fail_at(where, "gamma must be in [0, 1] (a larger factor would grow the rate), got ", o.gamma());
   for (double v : o.values())
-    if (!(v >= 0) || !std::isfinite(v)) fail_at(where, "learning rates must be finite numbers >= 0, got ", v);
+    if (!(v >= 0) || !(v <= distill::detail::max_option_value))
+      fail_at(where, "learning rates must be numbers >= 0 (at most 3.4e38, float32's range), got ", v);
   return [o, iters, total, base, warmup](int64_t iteration) {
     const double i = static_cast<double>(iteration);
     if (i < warmup) return base * i / warmup;  // linear from 0 (Paddle's LinearWarmup)
@@ -397,7 +459,8 @@ LRSchedule make_schedule(const ScheduleOptions& o, const std::string& where) {
 
 namespace {
 void check_decay(const std::string& where, double decay) {
-  if (!(decay >= 0) || !std::isfinite(decay)) fail_at(where, "weight decay must be a finite number >= 0, got ", decay);
+  if (!(decay >= 0) || !(decay <= distill::detail::max_option_value))
+    fail_at(where, "weight decay must be a number >= 0 (at most 3.4e38, float32's range), got ", decay);
 }
 }  // namespace
 
@@ -419,7 +482,7 @@ std::unique_ptr<torch::optim::Optimizer> make_adamw(const ParameterGroups& group
                                                     const std::string& where) {
   for (double beta : {o.beta1(), o.beta2()})
     if (!(beta >= 0 && beta < 1)) fail_at(where, "beta1 and beta2 must be in [0, 1), got ", beta);
-  if (!(o.epsilon() > 0) || !std::isfinite(o.epsilon())) fail_at(where, "epsilon must be a positive number, got ", o.epsilon());
+  if (!(o.epsilon() > 0) || !(o.epsilon() <= distill::detail::max_option_value)) fail_at(where, "epsilon must be a positive number, got ", o.epsilon());
   check_decay(where, o.weight_decay());
   std::vector<torch::Tensor> decay, no_decay = groups.no_decay;
   for (const auto& p : groups.decay) (o.one_dim_param_no_weight_decay() && p.dim() <= 1 ? no_decay : decay).push_back(p);
@@ -724,6 +787,9 @@ struct Trainer::Impl {
     optimizer = o.optimizer()(groups);
     train_loader = make_loader(o.train_data(), o.train_loader(), /*training=*/true);
     if (o.eval_data()) eval_loader = make_loader(o.eval_data(), o.eval_loader(), /*training=*/false);
+    if (train_loader->batches_per_epoch() == 0)
+      fail("DataLoader.Train: ", train_loader->dataset().size(), " samples make no batch of ", o.train_loader().batch_size(),
+           " with drop_last; lower batch_size or set drop_last: false");
     const int64_t steps_per_epoch =
         (static_cast<int64_t>(train_loader->batches_per_epoch()) + o.update_freq() - 1) / o.update_freq();
     schedule = o.schedule()(o.epochs(), steps_per_epoch);
@@ -774,15 +840,23 @@ struct Trainer::Impl {
   }
 
   TrainState train() {
-    if (writer()) std::filesystem::create_directories(o.output_dir());
+    if (writer()) {
+      std::filesystem::create_directories(o.output_dir());
+      remove_partial_writes();
+    }
     Progress progress(log(), writer() && &out == &std::cout && Progress::stdout_is_terminal(),
                       writer() ? o.output_dir() + "/metrics.jsonl" : "");
     TrainState state;
-    if (!o.checkpoints().empty()) state = resume(progress);
+    if (!o.checkpoints().empty()) {
+      state = resume(progress);
+      if (writer()) progress.forget_after(state.epoch);
+    }
     progress.message(fmt::format("training {} on {}: {} epochs x {} batches of {} on {}{}", model->infer_model_name(),
                                  train_loader->dataset().describe(), o.epochs(), train_loader->batches_per_epoch(),
                                  train_loader->options().batch_size(), device.str(),
                                  group ? fmt::format(" x {} workers", group->world_size()) : ""));
+    for (const auto* loader : {train_loader.get(), eval_loader.get()})
+      if (loader && !loader->dataset().build_report().empty()) progress.message(loader->dataset().build_report());
     const auto run_start = std::chrono::steady_clock::now();
     const int64_t start_epoch = state.epoch;
     for (int64_t epoch = state.epoch + 1; epoch <= o.epochs(); ++epoch) {
@@ -801,17 +875,37 @@ struct Trainer::Impl {
           if (writer()) export_student(o.output_dir() + "/best_model_student.pt");
         }
       }
-      std::vector<std::string> paths{o.output_dir() + "/latest.pt"};
+      // latest.pt last: if the run is killed in between, the resume repeats this epoch and
+      // writes epoch_<k>.pt again, instead of skipping it for good.
+      std::vector<std::string> paths;
       if (epoch % o.save_interval() == 0) paths.push_back(o.output_dir() + "/epoch_" + std::to_string(epoch) + ".pt");
+      paths.push_back(o.output_dir() + "/latest.pt");
       checkpoint(paths, state);
     }
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - run_start).count();
     progress.message(fmt::format("done: {} epochs in {}; best top-1 {:.4f} at epoch {}; checkpoints in {}", o.epochs(),
                                  format_duration(seconds), state.best_top1, state.best_epoch, o.output_dir()));
     if (train_loader->dataset().skipped() > 0)
-      progress.message(fmt::format("skipped {} bad training samples", train_loader->dataset().skipped()));
+      progress.message(fmt::format("skipped {} bad training samples (skip_bad); the first: {}", train_loader->dataset().skipped(),
+                                   train_loader->dataset().first_skip()));
     if (writer()) progress.write_svg(o.output_dir() + "/training.svg", model->infer_model_name() + " (" + o.output_dir() + ")");
     return state;
+  }
+
+  // A run killed while it wrote a file leaves <name>.tmp beside the intact older <name>
+  // (io::write_state_dict renames only complete files): remove those leftovers.
+  void remove_partial_writes() {
+    std::error_code ec;
+    for (const auto& entry : std::filesystem::directory_iterator(o.output_dir(), ec)) {
+      const auto name = entry.path().filename().string();
+      auto ends_with = [&name](const std::string& tail) {
+        return name.size() > tail.size() && name.compare(name.size() - tail.size(), tail.size(), tail) == 0;
+      };
+      if (entry.is_regular_file(ec) && (ends_with(".pt.tmp") || ends_with(".jsonl.tmp"))) {
+        std::filesystem::remove(entry.path(), ec);
+        log() << "removed " << entry.path().string() << ", a partial write of an interrupted run\n";
+      }
+    }
   }
 
   EvalResult evaluate() {
@@ -833,6 +927,9 @@ struct Trainer::Impl {
         features = evaluated->forward(images);
       }
       const int64_t n = labels.size(0);
+      // Out-of-range labels are an error here too, not silent misses (the loss checks them
+      // only when Loss.Eval is given).
+      labels = distill::detail::check_target("evaluation (DataLoader.Eval labels)", labels, features["logits"]);
       auto hits = topk_correct(features["logits"].to(torch::kFloat), labels, o.topk());
       for (size_t i = 0; i < hits.size(); ++i) correct[i] += hits[i];
       if (eval_loss) {
@@ -886,7 +983,7 @@ struct Trainer::Impl {
     io::StateDict entries;
     const auto& path = o.checkpoints();
     auto state = load_checkpoint(path, *model, *loss, *optimizer, scaler ? &*scaler : nullptr, &entries);
-    const int64_t written_by = entries.contains("meta.world_size") ? static_cast<int64_t>(entries["meta.world_size"].item<double>()) : 1;
+    const int64_t written_by = entries.contains("meta.world_size") ? checkpoint_count(entries, path, "meta.world_size") : 1;
     const int64_t workers = group ? group->world_size() : 1;
     if (written_by != workers)
       fail_at(path, "this checkpoint was written by ", written_by, " worker(s); resume it with as many (this run has ", workers,

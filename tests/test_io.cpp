@@ -11,11 +11,14 @@
 #include "distill/config.hpp"
 #include "distill/models.hpp"
 #include "expect_error.hpp"
+#include "torch_zip.hpp"
 
 namespace models = distill::models;
 namespace io = distill::io;
 
 using distill_test::expect_error;
+using distill_test::Pickle;
+using distill_test::write_torch_zip;
 
 namespace {
 
@@ -135,4 +138,87 @@ TEST_CASE("corrupt, foreign and missing files are errors naming the file", "[io]
   expect_error([] { io::read_state_dict(fixture("checkpoint.pt")); }, {"checkpoint.pt", "'epoch'", "int"});
   expect_error([] { distill::config::create_backbone("ResNet18", {{"pretrained", scratch("text.pt")}}, "Arch.models[0].Teacher"); },
                {"Arch.models[0].Teacher", "text.pt"});
+}
+
+TEST_CASE("hostile weights files are errors, never a crash, an overread or a silent change", "[io][errors]") {
+  const std::string path = scratch("hostile.pt");
+  const auto twelve = distill_test::float_record(12);
+  auto dict_of = [](const Pickle& value) {  // {"w": value}
+    Pickle p;
+    p.op('}').mark().str("w");
+    p.bytes += value.bytes.substr(2);
+    return p.op('u').stop().bytes;
+  };
+  auto tensor = [](int64_t offset, std::vector<int64_t> sizes, std::vector<int64_t> strides) {
+    Pickle p;
+    p.tensor("0", 12, offset, sizes, strides);
+    return p;
+  };
+
+  SECTION("a well-formed hand-made file loads (the builder itself is right)") {
+    write_torch_zip(path, dict_of(tensor(1, {2, 3}, {4, 1})), {{"0", twelve}});
+    auto dict = io::read_state_dict(path);
+    CHECK(torch::equal(dict["w"], torch::arange(12, torch::kFloat).as_strided({2, 3}, {4, 1}, 1)));
+  }
+  SECTION("200,000 nested lists are freed without recursion") {
+    Pickle p;
+    const int depth = 200000;
+    for (int i = 0; i < depth; ++i) p.op(']');
+    for (int i = 1; i < depth; ++i) p.op('a');
+    write_torch_zip(path, p.stop().bytes);
+    expect_error([&] { io::read_state_dict(path); }, {"hostile.pt", "list", "not a state dict"});
+  }
+  SECTION("a container that contains itself is refused (no cycle, no leak)") {
+    Pickle p;
+    p.op(']').op('q').op('\0').op('h').op('\0').op('a');
+    write_torch_zip(path, p.stop().bytes);
+    expect_error([&] { io::read_state_dict(path); }, {"hostile.pt", "contains itself"});
+    Pickle q;  // [[]] then appending to the inner list once it is inside the outer one
+    q.op(']').op(']').op('q').op('\1').op('a').op('h').op('\1').op(']').op('a');
+    write_torch_zip(path, q.stop().bytes);
+    expect_error([&] { io::read_state_dict(path); }, {"hostile.pt", "already part of another value"});
+  }
+  SECTION("tensor views are checked before they are made") {
+    write_torch_zip(path, dict_of(tensor(0, {1, 1, 1, 1, 1, 1, 1, 2}, {1})), {{"0", twelve}});
+    expect_error([&] { io::read_state_dict(path); }, {"hostile.pt", "sizes and strides differ in length"});
+    write_torch_zip(path, dict_of(tensor(0, {3, int64_t{1} << 62}, {1, 1})), {{"0", twelve}});
+    expect_error([&] { io::read_state_dict(path); }, {"hostile.pt", "overflow"});
+    write_torch_zip(path, dict_of(tensor(0, {3, 2}, {int64_t{1} << 62, 1})), {{"0", twelve}});
+    expect_error([&] { io::read_state_dict(path); }, {"hostile.pt", "overflow"});
+    write_torch_zip(path, dict_of(tensor(-1, {2}, {1})), {{"0", twelve}});
+    expect_error([&] { io::read_state_dict(path); }, {"hostile.pt", "negative storage offset"});
+    write_torch_zip(path, dict_of(tensor(11, {2}, {-1})), {{"0", twelve}});
+    expect_error([&] { io::read_state_dict(path); }, {"hostile.pt", "negative size or stride"});
+    write_torch_zip(path, dict_of(tensor(0, {-1}, {1})), {{"0", twelve}});
+    expect_error([&] { io::read_state_dict(path); }, {"hostile.pt", "negative size or stride"});
+    write_torch_zip(path, dict_of(tensor(1, {3, 4}, {4, 1})), {{"0", twelve}});
+    expect_error([&] { io::read_state_dict(path); }, {"hostile.pt", "does not fit its storage of 12 elements"});
+  }
+  SECTION("an empty storage record gives an empty tensor") {
+    Pickle p;
+    p.tensor("0", 0, 0, {0}, {1});
+    write_torch_zip(path, dict_of(p), {{"0", ""}});
+    CHECK(io::read_state_dict(path)["w"].numel() == 0);
+  }
+  SECTION("SETITEMS with a key and no value is an error, not a dropped key") {
+    Pickle p;
+    p.op('}').mark().str("a").integer(1).str("b").op('u');
+    write_torch_zip(path, p.stop().bytes);
+    expect_error([&] { io::read_state_dict(path); }, {"hostile.pt", "SETITEMS with a key and no value"});
+  }
+  SECTION("a flipped byte in a record fails its CRC-32 check") {
+    write_torch_zip(path, dict_of(tensor(0, {12}, {1})), {{"0", twelve}});
+    auto bytes = read_bytes(path);
+    const auto at = bytes.find(twelve);
+    REQUIRE(at != std::string::npos);
+    bytes[at + 17] ^= 0x10;
+    write_bytes(path, bytes);
+    expect_error([&] { io::read_state_dict(path); }, {"hostile.pt", "data/0", "CRC-32", "damaged"});
+    const auto program = dict_of(tensor(0, {12}, {1}));
+    write_torch_zip(path, program, {{"0", twelve}});
+    bytes = read_bytes(path);
+    bytes[bytes.find(program) + program.size() - 3] ^= 0x01;
+    write_bytes(path, bytes);
+    expect_error([&] { io::read_state_dict(path); }, {"hostile.pt", "data.pkl", "CRC-32"});
+  }
 }

@@ -3,6 +3,7 @@
 // and dropping a recipe's own weight files. Needs only nlohmann_json: a program that hands a
 // recipe to the engine includes this and not the builders (config/build.hpp).
 
+#include <filesystem>
 #include <fstream>
 #include <string>
 
@@ -13,15 +14,36 @@ namespace distill::config {
 using distill::json;
 using distill::Reader;
 
+/// How deep a recipe (or an `-o` value) may nest. Recipes nest 6 levels; the bound keeps a
+/// hostile file of 100,000 nested lists from overflowing the stack in the recursive code that
+/// walks, copies and frees JSON values.
+constexpr int max_json_depth = 100;
+
+namespace detail {
+inline json::parser_callback_t depth_limit(const std::string& where) {
+  return [where](int depth, json::parse_event_t, json&) {
+    if (depth > max_json_depth) fail_at(where, "nested deeper than ", max_json_depth, " levels");
+    return true;
+  };
+}
+}  // namespace detail
+
+/// Parses JSON text; `where` names its origin in errors (syntax, numbers beyond double, depth).
+inline json parse_json(std::istream& in, const std::string& where) {
+  try {
+    return json::parse(in, detail::depth_limit(where));
+  } catch (const json::exception& e) {
+    fail_at(where, "not valid JSON: ", e.what());
+  }
+}
+
 /// Reads a JSON file; a syntax error names the file and the position.
 inline json load_file(const std::string& path) {
   std::ifstream in(path);
   if (!in) fail_at(path, "cannot open the file");
-  try {
-    return json::parse(in);
-  } catch (const json::parse_error& e) {
-    fail_at(path, "not valid JSON: ", e.what());
-  }
+  std::error_code ec;
+  if (std::filesystem::is_directory(path, ec)) fail_at(path, "is a directory, not a recipe file");
+  return parse_json(in, path);
 }
 
 /// Applies one override "Dotted.Path[i].key=value" (the reference's `-o`) to `config`. Every
@@ -67,8 +89,8 @@ inline void apply_override(json& config, const std::string& assignment) {
     i = end == std::string::npos ? path.size() : (path[end] == '.' ? end + 1 : end);
   }
   try {
-    *node = json::parse(text);
-  } catch (const json::exception&) {
+    *node = json::parse(text, detail::depth_limit(where));
+  } catch (const json::exception&) {  // as in the reference, what is not a value is a string
     *node = text;
   }
 }

@@ -62,15 +62,19 @@ inline void check_same(const char* loss, std::string_view a_name, const torch::T
          a.sizes(), "; the shapes must be equal");
 }
 
+/// The largest option value accepted: the losses compute in float32, and a scalar beyond its
+/// range (a weight of 1e300) cannot enter a float32 tensor operation.
+constexpr double max_option_value = 3.4e38;
+
 inline void check_positive(const char* loss, std::string_view arg, double value) {
-  if (!(value > 0) || !std::isfinite(value))
-    fail(loss, ": ", arg, " must be a positive finite number, got ", value);
+  if (!(value > 0) || !(value <= max_option_value))
+    fail(loss, ": ", arg, " must be a positive number (at most 3.4e38, float32's range), got ", value);
 }
 
 /// A weight of a loss term: finite and >= 0 (a negative one would ascend).
 inline void check_weight(const char* loss, std::string_view arg, double value) {
-  if (!(value >= 0) || !std::isfinite(value))
-    fail(loss, ": ", arg, " must be a finite number >= 0, got ", value);
+  if (!(value >= 0) || !(value <= max_option_value))
+    fail(loss, ": ", arg, " must be a number >= 0 (at most 3.4e38, float32's range), got ", value);
 }
 
 /// Validates integer class indices for [N, C] logits and returns them as int64 [N].

@@ -6,6 +6,7 @@
 #include <atomic>
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <vector>
@@ -30,15 +31,25 @@ class Dataset {
   std::optional<Sample> get(size_t index, Rng& rng) {
     try {
       return load(index, rng);
-    } catch (const Error&) {
+    } catch (const Error& e) {
       if (!skip_bad_) throw;
-      ++skipped_;
+      if (skipped_++ == 0) {
+        std::lock_guard<std::mutex> lock(first_skip_mutex_);
+        first_skip_ = e.what();
+      }
       return std::nullopt;
     }
   }
   void set_skip_bad(bool skip) { skip_bad_ = skip; }
   /// Samples skipped so far (bad images, with skip_bad).
   int64_t skipped() const { return skipped_; }
+  /// The error of the first skipped sample ("" if none).
+  std::string first_skip() const {
+    std::lock_guard<std::mutex> lock(first_skip_mutex_);
+    return first_skip_;
+  }
+  /// What was skipped while the dataset was built (with skip_bad), for the user ("" if nothing).
+  virtual std::string build_report() const { return ""; }
 
  protected:
   virtual Sample load(size_t index, Rng& rng) = 0;
@@ -46,6 +57,8 @@ class Dataset {
  private:
   bool skip_bad_ = false;
   std::atomic<int64_t> skipped_{0};
+  mutable std::mutex first_skip_mutex_;
+  std::string first_skip_;
 };
 
 /// The reference's ImageNetDataset: `image_root` plus a list file of "relative/path label"
@@ -59,8 +72,10 @@ class ImageListDataset : public Dataset {
 
   size_t size() const override { return entries_.size(); }
   std::string describe() const override { return list_ + " (" + std::to_string(entries_.size()) + " images)"; }
-  /// Lines skipped because they were malformed (with skip_bad).
+  /// Lines skipped because they were malformed (with skip_bad), and the first numbers of them.
   int64_t bad_lines() const { return bad_lines_; }
+  const std::vector<size_t>& bad_line_numbers() const { return bad_line_numbers_; }
+  std::string build_report() const override;
   int64_t max_label() const;
 
  protected:
@@ -76,6 +91,7 @@ class ImageListDataset : public Dataset {
   Pipeline pipeline_;
   std::vector<Entry> entries_;
   int64_t bad_lines_ = 0;
+  std::vector<size_t> bad_line_numbers_;  // the first 10
 };
 
 /// Fashion-MNIST from Debian's dataset-fashion-mnist (gzip idx files): 60000 training and

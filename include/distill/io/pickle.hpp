@@ -8,6 +8,8 @@
 // dicts need: containers, numbers, strings, OrderedDict, tensors (_rebuild_tensor_v2,
 // _rebuild_parameter) and libtorch's own type tags, and rejects any other object by name.
 
+#include <algorithm>
+#include <array>
 #include <cstring>
 #include <fstream>
 #include <memory>
@@ -25,6 +27,30 @@ namespace distill::io::detail {
 
 /// A Python value as far as state dicts need one.
 struct PyValue {
+  PyValue() = default;
+  PyValue(const PyValue&) = delete;
+  PyValue& operator=(const PyValue&) = delete;
+  // Frees the tree below without recursion: a file of 200,000 nested lists must not overflow
+  // the stack while its values are released.
+  ~PyValue() {
+    std::vector<std::shared_ptr<PyValue>> pending;
+    auto take = [&pending](PyValue& v) {
+      for (auto& item : v.items) pending.push_back(std::move(item));
+      for (auto& [key, value] : v.entries) {
+        pending.push_back(std::move(key));
+        pending.push_back(std::move(value));
+      }
+      v.items.clear();
+      v.entries.clear();
+    };
+    take(*this);
+    while (!pending.empty()) {
+      auto v = std::move(pending.back());
+      pending.pop_back();
+      if (v && v.use_count() == 1) take(*v);
+    }
+  }
+
   enum class Kind { None, Bool, Int, Float, String, Tuple, List, Dict, Global, Tensor };
   Kind kind = Kind::None;
   bool boolean = false;
@@ -34,6 +60,7 @@ struct PyValue {
   std::vector<std::shared_ptr<PyValue>> items;                          // Tuple, List
   std::vector<std::pair<std::shared_ptr<PyValue>, std::shared_ptr<PyValue>>> entries;  // Dict
   torch::Tensor tensor;                                                 // Tensor, and storages
+  bool contained = false;  // placed in a container: it may not change any more (no cycles)
 
   static const char* kind_name(Kind k) {
     static const char* names[] = {"None", "bool", "int", "float", "str", "tuple", "list", "dict", "global", "tensor"};
@@ -72,7 +99,9 @@ class Unpickler {
         if (std::string(static_cast<const char*>(data.get()), size) != "little")
           distill::fail(path, ": big-endian tensor data is not supported");
       }
+      crcs_ = read_zip_crcs(path);
       auto [data, size] = reader_->getRecord("data.pkl");
+      verify_crc("data.pkl", data.get(), size);
       program_.assign(static_cast<const char*>(data.get()), size);
     } catch (const distill::Error&) {
       throw;
@@ -84,6 +113,17 @@ class Unpickler {
   }
 
   PyPtr run() {
+    try {
+      return interpret();
+    } catch (const distill::Error&) {
+      throw;
+    } catch (const std::exception& e) {  // a record the zip reader cannot extract, and the like
+      corrupt(first_line(e.what()));
+    }
+  }
+
+ private:
+  PyPtr interpret() {
     using K = PyValue::Kind;
     while (true) {
       const auto op = static_cast<unsigned char>(byte());
@@ -124,7 +164,7 @@ class Unpickler {
           break;
         }
         case 0x93: {                                                               // STACK_GLOBAL
-          auto name = pop(), module = pop();
+          auto name = expect(pop(), K::String, "STACK_GLOBAL"), module = expect(pop(), K::String, "STACK_GLOBAL");
           push_global(module->text + "." + name->text);
           break;
         }
@@ -135,37 +175,41 @@ class Unpickler {
         case 'j': push(memo(read_le(4, false))); break;                            // LONG_BINGET
         case 't': {                                                                // TUPLE
           auto v = make_value(K::Tuple);
-          v->items = pop_mark();
+          for (auto& item : pop_mark()) v->items.push_back(contain(v, item));
           push(v);
           break;
         }
         case 0x85: case 0x86: case 0x87: {                                         // TUPLE1..3
           auto v = make_value(K::Tuple);
           v->items.resize(op - 0x84);
-          for (auto it = v->items.rbegin(); it != v->items.rend(); ++it) *it = pop();
+          for (auto it = v->items.rbegin(); it != v->items.rend(); ++it) *it = contain(v, pop());
           push(v);
           break;
         }
         case 'a': {                                                                // APPEND
           auto item = pop();
-          expect(top(), K::List, "APPEND")->items.push_back(item);
+          auto list = open_container(K::List, "APPEND");
+          list->items.push_back(contain(list, item));
           break;
         }
         case 'e': {                                                                // APPENDS
           auto items = pop_mark();
-          auto& list = expect(top(), K::List, "APPENDS")->items;
-          list.insert(list.end(), items.begin(), items.end());
+          auto list = open_container(K::List, "APPENDS");
+          for (auto& item : items) list->items.push_back(contain(list, item));
           break;
         }
         case 's': {                                                                // SETITEM
           auto value = pop(), key = pop();
-          expect(top(), K::Dict, "SETITEM")->entries.emplace_back(key, value);
+          auto dict = open_container(K::Dict, "SETITEM");
+          dict->entries.emplace_back(contain(dict, key), contain(dict, value));
           break;
         }
         case 'u': {                                                                // SETITEMS
           auto items = pop_mark();
-          auto dict = expect(top(), K::Dict, "SETITEMS");
-          for (size_t i = 0; i + 1 < items.size(); i += 2) dict->entries.emplace_back(items[i], items[i + 1]);
+          if (items.size() % 2 != 0) corrupt("SETITEMS with a key and no value");
+          auto dict = open_container(K::Dict, "SETITEMS");
+          for (size_t i = 0; i < items.size(); i += 2)
+            dict->entries.emplace_back(contain(dict, items[i]), contain(dict, items[i + 1]));
           break;
         }
         case 'b': pop(); break;  // BUILD: the only states in state dicts are OrderedDict._metadata
@@ -182,7 +226,6 @@ class Unpickler {
     }
   }
 
- private:
   [[noreturn]] void corrupt(const std::string& what) const {
     distill::fail(path_, ": corrupt or unsupported torch.save data at byte ", pos_, " of data.pkl: ", what);
   }
@@ -255,6 +298,19 @@ class Unpickler {
     if (it == memo_.end()) corrupt("unknown memo key " + std::to_string(key));
     return it->second;
   }
+  // The container on top of the stack, if it may still grow. Python's pickler fills a
+  // container before it is used anywhere else unless the structure refers to itself, which
+  // no state dict does; refusing that keeps every value tree acyclic (and freeable).
+  PyPtr open_container(PyValue::Kind kind, const char* op) {
+    auto c = expect(top(), kind, op);
+    if (c->contained) corrupt(std::string(op) + " changes a container that is already part of another value");
+    return c;
+  }
+  PyPtr contain(const PyPtr& container, PyPtr item) {
+    if (item == container) corrupt("a container that contains itself");
+    item->contained = true;
+    return item;
+  }
   PyPtr expect(const PyPtr& v, PyValue::Kind kind, const char* op) {
     if (v->kind != kind)
       corrupt(std::string(op) + " expects a " + PyValue::kind_name(kind) + ", found a " + PyValue::kind_name(v->kind));
@@ -286,13 +342,7 @@ class Unpickler {
       auto sizes = as_ints(args[2], "tensor size");
       auto strides = as_ints(args[3], "tensor stride");
       const int64_t offset = as_int(args[1], "storage offset");
-      int64_t extent = offset + 1;
-      for (size_t d = 0; d < sizes.size(); ++d) extent += (sizes[d] - 1) * strides[d];
-      for (int64_t s : sizes)
-        if (s == 0) extent = 0;
-      if (sizes.size() != strides.size() || extent > storage.numel())
-        corrupt("tensor view " + c10::str(c10::IntArrayRef(sizes)) + " does not fit its storage of " +
-                std::to_string(storage.numel()) + " elements");
+      check_view(sizes, strides, offset, storage.numel());
       auto v = make_value(PyValue::Kind::Tensor);
       v->tensor = storage.as_strided(sizes, strides, offset);
       return v;
@@ -302,6 +352,100 @@ class Unpickler {
     if (callable == "torch.jit._pickle.restore_type_tag" && !args.empty()) return args[0];  // libtorch's pickle_save
     distill::fail(path_, ": holds a Python object of type ", callable,
                           "; distill reads state dicts (names -> tensors) only");
+  }
+
+  // Every record's CRC-32 is checked against the zip's central directory: a flipped byte in a
+  // weights file is an error rather than silently changed weights. The libtorch reader does
+  // not check them, so distill reads the central directory itself.
+  static uint32_t crc32(const void* data, size_t size) {
+    static const auto table = [] {
+      std::array<uint32_t, 256> t{};
+      for (uint32_t i = 0; i < 256; ++i) {
+        uint32_t c = i;
+        for (int k = 0; k < 8; ++k) c = (c & 1) ? 0xEDB88320u ^ (c >> 1) : c >> 1;
+        t[i] = c;
+      }
+      return t;
+    }();
+    uint32_t c = 0xFFFFFFFFu;
+    const auto* p = static_cast<const unsigned char*>(data);
+    for (size_t i = 0; i < size; ++i) c = table[(c ^ p[i]) & 0xFF] ^ (c >> 8);
+    return c ^ 0xFFFFFFFFu;
+  }
+  void verify_crc(const std::string& record, const void* data, size_t size) const {
+    auto it = crcs_.find(record);
+    if (it == crcs_.end()) corrupt("record " + record + " is not in the zip directory");
+    if (crc32(data, size) != it->second)
+      distill::fail(path_, ": record ", record, " fails its CRC-32 check: the file is damaged (re-download or re-save it)");
+  }
+  // Record name (without the archive's top folder) -> CRC-32, from the zip central directory.
+  std::unordered_map<std::string, uint32_t> read_zip_crcs(const std::string& path) const {
+    std::ifstream in(path, std::ios::binary);
+    in.seekg(0, std::ios::end);
+    const auto file_size = static_cast<uint64_t>(in.tellg());
+    auto read_at = [&](uint64_t at, size_t n) {
+      std::string out(n, '\0');
+      if (at > file_size || n > file_size - at) distill::fail(path, ": zip directory points outside the file");
+      in.seekg(static_cast<std::streamoff>(at));
+      in.read(out.data(), static_cast<std::streamsize>(n));
+      if (!in) distill::fail(path, ": cannot read the zip directory");
+      return out;
+    };
+    auto le = [](const std::string& s, size_t at, size_t n) {
+      uint64_t v = 0;
+      for (size_t i = 0; i < n; ++i) v |= static_cast<uint64_t>(static_cast<unsigned char>(s[at + i])) << (8 * i);
+      return v;
+    };
+    // The end-of-directory record is in the last 22 + 65535 bytes (its comment is at most 64 KiB).
+    const uint64_t tail_size = std::min<uint64_t>(file_size, 22 + 65535 + 20);
+    const std::string tail = read_at(file_size - tail_size, tail_size);
+    size_t end = std::string::npos;
+    for (size_t i = tail.size() >= 22 ? tail.size() - 22 + 1 : 0; i-- > 0;)
+      if (le(tail, i, 4) == 0x06054b50) { end = i; break; }
+    if (end == std::string::npos) distill::fail(path, ": no zip end-of-directory record");
+    uint64_t entries = le(tail, end + 10, 2), offset = le(tail, end + 16, 4), dir_size = le(tail, end + 12, 4);
+    if (offset == 0xFFFFFFFFu || entries == 0xFFFFu) {  // zip64: the locator sits just before
+      if (end < 20 || le(tail, end - 20, 4) != 0x07064b50) distill::fail(path, ": zip64 locator missing");
+      const std::string z64 = read_at(le(tail, end - 20 + 8, 8), 56);
+      if (le(z64, 0, 4) != 0x06064b50) distill::fail(path, ": zip64 end-of-directory record missing");
+      entries = le(z64, 32, 8);
+      dir_size = le(z64, 40, 8);
+      offset = le(z64, 48, 8);
+    }
+    const std::string dir = read_at(offset, dir_size);
+    std::unordered_map<std::string, uint32_t> crcs;
+    size_t at = 0;
+    for (uint64_t e = 0; e < entries; ++e) {
+      if (at + 46 > dir.size() || le(dir, at, 4) != 0x02014b50) distill::fail(path, ": damaged zip directory");
+      const size_t name_len = le(dir, at + 28, 2), extra = le(dir, at + 30, 2), comment = le(dir, at + 32, 2);
+      if (at + 46 + name_len > dir.size()) distill::fail(path, ": damaged zip directory");
+      std::string name = dir.substr(at + 46, name_len);
+      name = name.substr(name.find('/') + 1);  // "archive/data/0" -> "data/0"
+      crcs[name] = static_cast<uint32_t>(le(dir, at + 16, 4));
+      at += 46 + name_len + extra + comment;
+    }
+    return crcs;
+  }
+
+  // A view must lie inside its storage: sizes and strides of one length, nothing negative, and
+  // the last element's index (computed without overflow) below the storage's size.
+  void check_view(const std::vector<int64_t>& sizes, const std::vector<int64_t>& strides, int64_t offset,
+                  int64_t storage_numel) {
+    const std::string view = "tensor view of size " + c10::str(c10::IntArrayRef(sizes)) + ", stride " +
+                             c10::str(c10::IntArrayRef(strides)) + " and offset " + std::to_string(offset);
+    if (sizes.size() != strides.size()) corrupt(view + ": sizes and strides differ in length");
+    if (offset < 0) corrupt(view + ": negative storage offset");
+    int64_t last = offset, numel = 1;
+    for (size_t d = 0; d < sizes.size(); ++d) {
+      if (sizes[d] < 0 || strides[d] < 0) corrupt(view + ": negative size or stride");
+      int64_t step = 0;
+      if (__builtin_mul_overflow(sizes[d], numel, &numel) ||
+          (sizes[d] > 0 && (__builtin_mul_overflow(sizes[d] - 1, strides[d], &step) ||
+                            __builtin_add_overflow(last, step, &last))))
+        corrupt(view + ": sizes overflow");
+    }
+    if (numel > 0 && last >= storage_numel)
+      corrupt(view + " does not fit its storage of " + std::to_string(storage_numel) + " elements");
   }
 
   PyPtr load_storage(const std::vector<PyPtr>& id) {
@@ -316,11 +460,12 @@ class Unpickler {
     auto [data, size] = reader_->getRecord(record);
     const size_t element = c10::elementSize(dtype);
     if (size % element != 0) corrupt("record " + record + " is not a whole number of elements");
+    verify_crc(record, data.get(), size);
     auto v = make_value(PyValue::Kind::Tensor);
     // Owned memory (the record buffer dies with this function); tensors that share a storage
     // in Python share it here too.
     v->tensor = torch::empty({static_cast<int64_t>(size / element)}, torch::TensorOptions().dtype(dtype));
-    std::memcpy(v->tensor.data_ptr(), data.get(), size);
+    if (size > 0) std::memcpy(v->tensor.data_ptr(), data.get(), size);
     storages_[key] = v;
     return v;
   }
@@ -333,6 +478,7 @@ class Unpickler {
   std::vector<size_t> marks_;
   std::unordered_map<int64_t, PyPtr> memo_;
   std::unordered_map<std::string, PyPtr> storages_;
+  std::unordered_map<std::string, uint32_t> crcs_;
 };
 
 }  // namespace distill::io::detail

@@ -2,7 +2,12 @@
 // State dicts shared with Python: read what torch.save(model.state_dict(), path) wrote, write
 // what torch.load reads back into a state dict, and load or save any torch::nn::Module.
 
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <fstream>
 #include <string>
 #include <vector>
@@ -40,23 +45,39 @@ inline StateDict read_state_dict(const std::string& path) {
 }
 
 /// Writes `dict` so that Python's torch.load(path) returns it as a dict of tensors. The file
-/// appears atomically: it is written next to `path` and renamed, so a crash never leaves a
-/// half-written file under that name.
+/// appears atomically: it is written to `path`.tmp, flushed to the disk (fsync) and renamed,
+/// so a crash or a full disk never leaves a half-written file under `path`, and an earlier
+/// file of that name stays intact until the new one is complete. On failure `path`.tmp is
+/// removed and the error says why (e.g. "No space left on device").
 inline void write_state_dict(const StateDict& dict, const std::string& path) {
   c10::Dict<std::string, torch::Tensor> out;
   for (const auto& item : dict) out.insert(item.key(), item.value().detach().to(torch::kCPU).contiguous());
   const auto bytes = torch::pickle_save(out);
   const std::string temporary = path + ".tmp";
-  {
-    std::ofstream file(temporary, std::ios::binary | std::ios::trunc);
-    file.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-    file.flush();
-    if (!file) distill::fail(path, ": cannot write the state dict (via ", temporary, ")");
-  }
-  if (std::rename(temporary.c_str(), path.c_str()) != 0) {
+  auto give_up = [&](const char* what, int error) {
     std::remove(temporary.c_str());
-    distill::fail(path, ": cannot move ", temporary, " into place");
+    distill::fail(path, ": cannot ", what, " (via ", temporary, "): ", std::strerror(error),
+                  error == ENOSPC ? "; the previous file, if any, is unchanged" : "");
+  };
+  const int fd = ::open(temporary.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) distill::fail(path, ": cannot create ", temporary, ": ", std::strerror(errno));
+  for (size_t done = 0; done < bytes.size();) {
+    const ssize_t n = ::write(fd, bytes.data() + done, bytes.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      const int error = n < 0 ? errno : EIO;
+      ::close(fd);
+      give_up("write the state dict", error);
+    }
+    done += static_cast<size_t>(n);
   }
+  if (::fsync(fd) != 0) {
+    const int error = errno;
+    ::close(fd);
+    give_up("flush the state dict to the disk", error);
+  }
+  if (::close(fd) != 0) give_up("close the state dict", errno);
+  if (std::rename(temporary.c_str(), path.c_str()) != 0) give_up("move the state dict into place", errno);
 }
 
 /// The module's parameters and buffers by name, in the order Python's state_dict() lists them

@@ -28,6 +28,9 @@ class Progress {
   void evaluation(int64_t epoch, const std::vector<std::pair<std::string, double>>& metrics, bool best);
   /// A plain message on its own line (epoch summaries, the final summary).
   void message(const std::string& text);
+  /// Drops the metrics-log records of epochs after `epoch` (and a torn last line): a resumed
+  /// run repeats the epoch that was interrupted, and must not log it twice.
+  void forget_after(int64_t epoch);
   /// Two panels, training loss by step and evaluation top-1 by epoch, as an SVG file.
   void write_svg(const std::string& path, const std::string& title) const;
 
@@ -38,6 +41,7 @@ class Progress {
   std::ostream& out_;
   bool terminal_;
   bool transient_open_ = false;
+  std::string jsonl_path_;
   std::ofstream jsonl_;
   std::vector<std::pair<double, double>> loss_curve_, top1_curve_;
 };
