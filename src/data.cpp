@@ -219,8 +219,8 @@ Sample ImageListDataset::load(size_t index, Rng& rng) {
   std::string bytes;
   try {
     bytes = read_file(file);
-  } catch (const Error&) {
-    distill::fail(origin, ": cannot open the image");
+  } catch (const Error& e) {
+    distill::fail(origin, ": cannot open the image (", e.what(), ")");
   }
   return {pipeline_(decode_jpeg(bytes, origin), rng), e.label};
 }
@@ -278,6 +278,11 @@ torch::Tensor read_idx(const std::string& path, size_t dims) {
       distill::fail(path, ": the header declares ", c10::IntArrayRef(shape), "... = more than ", limits().max_dataset_bytes,
                     " bytes, beyond the limit (raise it with the environment variable DISTILL_MAX_DATASET_BYTES)");
   }
+  // Deflate expands at most 1032:1, so a file of n bytes holds at most ~1032 n bytes of data.
+  std::error_code ec;
+  const auto stored = static_cast<int64_t>(std::filesystem::file_size(path, ec));
+  if (!ec && count > stored * 1032 + 1024)
+    distill::fail(path, ": the header declares ", count, " data bytes, more than a file of ", stored, " bytes can hold");
   auto out = torch::empty(shape, torch::kUInt8);
   const size_t got = file.read(out.data_ptr(), static_cast<size_t>(count));
   if (got != static_cast<size_t>(count))

@@ -847,10 +847,10 @@ struct Trainer::Impl {
     Progress progress(log(), writer() && &out == &std::cout && Progress::stdout_is_terminal(),
                       writer() ? o.output_dir() + "/metrics.jsonl" : "");
     TrainState state;
-    if (!o.checkpoints().empty()) {
-      state = resume(progress);
-      if (writer()) progress.forget_after(state.epoch);
-    }
+    if (!o.checkpoints().empty()) state = resume(progress);
+    // The log holds this run's epochs only: a fresh run starts it anew (as it overwrites the
+    // checkpoints), a resumed one drops the epoch that was interrupted.
+    if (writer()) progress.forget_after(state.epoch);
     progress.message(fmt::format("training {} on {}: {} epochs x {} batches of {} on {}{}", model->infer_model_name(),
                                  train_loader->dataset().describe(), o.epochs(), train_loader->batches_per_epoch(),
                                  train_loader->options().batch_size(), device.str(),

@@ -12,6 +12,7 @@
 
 #include "distill/data.hpp"
 #include "distill/config.hpp"
+#include "distill/train/progress.hpp"
 #include "distill/train/recipe.hpp"
 #include "distill/train/trainer.hpp"
 #include "expect_error.hpp"
@@ -485,4 +486,127 @@ TEST_CASE("bad engine configs are errors with their paths", "[engine][errors]") 
   expect_error([&] { train::Trainer t(extra); }, {"Global.epoch", "unknown key", "epochs"});
   auto resume = with("Global.checkpoints=\"" + scratch("nothing.pt") + "\"");
   expect_error([&] { train::Trainer t(resume, std::cout); t.train(); }, {"nothing.pt"});
+}
+
+TEST_CASE("damaged checkpoints and full disks are errors that name the file and keep the old one", "[engine][errors]") {
+  const auto out = scratch("damaged");
+  std::filesystem::remove_all(out);
+  quiet_run(distill_test::synthetic_recipe(dataset_dir(), out, 1));
+  const auto good = distill::io::read_state_dict(out + "/latest.pt");
+  auto resume_from = [&](const std::string& key, const torch::Tensor& value) {
+    auto dict = good;
+    dict[key] = value;
+    distill::io::write_state_dict(dict, out + "/bad.pt");
+    auto recipe = distill_test::synthetic_recipe(dataset_dir(), out, 2);
+    recipe["Global"]["checkpoints"] = out + "/bad.pt";
+    std::ostringstream log;
+    train::Trainer t(recipe, log);
+    t.train();
+  };
+  auto scalar = [](double v) { return torch::tensor(v, torch::kDouble); };
+  expect_error([&] { resume_from("meta.epoch", scalar(NAN)); }, {"bad.pt", "meta.epoch", "nan", "damaged"});
+  expect_error([&] { resume_from("meta.epoch", scalar(1e300)); }, {"bad.pt", "meta.epoch", "outside"});
+  expect_error([&] { resume_from("meta.epoch", scalar(-3)); }, {"bad.pt", "meta.epoch", "outside"});
+  expect_error([&] { resume_from("meta.step", scalar(2.5)); }, {"bad.pt", "meta.step", "not a whole number"});
+  expect_error([&] { resume_from("meta.epoch", torch::zeros({2}, torch::kDouble)); }, {"bad.pt", "meta.epoch", "one floating-point number"});
+  expect_error([&] { resume_from("rng.cpu", torch::zeros({3}, torch::kFloat)); }, {"bad.pt", "rng.cpu", "not a generator state"});
+
+  // A full disk (/dev/full answers every write with ENOSPC): the error says so, the earlier
+  // file is untouched and no partial file stays behind.
+  const auto path = out + "/latest.pt";
+  std::filesystem::create_symlink("/dev/full", path + ".tmp");
+  expect_error([&] { distill::io::write_state_dict(good, path); }, {"latest.pt", "No space left on device", "unchanged"});
+  CHECK(!std::filesystem::exists(std::filesystem::symlink_status(path + ".tmp")));
+  CHECK(torch::equal(distill::io::read_state_dict(path)["model.Student.fc.weight"], good["model.Student.fc.weight"]));
+  train::Progress metrics(std::cout, false, "/dev/full");
+  expect_error([&] { metrics.evaluation(1, {{"top1", 0.5}}, true); }, {"/dev/full", "metrics log", "No space left"});
+}
+
+TEST_CASE("data that declares more than it holds is refused before the allocation", "[engine][data][errors]") {
+  // A JPEG whose header declares 16384x16384 pixels (its data would be a few hundred bytes).
+  auto jpeg = data::encode_jpeg(torch::full({16, 16, 3}, 128, torch::kUInt8));
+  const auto sof = jpeg.find("\xFF\xC0", 0, 2);
+  REQUIRE(sof != std::string::npos);
+  for (size_t at : {sof + 5, sof + 7}) jpeg[at] = '\x40', jpeg[at + 1] = '\x00';  // 0x4000 = 16384
+  expect_error([&] { data::decode_jpeg(jpeg, "bomb.jpg"); }, {"bomb.jpg", "16384x16384", "DISTILL_MAX_IMAGE_PIXELS"});
+  // A truncated JPEG is an error, not an image whose missing part is grey.
+  auto noisy = data::encode_jpeg(torch::randint(0, 256, {64, 64, 3}, torch::kLong).to(torch::kUInt8));
+  expect_error([&] { data::decode_jpeg(noisy.substr(0, noisy.size() / 2), "cut.jpg"); }, {"cut.jpg", "corrupt JPEG data"});
+
+  // idx files (read through zlib, which takes plain files too).
+  const auto dir = scratch("idx");
+  std::filesystem::create_directories(dir);
+  auto idx = [](uint32_t magic, std::vector<uint32_t> dims, size_t data_bytes) {
+    std::string out;
+    for (uint32_t v : [&] { dims.insert(dims.begin(), magic); return dims; }())
+      for (int s = 24; s >= 0; s -= 8) out += static_cast<char>((v >> s) & 0xFF);
+    return out + std::string(data_bytes, '\x01');
+  };
+  auto write = [&](const std::string& images, const std::string& labels) {
+    std::ofstream(dir + "/train-images-idx3-ubyte.gz", std::ios::binary) << images;
+    std::ofstream(dir + "/train-labels-idx1-ubyte.gz", std::ios::binary) << labels;
+  };
+  write(idx(0x803, {2, 2, 2}, 8), idx(0x801, {2}, 2));
+  CHECK(data::FashionMNIST(dir, true, {}).size() == 2);  // the hand-made files are right
+  write(idx(0x803, {2, 2, 2}, 8 + 100000), idx(0x801, {2}, 2));
+  expect_error([&] { data::FashionMNIST(dir, true, {}); }, {"train-images-idx3-ubyte.gz", "more data bytes than the header promises"});
+  write(idx(0x803, {0xFFFFFFFF, 0xFFFFFFFF, 0xFFFFFFFF}, 8), idx(0x801, {2}, 2));
+  expect_error([&] { data::FashionMNIST(dir, true, {}); }, {"train-images-idx3-ubyte.gz", "declares", "beyond"});
+  write(idx(0x803, {2, 2, 2}, 8), idx(0x801, {0x7FFFFFFF}, 2));  // 2 GiB of labels promised in 10 bytes
+  expect_error([&] { data::FashionMNIST(dir, true, {}); }, {"train-labels-idx1-ubyte.gz", "declares", "more than"});
+}
+
+TEST_CASE("silent data problems are reported: skipped lines, out-of-range labels, no batches", "[engine][data][errors]") {
+  const auto& dir = dataset_dir();
+  std::ofstream(scratch("report_list.txt")) << "images/0.jpg 0\nimages/1.jpg\nimages/2.jpg two\nimages/ 1\nimages/3.jpg 3\n";
+  auto pipeline = data::make_pipeline(json::parse(R"([{"ResizeImage": {"size": 16}}])"), "T");
+  auto skipping = std::make_shared<data::ImageListDataset>(dir, scratch("report_list.txt"), pipeline, true);
+  CHECK(skipping->build_report().find("skipped 2 malformed line(s) (skip_bad): line(s) 2, 3") != std::string::npos);
+  // An image path that is a directory is a bad sample like any other (skippable).
+  data::DataLoader loader(skipping, data::LoaderOptions().batch_size(3).num_workers(1));
+  loader.start(0);
+  auto batch = loader.next();
+  REQUIRE(batch);
+  CHECK(batch->labels.size(0) == 2);
+  CHECK(skipping->skipped() == 1);
+  CHECK(skipping->first_skip().find("not a regular file") != std::string::npos);
+
+  // Evaluation without Loss.Eval still refuses labels outside the model's classes.
+  std::ofstream(scratch("label9.txt")) << "images/0.jpg 0\nimages/1.jpg 9\n";
+  auto recipe = distill_test::synthetic_recipe(dir, scratch("label9"), 1);
+  recipe.erase("Loss");
+  recipe["Loss"] = {{"Train", json::parse(R"([{"DistillationGTCELoss": {"weight": 1.0, "model_names": ["Student"]}}])")}};
+  recipe["DataLoader"]["Eval"]["dataset"]["cls_label_path"] = scratch("label9.txt");
+  {
+    std::ostringstream log;
+    train::Trainer t(recipe, log);
+    expect_error([&] { t.evaluate(); }, {"evaluation", "class index 9", "outside [0, 4)"});
+  }
+  // A training set that makes no batch is an error, not a run that "completes".
+  recipe["DataLoader"]["Train"]["dataset"]["cls_label_path"] = scratch("label9.txt");
+  recipe["DataLoader"]["Train"]["sampler"]["drop_last"] = true;
+  expect_error([&] { std::ostringstream log; train::Trainer t(recipe, log); }, {"DataLoader.Train", "no batch of 8", "drop_last"});
+}
+
+TEST_CASE("hostile recipes: directories, deep nesting and numbers beyond float are errors with their place", "[engine][errors]") {
+  expect_error([] { distill::config::load_file(scratch("")); }, {"is a directory"});
+  std::ofstream(scratch("deep.json")) << std::string(100000, '[') << std::string(100000, ']');
+  expect_error([] { distill::config::load_file(scratch("deep.json")); }, {"deep.json", "nested deeper than 100"});
+  std::ofstream(scratch("huge.json")) << R"({"a": 1e309})";
+  expect_error([] { distill::config::load_file(scratch("huge.json")); }, {"huge.json", "not valid JSON"});
+  json r = {{"a", 1}};
+  expect_error([&] { distill::config::apply_override(r, "a=" + std::string(200, '[') + std::string(200, ']')); },
+               {"override", "nested deeper than 100"});
+
+  auto recipe = distill_test::synthetic_recipe(dataset_dir(), scratch("huge"), 1);
+  auto with = [&](const std::string& assignment) {
+    auto copy = recipe;
+    distill::config::apply_override(copy, assignment);
+    return copy;
+  };
+  expect_error([&] { train::Trainer t(with("Optimizer.lr.learning_rate=1e300")); }, {"Optimizer.lr", "learning_rate", "float32"});
+  auto beta = recipe;
+  beta["Loss"]["Train"][1]["DistillationDKDLoss"]["beta"] = 1e300;
+  expect_error([&] { train::Trainer t(beta); }, {"beta", "float32"});
+  expect_error([&] { train::Trainer t(with("Optimizer.momentum=-1")); }, {"Optimizer", "momentum"});
 }

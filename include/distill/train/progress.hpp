@@ -29,7 +29,8 @@ class Progress {
   /// A plain message on its own line (epoch summaries, the final summary).
   void message(const std::string& text);
   /// Drops the metrics-log records of epochs after `epoch` (and a torn last line): a resumed
-  /// run repeats the epoch that was interrupted, and must not log it twice.
+  /// run repeats the epoch that was interrupted, and must not log it twice; a fresh run
+  /// (epoch 0) starts the log anew.
   void forget_after(int64_t epoch);
   /// Two panels, training loss by step and evaluation top-1 by epoch, as an SVG file.
   void write_svg(const std::string& path, const std::string& title) const;
