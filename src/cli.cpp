@@ -171,7 +171,8 @@ std::string weights(const distill::json& recipe, const char* command) {
 /// The recipe's model with Global.pretrained_model loaded.
 std::shared_ptr<distill::DistillationModelImpl> trained_model(const distill::json& recipe, const char* command) {
   const auto path = weights(recipe, command);
-  auto model = distill::config::build_model(recipe.at("Arch"));
+  if (!recipe.is_object() || !recipe.contains("Arch")) distill::fail("distill ", command, ": the recipe has no Arch section");
+  auto model = distill::config::build_model(recipe["Arch"]);
   distill::train::load_model_weights(*model, path);
   model->eval();
   return model;
@@ -279,8 +280,8 @@ int run_command(const Args& a) {
   auto model = trained_model(recipe, "export");
   std::string out = a.out;
   if (out.empty()) {
-    const auto& global = recipe.at("Global");
-    out = (global.contains("output_dir") ? global["output_dir"].get<std::string>() : std::string("./output")) + "/student.pt";
+    const auto global = distill::Reader(recipe.value("Global", distill::json::object()), "Global");
+    out = global.get<std::string>("output_dir", "./output") + "/student.pt";
   }
   std::filesystem::create_directories(std::filesystem::path(out).parent_path().empty() ? "." : std::filesystem::path(out).parent_path());
   distill::io::save_state_dict(*model->infer_model(), out);
@@ -309,8 +310,10 @@ int main(int argc, char** argv) {
     return run_command(parse(argc, argv));
   } catch (const distill::Error& e) {
     return report(e.what());
+  } catch (const c10::Error& e) {  // a check inside libtorch that distill did not make first: a bug to report
+    return report(std::string("unexpected error inside libtorch (please report it): ") + e.what_without_backtrace());
   } catch (const std::exception& e) {
-    return report(std::string("unexpected error: ") + e.what());
+    return report(std::string("unexpected error (please report it): ") + e.what());
   }
 }
 

@@ -721,12 +721,12 @@ void read_loader(const Reader& loaders, const char* phase, bool training, Traine
                      .batch_size(sampler.get<int64_t>("batch_size"))
                      .drop_last(sampler.get<bool>("drop_last", false))
                      .shuffle(sampler.get<bool>("shuffle", training));
-  if (options.batch_size() < 1) fail_at(sampler.path_of("batch_size"), "must be >= 1, got ", options.batch_size());
+  with_context(sampler.path_of("batch_size"), [&] { check_size("DataLoader", "batch_size", options.batch_size()); });
   sampler.done();
   if (section.has("loader")) {
     Reader loader = section.section("loader");
     options.num_workers(loader.get<int64_t>("num_workers", 2));
-    if (options.num_workers() < 0) fail_at(loader.path_of("num_workers"), "must be >= 0");
+    if (options.num_workers() < 0 || options.num_workers() > 1024) fail_at(loader.path_of("num_workers"), "must be in [0, 1024]");
     loader.ignore("use_shared_memory", why_ignored("DataLoader.*.loader.use_shared_memory"));
     loader.done();
   }

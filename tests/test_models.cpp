@@ -195,3 +195,18 @@ TEST_CASE("unknown patterns, names and keys are errors that say what exists", "[
   skip.set_return_patterns({"fc"});
   expect_error([&] { skip.forward(torch::randn({1, 3})); }, {"SkipNet", "'fc'", "call()"});
 }
+
+TEST_CASE("sizes beyond the limits are refused before anything is allocated", "[models][errors]") {
+  using distill::config::create_backbone;
+  using json = nlohmann::json;
+  expect_error([] { create_backbone("ConvNet", {{"depth", int64_t{1000000000000000000}}}, "Arch.models[1].Student"); },
+               {"Arch.models[1].Student", "ConvNet", "depth", "DISTILL_MAX_SIZE"});
+  expect_error([] { create_backbone("ConvNet", {{"widths", {1 << 23, 1 << 23}}}, "S"); },
+               {"ConvNet", "parameters", "DISTILL_MAX_PARAMETERS"});
+  expect_error([] { create_backbone("ConvNet", {{"widths", {0}}}, "S"); }, {"ConvNet", "widths must be >= 1"});
+  expect_error([] { create_backbone("ResNet18", {{"class_num", 10000000}}, "T"); }, {"ResNet", "parameters"});
+  expect_error([] { create_backbone("PPLCNet_x1_0", {{"class_num", -1}}, "S"); }, {"PPLCNet", "class_num must be >= 1"});
+  expect_error([] { create_backbone("MobileNetV3_large_x1_0", {{"class_expand", 1 << 25}}, "S"); }, {"MobileNetV3", "class_expand"});
+  expect_error([] { distill::MGDLoss(distill::MGDOptions(16, 1 << 20)); }, {"MGDLoss", "parameters"});
+  expect_error([] { distill::AFDLoss(distill::AFDOptions({{64, 8, 8}}, {{64, 8, 8}}).qk_dim(0)); }, {"AFDLoss", "qk_dim"});
+}

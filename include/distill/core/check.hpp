@@ -9,6 +9,7 @@
 #include <torch/torch.h>
 
 #include "distill/core/error.hpp"
+#include "distill/core/limits.hpp"
 
 namespace distill::detail {
 

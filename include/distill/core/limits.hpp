@@ -5,6 +5,8 @@
 // each limit turns that into a named error before the allocation. Every limit can be raised
 // through its environment variable, read once per process.
 
+#include <unistd.h>
+
 #include <cstdint>
 #include <cstdlib>
 #include <string>
@@ -21,11 +23,16 @@ struct Limits {
   int64_t max_image_pixels = int64_t{1} << 26;
   /// Bytes of one decompressed dataset file (an idx file of Fashion-MNIST); 2^32 = 4 GiB.
   int64_t max_dataset_bytes = int64_t{1} << 32;
-  /// Parameters of one network a recipe or options may build; 2^32 (16 GiB of float32).
-  int64_t max_parameters = int64_t{1} << 32;
+  /// Parameters of one network (or loss module) that options may build: by default as many as
+  /// fill the machine's memory with their float32 weights and gradients (8 bytes each).
+  int64_t max_parameters = physical_memory() / 8;
   /// Any single size a recipe gives (a width, a depth, a class count, a batch size).
   int64_t max_size = int64_t{1} << 24;
 
+  static int64_t physical_memory() {
+    const long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGE_SIZE);
+    return pages > 0 && page > 0 ? static_cast<int64_t>(pages) * page : int64_t{1} << 36;
+  }
   static int64_t from_env(const char* name, int64_t fallback) {
     const char* text = std::getenv(name);
     if (text == nullptr || *text == '\0') return fallback;
@@ -58,6 +65,17 @@ inline void check_size(std::string_view owner, std::string_view arg, int64_t val
   if (value > limits().max_size)
     fail(owner, ": ", arg, " of ", value, " is beyond the size limit ", limits().max_size,
          " (raise it with the environment variable DISTILL_MAX_SIZE)");
+}
+
+/// Checks the parameter count that options imply, before the network is built: `estimate`
+/// (a double, so that a product of huge sizes cannot overflow) against limits().max_parameters.
+///
+///   check_parameters("ConvNet", 9.0 * width * width * depth);
+inline void check_parameters(std::string_view owner, double estimate) {
+  if (estimate > static_cast<double>(limits().max_parameters))
+    fail(owner, ": these options make about ", estimate, " parameters, beyond the limit of ", limits().max_parameters,
+         " (the machine's memory for float32 weights and gradients; raise it with the environment variable "
+         "DISTILL_MAX_PARAMETERS)");
 }
 
 }  // namespace distill

@@ -59,14 +59,14 @@ class AFDLossImpl : public torch::nn::Cloneable<AFDLossImpl> {
     constexpr const char* kLoss = "AFDLoss";
     const auto s = static_cast<int64_t>(options.student_shapes().size());
     const auto t = static_cast<int64_t>(options.teacher_shapes().size());
-    if (s < 1 || t < 1 || options.qk_dim() < 1)
-      fail(kLoss, ": needs at least one student and one teacher shape and qk_dim >= 1, got ",
-                   s, ", ", t, " and ", options.qk_dim());
+    if (s < 1 || t < 1) fail(kLoss, ": needs at least one student and one teacher shape, got ", s, " and ", t);
+    check_size(kLoss, "qk_dim", options.qk_dim());
     for (const auto* shapes : {&options.student_shapes(), &options.teacher_shapes()})
-      for (const auto& shape : *shapes)
-        if (shape.size() != 3 || shape[0] < 1 || shape[1] < 1 || shape[2] < 1)
-          fail(kLoss, ": every shape must be [C, H, W] with positive sizes, got ",
-                       torch::IntArrayRef(shape));
+      for (const auto& shape : *shapes) {
+        if (shape.size() != 3) fail(kLoss, ": every shape must be [C, H, W], got ", torch::IntArrayRef(shape));
+        for (int64_t size : shape) check_size(kLoss, "a shape's size", size);
+      }
+    check_parameters(kLoss, 1.0 * (s + t) * options.qk_dim());
     groups = group_shapes(options.teacher_shapes());
     p_t = register_parameter("p_t", torch::empty({t, options.qk_dim()}));
     p_s = register_parameter("p_s", torch::empty({s, options.qk_dim()}));

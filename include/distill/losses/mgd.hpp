@@ -33,9 +33,11 @@ class MGDLossImpl : public torch::nn::Cloneable<MGDLossImpl> {
 
   void reset() override {
     constexpr const char* kLoss = "MGDLoss";
-    if (options.student_channels() < 1 || options.teacher_channels() < 1)
-      fail(kLoss, ": channel counts must be positive, got student_channels ",
-                   options.student_channels(), " and teacher_channels ", options.teacher_channels());
+    check_size(kLoss, "student_channels", options.student_channels());
+    check_size(kLoss, "teacher_channels", options.teacher_channels());
+    // the generation block: two 3x3 convolutions of teacher_channels, and the 1x1 alignment
+    check_parameters(kLoss, 18.0 * options.teacher_channels() * options.teacher_channels() +
+                                1.0 * options.student_channels() * options.teacher_channels());
     if (!(options.lambda_mgd() >= 0 && options.lambda_mgd() <= 1))
       fail(kLoss, ": lambda_mgd must be in [0, 1], got ", options.lambda_mgd());
     detail::check_weight(kLoss, "alpha_mgd", options.alpha_mgd());

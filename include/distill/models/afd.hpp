@@ -35,9 +35,10 @@ TORCH_MODULE(LinearBN);
 
 inline void check_shapes(const char* who, const FeatureShapes& shapes, const char* what) {
   if (shapes.empty()) distill::fail(who, ": ", what, " is empty");
-  for (const auto& s : shapes)
-    if (s.size() != 3 || s[0] < 1 || s[1] < 1 || s[2] < 1)
-      distill::fail(who, ": every shape in ", what, " must be [C, H, W], got ", torch::IntArrayRef(s));
+  for (const auto& s : shapes) {
+    if (s.size() != 3) distill::fail(who, ": every shape in ", what, " must be [C, H, W], got ", torch::IntArrayRef(s));
+    for (int64_t size : s) check_size(who, std::string("a size in ") + what, size);
+  }
 }
 
 inline void check_keys(const char* who, const FeatureShapes& shapes, const std::vector<std::string>& keys,
@@ -93,6 +94,10 @@ class LinearTransformTeacherImpl : public FeatureModel {
   LinearTransformTeacherImpl(int64_t qk_dim, FeatureShapes teacher_shapes, std::vector<std::string> keys)
       : shapes_(std::move(teacher_shapes)), keys_(std::move(keys)) {
     detail::check_keys("LinearTransformTeacher", shapes_, keys_, "t_shapes");
+    check_size("LinearTransformTeacher", "qk_dim", qk_dim);
+    double estimate = 0;
+    for (const auto& s : shapes_) estimate += static_cast<double>(s[0]) * qk_dim;
+    check_parameters("LinearTransformTeacher", estimate);
     query_layers = register_module("query_layer", torch::nn::ModuleList());
     for (const auto& s : shapes_) query_layers->push_back(detail::LinearBN(s[0], qk_dim, false));
     paddle_default_init(*this);
@@ -135,6 +140,10 @@ class LinearTransformStudentImpl : public FeatureModel {
         qk_dim_(qk_dim), teachers_(static_cast<int64_t>(teacher_shapes.size())) {
     detail::check_keys("LinearTransformStudent", shapes_, keys_, "s_shapes");
     detail::check_shapes("LinearTransformStudent", teacher_shapes, "t_shapes");
+    check_size("LinearTransformStudent", "qk_dim", qk_dim);
+    double estimate = static_cast<double>(qk_dim) * qk_dim * teachers_;
+    for (const auto& s : shapes_) estimate += static_cast<double>(s[0]) * qk_dim;
+    check_parameters("LinearTransformStudent", estimate);
     key_layers = register_module("key_layer", torch::nn::ModuleList());
     for (const auto& s : shapes_) key_layers->push_back(detail::LinearBN(s[0], qk_dim, true));
     bilinear = register_module("bilinear", detail::LinearBN(qk_dim, qk_dim * teachers_, false));

@@ -31,8 +31,17 @@ class ConvNetImpl : public Backbone {
   explicit ConvNetImpl(ConvNetOptions options) : options(std::move(options)) {
     namespace nn = torch::nn;
     const auto& o = this->options;
-    if (o.widths().empty() || o.depth() < 1 || o.class_num() < 1 || o.in_channels() < 1)
-      distill::fail("ConvNet: widths must be non-empty and depth, class_num, in_channels positive");
+    if (o.widths().empty()) distill::fail("ConvNet: widths must be non-empty");
+    check_size("ConvNet", "depth", o.depth());
+    check_size("ConvNet", "class_num", o.class_num());
+    check_size("ConvNet", "in_channels", o.in_channels());
+    double estimate = 0, previous = static_cast<double>(o.in_channels());
+    for (int64_t w : o.widths()) {
+      check_size("ConvNet", "widths", w);
+      estimate += 9.0 * w * (previous + (o.depth() - 1.0) * w);
+      previous = static_cast<double>(w);
+    }
+    check_parameters("ConvNet", estimate + previous * o.class_num());
     stages = register_module("stages", nn::ModuleList());
     int64_t in = o.in_channels();
     for (size_t s = 0; s < o.widths().size(); ++s) {

@@ -134,6 +134,13 @@ class ExpandHeadBackbone : public Backbone {
   }
 
  protected:
+  // The sizes of a body of width `scale` (about 5M parameters at scale 1, growing with its
+  // square) and of the head, checked before anything is built.
+  void check_head_size(double scale, int64_t class_expand, int64_t class_num) {
+    check_size(name(), "class_num", class_num);
+    check_size(name(), "class_expand", class_expand);
+    check_parameters(name(), 5e6 * scale * scale + static_cast<double>(class_expand) * (1280.0 * scale + class_num));
+  }
   void build_head(int64_t in, int64_t class_expand, double dropout_prob, int64_t class_num) {
     namespace nn = torch::nn;
     if (class_num < 1 || class_expand < 1)

@@ -83,7 +83,8 @@ class MobileNetV3Impl : public ExpandHeadBackbone {
     namespace nn = torch::nn;
     const auto& o = this->options;
     const auto& config = detail::mobilenet_v3_config(o.size());
-    if (!(o.scale() > 0)) distill::fail("MobileNetV3: scale must be positive, got ", o.scale());
+    if (!(o.scale() > 0 && o.scale() <= 64)) distill::fail("MobileNetV3: scale must be in (0, 64], got ", o.scale());
+    check_head_size(o.scale(), o.class_expand(), o.class_num());
     auto width = [&](int64_t c) { return make_divisible(c * o.scale()); };
     const int64_t squeeze = o.size() == MobileNetV3Size::large ? 960 : 576;
     conv = register_module("conv", ConvBN(3, width(16), 3, 2, 1, "hardswish"));

@@ -66,7 +66,8 @@ class PPLCNetImpl : public ExpandHeadBackbone {
   explicit PPLCNetImpl(PPLCNetOptions options) : options(std::move(options)) {
     namespace nn = torch::nn;
     const auto& o = this->options;
-    if (!(o.scale() > 0)) distill::fail("PPLCNet: scale must be positive, got ", o.scale());
+    if (!(o.scale() > 0 && o.scale() <= 64)) distill::fail("PPLCNet: scale must be in (0, 64], got ", o.scale());
+    check_head_size(o.scale(), o.class_expand(), o.class_num());
     auto width = [&](int64_t c) { return make_divisible(c * o.scale()); };
     conv1 = register_module("conv1", ConvBN(3, width(16), 3, 2, 1, "hardswish"));
     const auto& config = detail::lcnet_config();

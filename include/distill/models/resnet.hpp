@@ -131,7 +131,8 @@ class ResNetImpl : public Backbone {
     const auto& o = this->options;
     if (o.vd() && o.layout() != ResNetLayout::paddle)
       distill::fail("ResNet: the vd variant exists only in the 'paddle' layout");
-    if (o.class_num() < 1) distill::fail("ResNet: class_num must be positive, got ", o.class_num());
+    check_size("ResNet", "class_num", o.class_num());
+    check_parameters("ResNet", 6e7 + 2048.0 * o.class_num());  // ResNet152's body has 58M
     spec_ = detail::resnet_spec(o.depth());
     if (o.layout() == ResNetLayout::paddle) build_paddle();
     else build_torchvision();
