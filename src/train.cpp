@@ -559,11 +559,11 @@ Registry<ScheduleReader>& schedule_registry() {
     Registry<ScheduleReader> r("schedule");
     // Every schedule: learning_rate, warmup_epoch; the reference's `step_each_epoch` is
     // replaced, as there, by the real number of steps per epoch (docs/reference.md §7.17).
-    auto frame = [](const Reader& s, Decay decay) {
+    auto frame = [](const Reader& s, Decay decay, std::optional<double> default_rate = std::nullopt) {
       s.ignore("step_each_epoch", "replaced by the real number of steps per epoch, as in the reference");
       s.ignore("last_epoch", "resuming restores the step from the checkpoint");
-      return ScheduleOptions().decay(decay).learning_rate(s.get<double>("learning_rate")).warmup_epochs(
-          s.get<double>("warmup_epoch", 0.0));
+      const double rate = default_rate ? s.get<double>("learning_rate", *default_rate) : s.get<double>("learning_rate");
+      return ScheduleOptions().decay(decay).learning_rate(rate).warmup_epochs(s.get<double>("warmup_epoch", 0.0));
     };
     auto make = [](ScheduleOptions o, std::string where) -> ScheduleFactory {
       return [o, where](int64_t epochs, int64_t steps) {
@@ -573,8 +573,10 @@ Registry<ScheduleReader>& schedule_registry() {
     r.add("Cosine", [=](const Reader& s) { return make(frame(s, Decay::cosine), s.path()); });
     r.add("Constant", [=](const Reader& s) { return make(frame(s, Decay::constant), s.path()); });
     r.add("Piecewise", [=](const Reader& s) {
-      auto o = frame(s, Decay::piecewise);
-      o.boundaries(s.get<std::vector<double>>("decay_epochs")).values(s.get<std::vector<double>>("values"));
+      // As in the reference, learning_rate is optional here: the warm-up then ends at values[0].
+      const auto values = s.get<std::vector<double>>("values");
+      auto o = frame(s, Decay::piecewise, values.empty() ? 0.0 : values.front());
+      o.boundaries(s.get<std::vector<double>>("decay_epochs")).values(values);
       if (o.values().size() != o.boundaries().size() + 1)
         fail_at(s.path_of("values"), "needs one value more than decay_epochs (", o.boundaries().size() + 1, "), got ",
                 o.values().size());

@@ -113,3 +113,20 @@ TEST_CASE("losses with parameters check channels, shapes and their own dtype", "
   expect_error([&] { afd->forward(key, sv, query, {tv[0], tv[2], tv[2]}); }, {"AFDLoss", "'teacher_values[1]'", "[3, 4]"});
   expect_error([] { distill::AFDLoss(distill::AFDOptions({{4, 2}}, {{4, 2, 2}})); }, {"AFDLoss", "[C, H, W]"});
 }
+
+TEST_CASE("temperatures and weights beyond float32's range are errors, not libtorch overflows", "[losses][errors]") {
+  // Found by the recipe fuzz target: a temperature of 1e-300 made 1/T unrepresentable in float.
+  auto s = torch::randn({4, 5}), t = torch::randn({4, 5});
+  auto y = torch::randint(0, 5, {4});
+  namespace F = distill::functional;
+  for (double temperature : {1e-300, 1e-7, 1e7, 1e300}) {
+    INFO(temperature);
+    distill_test::expect_error([&] { F::kd_loss(s, t, distill::KDOptions().temperature(temperature)); }, {"temperature", "[1e-6, 1e6]"});
+    distill_test::expect_error([&] { F::dkd_loss(s, t, y, distill::DKDOptions().temperature(temperature)); }, {"temperature"});
+    distill_test::expect_error([&] { F::wsl_loss(s, t, y, distill::WSLOptions().temperature(temperature)); }, {"temperature"});
+    distill_test::expect_error([&] { F::skd_loss(s, t, y, distill::SKDOptions().temperature(temperature)); }, {"temperature"});
+    distill_test::expect_error([&] { F::dist_loss(s, t, distill::DISTOptions().tau(temperature)); }, {"tau"});
+  }
+  distill_test::expect_error([&] { F::dkd_loss(s, t, y, distill::DKDOptions().beta(1e300)); }, {"beta", "float32"});
+  CHECK(std::isfinite(F::kd_loss(s, t, distill::KDOptions().temperature(1e-6)).item<double>()));
+}

@@ -356,6 +356,28 @@ inputs.update({f"teacher_values.{i}": v for i, v in enumerate(tvals)})
 add("afd/5t-3s", "afd", {"student_shapes": s_shapes, "teacher_shapes": t_shapes, "qk_dim": qk}, inputs,
     ref_afd(bk, svals, query, tvals, params["p_t"], params["p_s"], groups, qk), params=params)
 
+# Options that match the methods' original code (appended last, so the cases above keep their
+# random inputs). DIST's official code: tau^2 * DIST on softmax(z / tau).
+for tau in (4.0, 0.5):
+    s, t = randn(N, C, scale=3.0), randn(N, C, scale=3.0)
+    add(f"dist/tau={tau}", "dist", {"beta": 1.0, "gamma": 2.0, "tau": tau}, {"student": s, "teacher": t},
+        tau * tau * ref_dist(s / tau, t / tau, 1.0, 2.0))
+
+
+def ref_rkd_distance_original(fs, ft):  # the RKD paper's code: zero diagonal, mean of positive entries
+    def dist(x):
+        x = x.reshape(x.shape[0], -1)
+        sq = (x * x).sum(1)
+        d = torch.sqrt(torch.clamp(sq.unsqueeze(1) + sq.unsqueeze(0) - 2 * x @ x.t(), min=1e-12))
+        d = d * (1 - torch.eye(x.shape[0], dtype=x.dtype))
+        return d / d[d > 0].mean()
+    return F.smooth_l1_loss(dist(fs), dist(ft))
+
+
+s, t = randn(6, 4), randn(6, 5)
+add("rkd_distance/exclude_diagonal", "rkd_distance", {"exclude_diagonal": True}, {"student": s, "teacher": t},
+    ref_rkd_distance_original(s, t))
+
 with open(sys.argv[1], "w") as out:
     json.dump({"generator": "tests/reference/make_loss_fixtures.py", "torch": torch.__version__,
                "cases": cases}, out, indent=None, separators=(",", ":"))

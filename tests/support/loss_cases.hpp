@@ -110,7 +110,7 @@ inline LossCase make_case(const json& spec, torch::Dtype dtype = torch::kDouble,
                    .use_target_as_gt(o.at("use_target_as_gt"));
     c.evaluate = [=](const Tensors& in) { return F::dkd_loss(in.at("student"), in.at("teacher"), target, opt); };
   } else if (loss == "dist") {
-    auto opt = distill::DISTOptions().beta(o.at("beta")).gamma(o.at("gamma"));
+    auto opt = distill::DISTOptions().beta(o.at("beta")).gamma(o.at("gamma")).tau(o.value("tau", 1.0));
     c.evaluate = [=](const Tensors& in) { return F::dist_loss(in.at("student"), in.at("teacher"), opt); };
   } else if (loss == "wsl") {
     auto opt = distill::WSLOptions().temperature(o.at("temperature"));
@@ -121,7 +121,8 @@ inline LossCase make_case(const json& spec, torch::Dtype dtype = torch::kDouble,
   } else if (loss == "rkd_angle") {
     c.evaluate = [](const Tensors& in) { return F::rkd_angle_loss(in.at("student"), in.at("teacher")); };
   } else if (loss == "rkd_distance") {
-    c.evaluate = [](const Tensors& in) { return F::rkd_distance_loss(in.at("student"), in.at("teacher")); };
+    auto opt = distill::RKDOptions().exclude_diagonal(o.value("exclude_diagonal", false));
+    c.evaluate = [=](const Tensors& in) { return F::rkd_distance_loss(in.at("student"), in.at("teacher"), opt); };
   } else if (loss == "mgd") {
     auto mgd = std::make_shared<distill::MGDLossImpl>(
         distill::MGDOptions(o.at("student_channels"), o.at("teacher_channels"))

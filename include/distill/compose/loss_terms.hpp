@@ -389,9 +389,11 @@ inline const bool terms_registered =
                       fail_at(s.path_of("name"), "DistillationRKDLoss names its terms loss_angle_... and loss_dist_...");
                     PairOptions options;
                     describe(s, options);
+                    RKDOptions rkd;
+                    describe(s, rkd);
                     auto group = std::make_shared<TermGroupImpl>();
                     group->add(std::make_shared<PairImpl<RKDAngleLoss>>(RKDAngleLoss(), PairOptions(options).name("loss_angle")));
-                    group->add(std::make_shared<PairImpl<RKDDistanceLoss>>(RKDDistanceLoss(), PairOptions(options).name("loss_dist")));
+                    group->add(std::make_shared<PairImpl<RKDDistanceLoss>>(RKDDistanceLoss(rkd), PairOptions(options).name("loss_dist")));
                     return group;
                   }) &&
     register_term("AFDLoss", [](Schema& s) -> std::shared_ptr<LossTerm> {

@@ -72,6 +72,13 @@ inline void check_positive(const char* loss, std::string_view arg, double value)
     fail(loss, ": ", arg, " must be a positive number (at most 3.4e38, float32's range), got ", value);
 }
 
+/// A temperature or another scale that logits are divided or multiplied by: in [1e-6, 1e6],
+/// so that 1/T and T^2 stay well inside float32 (a temperature of 1e-300 would make 1/T
+/// unrepresentable).
+inline void check_scale(const char* loss, std::string_view arg, double value) {
+  if (!(value >= 1e-6 && value <= 1e6)) fail(loss, ": ", arg, " must be in [1e-6, 1e6], got ", value);
+}
+
 /// A weight of a loss term: finite and >= 0 (a negative one would ascend).
 inline void check_weight(const char* loss, std::string_view arg, double value) {
   if (!(value >= 0) || !(value <= max_option_value))

@@ -7,10 +7,13 @@
 namespace distill {
 
 /// Options of dist_loss / DISTLoss: weights of the inter-class (per sample) and intra-class
-/// (per class) terms. DIST has no temperature (docs/reference.md §7.13).
+/// (per class) terms, and a temperature. PaddleClas's DIST has none (tau = 1, the default,
+/// docs/reference.md §7.13); the official DIST computes tau^2 * DIST(z_s / tau, z_t / tau),
+/// which tau gives (at tau = 1 the two are the same).
 struct DISTOptions {
   TORCH_ARG(double, beta) = 1.0;
   TORCH_ARG(double, gamma) = 1.0;
+  TORCH_ARG(double, tau) = 1.0;
 };
 
 namespace detail {
@@ -18,6 +21,7 @@ namespace detail {
 inline void check_options(const DISTOptions& options) {
   check_weight("dist_loss", "beta", options.beta());
   check_weight("dist_loss", "gamma", options.gamma());
+  check_scale("dist_loss", "tau", options.tau());
 }
 
 /// DIST with both gradients formed in the forward pass. For one Pearson correlation
@@ -135,7 +139,7 @@ struct DISTFunction : public FusedFunction<DISTFunction, 5> {
 namespace functional {
 
 /// beta * (1 - mean_n rho(y_s[n, :], y_t[n, :])) + gamma * (1 - mean_c rho(y_s[:, c], y_t[:, c]))
-/// with y = softmax(logits). Gradient reaches both inputs. The Pearson correlations use
+/// with y = softmax(logits / tau), times tau^2 (tau = 1 unless set). Gradient reaches both inputs. The Pearson correlations use
 /// zero-safe norms: a constant slice has correlation 0 and a finite gradient (the reference's
 /// is NaN there). Computed by a fused function (detail::DISTFunction).
 ///
@@ -147,7 +151,10 @@ inline torch::Tensor dist_loss(const torch::Tensor& student, const torch::Tensor
   detail::check_logits(kLoss, "student", student);
   detail::check_same(kLoss, "student", student, "teacher", teacher);
   auto zs = detail::compute(student), zt = detail::compute(teacher);
-  return detail::DISTFunction::apply(zs, zt, options.beta(), options.gamma(), detail::wanted_gradients(zs, zt));
+  const double tau = options.tau();
+  if (tau != 1.0) zs = zs / tau, zt = zt / tau;
+  auto loss = detail::DISTFunction::apply(zs, zt, options.beta(), options.gamma(), detail::wanted_gradients(zs, zt));
+  return tau != 1.0 ? loss * (tau * tau) : loss;
 }
 
 }  // namespace functional
@@ -169,10 +176,11 @@ class DISTLossImpl : public detail::LossModule<DISTLossImpl> {
 };
 TORCH_MODULE(DISTLoss);
 
-/// Recipe keys of DISTLoss (its wrapper's terms: "loss_dist_<A>_<B>"): beta, gamma.
+/// Recipe keys of DISTLoss (its wrapper's terms: "loss_dist_<A>_<B>"): beta, gamma, tau.
 inline void describe(Schema& s, DISTOptions& o) {
   s.field("beta", o.beta());
   s.field("gamma", o.gamma());
+  s.field("tau", o.tau());
 }
 namespace detail {
 inline const bool dist_registered = register_loss<DISTLoss>("DISTLoss", DISTOptions(), LossTraits{"loss_dist"});

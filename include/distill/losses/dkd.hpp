@@ -20,7 +20,7 @@ namespace detail {
 /// Checks DKDOptions once, for the functional form and when a module is built.
 inline void check_options(const DKDOptions& options) {
   constexpr const char* kLoss = "dkd_loss";
-  detail::check_positive(kLoss, "temperature", options.temperature());
+  detail::check_scale(kLoss, "temperature", options.temperature());
   detail::check_weight(kLoss, "alpha", options.alpha());
   detail::check_weight(kLoss, "beta", options.beta());
 }

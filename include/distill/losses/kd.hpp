@@ -15,7 +15,7 @@ namespace detail {
 /// Checks KDOptions once, for the functional form and when a module is built.
 inline void check_options(const KDOptions& options) {
   constexpr const char* kLoss = "kd_loss";
-  detail::check_positive(kLoss, "temperature", options.temperature());
+  detail::check_scale(kLoss, "temperature", options.temperature());
 }
 
 /// KD with its gradient formed in the forward pass: d loss / d z_s = T / N (p_s - p_t).

@@ -5,9 +5,14 @@
 
 namespace distill {
 
-/// Options of the RKD losses. None yet: the reference's optional pooling to a target size is
-/// not carried over (its wrapper does not use it).
-struct RKDOptions {};
+/// Options of the RKD losses. The reference's optional pooling to a target size is not carried
+/// over (its wrapper does not use it).
+struct RKDOptions {
+  /// Distance loss only. false (PaddleClas): the [N, N] distance matrix keeps its diagonal
+  /// (sqrt(1e-12)) and is divided by the mean of all N^2 entries. true (the RKD paper's code):
+  /// the diagonal is zero and the divisor is the mean of the positive entries.
+  TORCH_ARG(bool, exclude_diagonal) = false;
+};
 
 namespace functional {
 
@@ -33,10 +38,13 @@ inline torch::Tensor angles(const torch::Tensor& x) {
 
 /// Pairwise distances divided by their mean. The diagonal is sqrt(1e-12) and stays in the mean
 /// (docs/reference.md §7.10; the RKD paper zeroes it).
-inline torch::Tensor distances(const torch::Tensor& x) {
+inline torch::Tensor distances(const torch::Tensor& x, bool exclude_diagonal) {
   auto sq = x.square().sum(1);
   auto d = (sq.unsqueeze(0) + sq.unsqueeze(1) - 2 * x.matmul(x.t())).clamp_min(1e-12).sqrt();
-  return d / (d.mean() + 1e-12);
+  if (!exclude_diagonal) return d / (d.mean() + 1e-12);
+  d = d * (1 - torch::eye(d.size(0), d.options()));
+  const auto positive = (d > 0).sum().clamp_min(1).to(d.scalar_type());  // the mean of d[d > 0], without a sync
+  return d / (d.sum() / positive);
 }
 
 inline torch::Tensor huber(const torch::Tensor& a, const torch::Tensor& b) {
@@ -57,9 +65,11 @@ inline torch::Tensor rkd_angle_loss(const torch::Tensor& student, const torch::T
 /// teacher features ([N, ...], flattened per sample). Gradient reaches both inputs.
 ///
 ///   auto loss = distill::functional::rkd_distance_loss(student_embedding, teacher_embedding);
-inline torch::Tensor rkd_distance_loss(const torch::Tensor& student, const torch::Tensor& teacher) {
+inline torch::Tensor rkd_distance_loss(const torch::Tensor& student, const torch::Tensor& teacher,
+                                       const RKDOptions& options = {}) {
   auto [s, t] = detail_rkd::flat_pair("rkd_distance_loss", student, teacher);
-  return detail_rkd::huber(detail_rkd::distances(s), detail_rkd::distances(t));
+  return detail_rkd::huber(detail_rkd::distances(s, options.exclude_diagonal()),
+                           detail_rkd::distances(t, options.exclude_diagonal()));
 }
 
 }  // namespace functional
@@ -85,15 +95,15 @@ class RKDDistanceLossImpl : public detail::LossModule<RKDDistanceLossImpl> {
   static constexpr const char* kName = "RKDDistanceLoss";
   explicit RKDDistanceLossImpl(RKDOptions options = {}) : options(options) {}
   torch::Tensor forward(const torch::Tensor& student, const torch::Tensor& teacher) {
-    return functional::rkd_distance_loss(student, teacher);
+    return functional::rkd_distance_loss(student, teacher, options);
   }
   RKDOptions options;
 };
 TORCH_MODULE(RKDDistanceLoss);
 
-/// RKD has no recipe keys of its own; registered under the reference's spellings "RKdAngle"
-/// and "RkdDistance" (terms "loss_angle_..." and "loss_dist_...").
-inline void describe(Schema&, RKDOptions&) {}
+/// Recipe keys of RKD: exclude_diagonal (the distance loss's). Registered under the reference's
+/// spellings "RKdAngle" and "RkdDistance" (terms "loss_angle_..." and "loss_dist_...").
+inline void describe(Schema& s, RKDOptions& o) { s.field("exclude_diagonal", o.exclude_diagonal()); }
 namespace detail {
 inline const bool rkd_registered = register_loss<RKDAngleLoss>("RKdAngle", RKDOptions(), LossTraits{"loss_angle"}) &&
                                    register_loss<RKDDistanceLoss>("RkdDistance", RKDOptions(), LossTraits{"loss_dist"});

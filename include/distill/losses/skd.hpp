@@ -18,8 +18,8 @@ namespace detail {
 /// Checks SKDOptions once, for the functional form and when a module is built.
 inline void check_options(const SKDOptions& options) {
   constexpr const char* kLoss = "skd_loss";
-  detail::check_positive(kLoss, "temperature", options.temperature());
-  detail::check_positive(kLoss, "multiplier", options.multiplier());
+  detail::check_scale(kLoss, "temperature", options.temperature());
+  detail::check_scale(kLoss, "multiplier", options.multiplier());
   if (!(options.alpha() >= 0 && options.alpha() <= 1)) fail(kLoss, ": alpha must be in [0, 1], got ", options.alpha());
 }
 

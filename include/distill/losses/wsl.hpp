@@ -15,7 +15,7 @@ namespace detail {
 /// Checks WSLOptions once, for the functional form and when a module is built.
 inline void check_options(const WSLOptions& options) {
   constexpr const char* kLoss = "wsl_loss";
-  detail::check_positive(kLoss, "temperature", options.temperature());
+  detail::check_scale(kLoss, "temperature", options.temperature());
 }
 
 /// WSL with both gradients formed in the forward pass (w is constant to autograd). With
