@@ -123,7 +123,9 @@ void load_optimizer_state(torch::optim::Optimizer& optimizer, const io::StateDic
   if (!adamw && !sgd) distill::fail(origin, ": cannot restore the state of this optimiser (distill restores SGD's and AdamW's)");
   auto& states = optimizer.state();
   states.clear();
-  for (auto& [where, fields] : per_parameter) {
+  for (auto& item : per_parameter) {  // not a structured binding: the lambdas below capture it (clang < 16)
+    const auto& where = item.first;
+    auto& fields = item.second;
     const auto& parameter = groups[where.first].params()[where.second];
     auto tensor = [&](const std::string& field, bool required) -> torch::Tensor {
       auto it = fields.find(field);

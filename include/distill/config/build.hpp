@@ -115,8 +115,10 @@ void build_group(Group& group, const Reader& r, const Context& context) {
   group.set_frozen_mode(mode == "eval" ? FrozenMode::eval : FrozenMode::train);
   for (size_t i = 0; i < models.size(); ++i) {
     const std::string entry_path = r.path_of("models") + "[" + std::to_string(i) + "]";
-    auto [name, options] = single_entry(models[i], entry_path);
-    auto model = build_feature_model(*options, entry_path + "." + name, context);
+    // Not a structured binding: clang before 16 cannot capture one in the lambda below.
+    const auto entry = single_entry(models[i], entry_path);
+    const std::string& name = entry.first;
+    auto model = build_feature_model(*entry.second, entry_path + "." + name, context);
     with_context(entry_path, [&] { group.add(name, model, freeze[i].is_boolean() && freeze[i].template get<bool>()); });
   }
   // The reference's pretrained_list never worked (docs/reference.md §7.3); here it loads, after all models
@@ -193,7 +195,9 @@ inline std::shared_ptr<CombinedLossImpl> build_loss(const json& losses, const st
   if (!losses.is_array() || losses.empty()) fail_at(path, "expected a non-empty list of losses, got ", Reader::describe(losses));
   auto combined = std::make_shared<CombinedLossImpl>();
   for (size_t i = 0; i < losses.size(); ++i) {
-    auto [name, options] = detail::single_entry(losses[i], path + "[" + std::to_string(i) + "]");
+    const auto entry = detail::single_entry(losses[i], path + "[" + std::to_string(i) + "]");
+    const std::string& name = entry.first;  // not a structured binding: captured below (clang < 16)
+    const json* options = entry.second;
     const std::string where = path + "[" + std::to_string(i) + "]." + name;
     JsonSchema s(options->is_null() ? json::object() : *options, where);
     double weight = 0;
