@@ -199,6 +199,25 @@ void save_checkpoint(const std::string& path, const DistillationModelImpl& model
   io::write_state_dict(dict, path);
 }
 
+namespace {
+/// Gives the complete file `from` a second name `to`, atomically as write_state_dict does: a
+/// hard link made as `to`.tmp and renamed over `to`. False where the file system has no hard
+/// links (the caller writes the file instead).
+bool link_into_place(const std::string& from, const std::string& to) {
+  const std::string temporary = to + ".tmp";
+  ::unlink(temporary.c_str());
+  if (::link(from.c_str(), temporary.c_str()) != 0) return false;
+  if (std::rename(temporary.c_str(), to.c_str()) != 0) {
+    const int error = errno;
+    ::unlink(temporary.c_str());
+    distill::fail(to, ": cannot move the checkpoint into place (via ", temporary, "): ", std::strerror(error));
+  }
+  // rename() of two names of one file does nothing: `to` already was this file.
+  ::unlink(temporary.c_str());
+  return true;
+}
+}  // namespace
+
 /// Restores everything save_checkpoint wrote; returns the state to continue from. `entries`,
 /// when given, receives the whole file (for entries the caller added).
 TrainState load_checkpoint(const std::string& path, DistillationModelImpl& model, CombinedLossImpl& loss,
@@ -863,6 +882,7 @@ struct Trainer::Impl {
       if (loader && !loader->dataset().build_report().empty()) progress.message(loader->dataset().build_report());
     const auto run_start = std::chrono::steady_clock::now();
     const int64_t start_epoch = state.epoch;
+    const std::string best_path = o.output_dir() + "/best_model.pt";
     for (int64_t epoch = state.epoch + 1; epoch <= o.epochs(); ++epoch) {
       run_epoch(epoch, state, progress, run_start, start_epoch);
       state.epoch = epoch;
@@ -875,16 +895,17 @@ struct Trainer::Impl {
         }
         progress.evaluation(epoch, Trainer::describe(result), best);
         if (best) {
-          checkpoint({o.output_dir() + "/best_model.pt"}, state);
+          checkpoint({best_path}, state);
           if (writer()) export_student(o.output_dir() + "/best_model_student.pt");
         }
       }
       // latest.pt last: if the run is killed in between, the resume repeats this epoch and
-      // writes epoch_<k>.pt again, instead of skipping it for good.
+      // writes epoch_<k>.pt again, instead of skipping it for good. Both are the same state
+      // as a best_model.pt of this epoch: links to that one file.
       std::vector<std::string> paths;
       if (epoch % o.save_interval() == 0) paths.push_back(o.output_dir() + "/epoch_" + std::to_string(epoch) + ".pt");
       paths.push_back(o.output_dir() + "/latest.pt");
-      checkpoint(paths, state);
+      checkpoint(paths, state, state.best_epoch == epoch ? best_path : "");
     }
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - run_start).count();
     progress.message(fmt::format("done: {} epochs in {}; best top-1 {:.4f} at epoch {}; checkpoints in {}", o.epochs(),
@@ -970,8 +991,10 @@ struct Trainer::Impl {
 
   // Writes the checkpoint files (rank 0). Data parallel: rank 0's running statistics first,
   // and every rank's RNG state in the file, so that a resume with as many workers continues
-  // each rank's random stream.
-  void checkpoint(const std::vector<std::string>& paths, const TrainState& state) {
+  // each rank's random stream. The state is written once (to `same_as` when that already holds
+  // it, else to the first path); the other paths become hard links to that file, so an epoch
+  // costs one write of the model, not three (best_model.pt, epoch_<k>.pt, latest.pt).
+  void checkpoint(const std::vector<std::string>& paths, const TrainState& state, std::string same_as = "") {
     io::StateDict extra;
     if (group) {
       group->broadcast(buffers(), "copying rank 0's running statistics before a checkpoint");
@@ -980,7 +1003,11 @@ struct Trainer::Impl {
       extra.insert("meta.world_size", torch::tensor(static_cast<double>(group->world_size()), torch::kDouble));
     }
     if (!writer()) return;
-    for (const auto& path : paths) save_checkpoint(path, *model, *loss, *optimizer, state, scaler ? &*scaler : nullptr, extra);
+    for (const auto& path : paths) {
+      if (!same_as.empty() && link_into_place(same_as, path)) continue;
+      save_checkpoint(path, *model, *loss, *optimizer, state, scaler ? &*scaler : nullptr, extra);
+      same_as = path;
+    }
   }
 
   TrainState resume(Progress& progress) {

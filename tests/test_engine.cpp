@@ -295,6 +295,10 @@ TEST_CASE("one epoch of training writes checkpoints, metrics and a plot", "[engi
   const auto log = quiet_run(distill_test::synthetic_recipe(dataset_dir(), out, 1));
   for (const char* file : {"latest.pt", "epoch_1.pt", "best_model.pt", "best_model_student.pt", "metrics.jsonl", "training.svg"})
     CHECK(std::filesystem::exists(out + "/" + file));
+  // One write of the model per epoch: epoch_1.pt and latest.pt are links to that epoch's best_model.pt.
+  CHECK(std::filesystem::equivalent(out + "/epoch_1.pt", out + "/best_model.pt"));
+  CHECK(std::filesystem::equivalent(out + "/latest.pt", out + "/best_model.pt"));
+  CHECK(std::filesystem::hard_link_count(out + "/latest.pt") == 3);
   CHECK(log.find("epoch 1/1 step 5/5") != std::string::npos);
   CHECK(log.find("loss_mgd_Student_Teacher_stages[1]") != std::string::npos);
   CHECK(log.find("img/s") != std::string::npos);

@@ -113,15 +113,19 @@ def main():
     if shutil.which("strace") is None:
         fail("strace is needed for the injected kills (tools/deps.sh installs it)")
     # Kills at chosen points of the file writes. The run first renames metrics.jsonl (started
-    # anew), then per epoch best_model.pt and best_model_student.pt (when the top-1 improves),
-    # epoch_<k>.pt and latest.pt; each is fsynced before its rename.
+    # anew), then per epoch writes best_model.pt and best_model_student.pt (when the top-1
+    # improves), epoch_<k>.pt and latest.pt; each written file is fsynced before its rename.
+    # epoch_<k>.pt and latest.pt are hard links to the epoch's one written checkpoint (made as
+    # NAME.tmp, then renamed): kills at the links too.
     renames = "rename,renameat,renameat2"
-    points = [("rename", 1), ("rename", 3), ("rename", 4), ("rename", 6), ("fsync", 3), ("fsync", 5)]
+    links = "link,linkat"
+    points = [("rename", 1), ("rename", 3), ("rename", 4), ("rename", 6), ("fsync", 3), ("fsync", 4),
+              ("link", 1), ("link", 2), ("link", 3)]
     kills = 0
     for call, when in points:
         label = "killed at %s #%d" % (call, when)
         out = os.path.join(a.work, "%s%d" % (call, when))
-        traced = renames if call == "rename" else "fsync,fdatasync"
+        traced = {"rename": renames, "link": links, "fsync": "fsync,fdatasync"}[call]
         c = ["strace", "-f", "-qq", "-o", "/dev/null", "-e", "trace=" + traced,
              "-e", "inject=%s:signal=KILL:when=%d" % (traced, when)] + command(a, out, False)
         done = subprocess.run(c, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
