@@ -3,6 +3,8 @@
 // and repeated -o.
 
 #include <algorithm>
+#include <cctype>
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
@@ -17,6 +19,7 @@
 #include "distill/config.hpp"
 #include "distill/data.hpp"
 #include "distill/data/image_io.hpp"
+#include "distill/io/torchscript.hpp"
 #include "distill/train/launch.hpp"
 #include "distill/train/recipe.hpp"
 #include "distill/train/trainer.hpp"
@@ -31,7 +34,7 @@ commands:
   train    train the recipe (resume with -o Global.checkpoints=<output_dir>/latest.pt)
   eval     evaluate Arch.infer_model_name on DataLoader.Eval (weights: -o Global.pretrained_model=FILE)
   infer    print the top-k classes of image files (weights: -o Global.pretrained_model=FILE)
-  export   write the infer_model_name model alone as a state dict Python's torch.load reads
+  export   write the infer_model_name model as TorchScript (runs without distill) or a state dict
 
 common options:
   -c, --config FILE    the recipe (JSON, the reference's vocabulary)
@@ -62,24 +65,36 @@ Resume: -o Global.checkpoints=<output_dir>/latest.pt
     {"eval", R"(distill eval -c RECIPE.json -o Global.pretrained_model=FILE [-o ...]
 
 Reports top-k accuracy (Metric.Eval topk) and the Loss.Eval terms of the evaluated model on
-DataLoader.Eval. FILE is a checkpoint, a whole-model state dict or an exported student.
+DataLoader.Eval. FILE is a checkpoint, a whole-model state dict, an exported student
+(best_model_student.pt) or a TorchScript export.
 )"},
-    {"infer", R"(distill infer -c RECIPE.json -o Global.pretrained_model=FILE [IMAGE ...] [-o ...]
+    {"infer", R"(distill infer -c RECIPE.json -o Global.pretrained_model=FILE [IMAGE|FOLDER ...] [--format json|text] [-o ...]
 
-Prints, for each JPEG image (the arguments, or Infer.infer_imgs: a file or a folder), the
-Infer.PostProcess.topk most likely classes with their softmax scores, named by
-Infer.PostProcess.class_id_map_file ("id name" lines) when given. Images go through
-Infer.transforms.
+Prints, for each JPEG image (the arguments, or Infer.infer_imgs; a folder stands for the
+.jpg/.jpeg files under it, sorted), the Infer.PostProcess.topk most likely classes with their
+softmax scores, named by Infer.PostProcess.class_id_map_file ("id name" lines) when given, as
+the reference prints them: one JSON object per image and line,
+  {"class_ids": [...], "scores": [...], "file_name": "...", "label_names": [...]}
+(--format text: "file: id (name) score, ..."). Images go through Infer.transforms, in batches
+of Infer.batch_size. An image that cannot be read is reported on stderr by name and the rest
+go on; the exit status is then 1. FILE may also be a TorchScript export.
 )"},
-    {"export", R"(distill export -c RECIPE.json -o Global.pretrained_model=FILE [--out FILE] [-o ...]
+    {"export", R"(distill export -c RECIPE.json -o Global.pretrained_model=FILE [--out FILE] [--format torchscript|state_dict] [--with-taps] [-o ...]
 
-Writes the Arch.infer_model_name model (the student) alone as a state dict; in Python:
-model.load_state_dict(torch.load(FILE)). Default: <Global.output_dir>/student.pt.
+Writes the Arch.infer_model_name model (the student) alone.
+  torchscript (default): traced at Global.image_shape (default [3, 224, 224]) into a TorchScript
+    module that runs without distill: torch.jit.load(FILE) in Python, torch::jit::load(FILE)
+    in C++ (examples/predict.cpp). Its state_dict() has the model's names; the archive holds
+    Infer.transforms and the class names for a predictor. --with-taps: forward returns a dict
+    of "logits" and the model's return_patterns. Default FILE: <Global.output_dir>/inference.pt.
+  state_dict: the parameters and buffers, for model.load_state_dict(torch.load(FILE)).
+    Default FILE: <Global.output_dir>/student.pt.
 )"},
 };
 
 struct Args {
-  std::string command, config, out;
+  std::string command, config, out, format;
+  bool with_taps = false;
   std::vector<std::string> overrides, positional;
   std::vector<std::string> worker_arguments;  // everything but the launch options
   int threads = 0;
@@ -142,6 +157,8 @@ Args parse(int argc, char** argv) {
     else if (arg == "-c" || arg == "--config") a.config = value();
     else if (arg == "-o" || arg == "--override") a.overrides.push_back(value());
     else if (arg == "--out") a.out = value();
+    else if (arg == "--format") a.format = value();
+    else if (arg == "--with-taps") a.with_taps = true;
     else if (arg == "--threads") a.threads = static_cast<int>(integer(arg, value(), 1, 1024));
     else if (!arg.empty() && arg[0] == '-') distill::fail("unknown option ", arg, " (see distill --help)");
     else if (a.command.empty()) a.command = arg;
@@ -178,59 +195,191 @@ std::shared_ptr<distill::DistillationModelImpl> trained_model(const distill::jso
   return model;
 }
 
-int run_infer(const Args& a, const distill::json& recipe) {
-  namespace data = distill::data;
-  auto model = trained_model(recipe, "infer");
-  distill::Reader infer(recipe.contains("Infer") ? recipe["Infer"] : distill::json::object(), "Infer");
-  std::vector<std::string> images = a.positional;
-  const auto configured = infer.get<std::string>("infer_imgs", "");
-  if (images.empty() && !configured.empty()) {
-    const auto& path = configured;
-    if (std::filesystem::is_directory(path)) {
-      for (const auto& entry : std::filesystem::directory_iterator(path))
-        if (entry.is_regular_file()) images.push_back(entry.path().string());
-      std::sort(images.begin(), images.end());
-    } else {
-      images.push_back(path);
-    }
-  }
-  if (images.empty()) distill::fail("distill infer: no images (give files or -o Infer.infer_imgs=PATH)");
-  const json* transforms = infer.use("transforms");
-  const auto pipeline = data::make_pipeline(transforms && !transforms->is_null() ? *transforms : distill::json::array(),
-                                            "Infer.transforms");
-  int64_t topk = 5;
+/// What Infer says: the preprocessing, the batch size and the top-k with its class names.
+struct InferSettings {
+  distill::data::Pipeline pipeline;
+  std::vector<std::string> images;  // Infer.infer_imgs, expanded
+  std::string infer_imgs;
+  int64_t batch_size = 1, topk = 5;
   std::map<int64_t, std::string> names;
-  infer.get<int64_t>("batch_size", 1);
+};
+
+bool is_jpeg_name(const std::filesystem::path& path) {
+  auto extension = path.extension().string();
+  std::transform(extension.begin(), extension.end(), extension.begin(), [](unsigned char c) { return std::tolower(c); });
+  return extension == ".jpg" || extension == ".jpeg";
+}
+
+/// A file stands for itself; a folder for the JPEG files under it (recursively, sorted), as
+/// the reference's infer_imgs does (it also lists .png and .bmp, which distill cannot decode).
+std::vector<std::string> expand_images(const std::string& path) {
+  if (!std::filesystem::is_directory(path)) return {path};
+  std::vector<std::string> images;
+  for (const auto& entry : std::filesystem::recursive_directory_iterator(path))
+    if (entry.is_regular_file() && is_jpeg_name(entry.path())) images.push_back(entry.path().string());
+  std::sort(images.begin(), images.end());
+  if (images.empty()) distill::fail(path, ": no .jpg or .jpeg file in this folder");
+  return images;
+}
+
+InferSettings infer_settings(const distill::json& recipe) {
+  InferSettings s;
+  distill::Reader infer(recipe.contains("Infer") ? recipe["Infer"] : distill::json::object(), "Infer");
+  s.infer_imgs = infer.get<std::string>("infer_imgs", "");
+  const distill::json* transforms = infer.use("transforms");
+  s.pipeline = distill::data::make_pipeline(transforms && !transforms->is_null() ? *transforms : distill::json::array(),
+                                            "Infer.transforms");
+  s.batch_size = infer.get<int64_t>("batch_size", 1);
+  if (s.batch_size < 1 || s.batch_size > 4096)
+    distill::fail_at(infer.path_of("batch_size"), "expected an integer in [1, 4096], got ", s.batch_size);
   infer.use("PostProcess");
   if (infer.has("PostProcess")) {
     distill::Reader post(infer.raw("PostProcess"), "Infer.PostProcess");
     post.get<std::string>("name", "Topk");
-    topk = post.get<int64_t>("topk", 5);
+    s.topk = post.get<int64_t>("topk", 5);
+    if (s.topk < 1) distill::fail_at(post.path_of("topk"), "must be >= 1, got ", s.topk);
     if (post.has("class_id_map_file")) {
       const auto file = post.get<std::string>("class_id_map_file");
       std::ifstream in(file);
       if (!in) distill::fail(post.path_of("class_id_map_file"), ": cannot open ", file);
       int64_t id;
       std::string name;
-      while (in >> id && std::getline(in >> std::ws, name)) names[id] = name;
+      while (in >> id && std::getline(in >> std::ws, name)) s.names[id] = name;
     }
     post.done();
   }
   infer.done();
+  return s;
+}
+
+/// One image's result as the reference prints it.
+std::string describe_result(const std::string& file, const torch::Tensor& probs, const InferSettings& s, bool json_lines) {
+  auto [scores, ids] = probs.topk(std::min<int64_t>(s.topk, probs.size(0)));
+  nlohmann::ordered_json out{{"class_ids", nlohmann::ordered_json::array()}, {"scores", nlohmann::ordered_json::array()},
+                             {"file_name", file}, {"label_names", nlohmann::ordered_json::array()}};
+  std::string text = file + ':';
+  for (int64_t i = 0; i < ids.size(0); ++i) {
+    const int64_t id = ids[i].item<int64_t>();
+    const double score = scores[i].item<double>();
+    const auto name = s.names.count(id) ? s.names.at(id) : std::string();
+    out["class_ids"].push_back(id);
+    out["scores"].push_back(std::round(score * 1e5) / 1e5);  // the reference rounds to 5 decimals
+    if (!s.names.empty()) out["label_names"].push_back(name);
+    text += fmt::format(" {}{} {:.4f}{}", id, name.empty() ? "" : " (" + name + ")", score, i + 1 < ids.size(0) ? "," : "");
+  }
+  return json_lines ? out.dump() : text;
+}
+
+int run_infer(const Args& a, const distill::json& recipe) {
+  namespace data = distill::data;
+  const std::string format = a.format.empty() ? "json" : a.format;
+  if (format != "json" && format != "text") distill::fail("option --format: expected json or text for infer, got '", format, "'");
+  auto settings = infer_settings(recipe);
+  std::vector<std::string> images;
+  for (const auto& path : a.positional.empty() && !settings.infer_imgs.empty() ? std::vector<std::string>{settings.infer_imgs}
+                                                                                : a.positional)
+    for (auto& image : expand_images(path)) images.push_back(std::move(image));
+  if (images.empty()) distill::fail("distill infer: no images (give files or folders, or -o Infer.infer_imgs=PATH)");
+  auto model = trained_model(recipe, "infer");
   torch::NoGradGuard no_grad;
   data::Rng rng(0);
-  for (const auto& path : images) {
-    auto image = pipeline(data::decode_jpeg(data::read_file(path), path), rng);
-    auto probs = torch::softmax(model->infer_model()->forward(image.unsqueeze(0))["logits"].to(torch::kFloat), 1)[0];
-    auto [scores, ids] = probs.topk(std::min<int64_t>(topk, probs.size(0)));
-    std::cout << path << ':';
-    for (int64_t i = 0; i < ids.size(0); ++i) {
-      const int64_t id = ids[i].item<int64_t>();
-      std::cout << ' ' << id << (names.count(id) ? " (" + names[id] + ")" : "") << ' ' << fmt::format("{:.4f}", scores[i].item<double>())
-                << (i + 1 < ids.size(0) ? "," : "");
+  size_t failed = 0;
+  std::vector<std::pair<std::string, torch::Tensor>> batch;
+  auto flush = [&] {
+    if (batch.empty()) return;
+    // Images of one size run together; others (no resize in Infer.transforms) one by one.
+    bool same = true;
+    for (const auto& item : batch) same = same && item.second.sizes() == batch.front().second.sizes();
+    std::vector<torch::Tensor> probs;
+    auto run = [&](const torch::Tensor& x) {
+      return torch::softmax(model->infer_model()->forward(x)["logits"].to(torch::kFloat), 1);
+    };
+    if (same) {
+      std::vector<torch::Tensor> inputs;
+      for (const auto& item : batch) inputs.push_back(item.second);
+      auto p = run(torch::stack(inputs));
+      for (int64_t i = 0; i < p.size(0); ++i) probs.push_back(p[i]);
+    } else {
+      for (const auto& item : batch) probs.push_back(run(item.second.unsqueeze(0))[0]);
     }
-    std::cout << '\n';
+    for (size_t i = 0; i < batch.size(); ++i) std::cout << describe_result(batch[i].first, probs[i], settings, format == "json") << '\n';
+    std::cout.flush();
+    batch.clear();
+  };
+  for (const auto& path : images) {
+    try {
+      batch.emplace_back(path, settings.pipeline(data::decode_jpeg(data::read_file(path), path), rng));
+    } catch (const distill::Error& e) {
+      ++failed;
+      std::cerr << "distill infer: skipped " << e.what() << '\n';
+      continue;
+    }
+    if (static_cast<int64_t>(batch.size()) == settings.batch_size) flush();
   }
+  flush();
+  if (failed > 0) {
+    std::cerr << "distill infer: " << failed << " of " << images.size() << " images could not be read\n";
+    return 1;
+  }
+  return 0;
+}
+
+/// A name usable in a TorchScript class name.
+std::string identifier(std::string name) {
+  for (auto& c : name)
+    if (!std::isalnum(static_cast<unsigned char>(c))) c = '_';
+  return name.empty() || std::isdigit(static_cast<unsigned char>(name[0])) ? "M" + name : name;
+}
+
+int run_export(const Args& a, const distill::json& recipe) {
+  const std::string format = a.format.empty() ? "torchscript" : a.format;
+  if (format != "torchscript" && format != "state_dict")
+    distill::fail("option --format: expected torchscript or state_dict for export, got '", format, "'");
+  if (a.with_taps && format != "torchscript") distill::fail("option --with-taps: only for --format torchscript");
+  const auto global = recipe.value("Global", distill::json::object());
+  std::vector<int64_t> shape{3, 224, 224};
+  if (global.contains("image_shape") && !global["image_shape"].is_null()) {
+    const auto& v = global["image_shape"];
+    if (!v.is_array() || v.size() != 3 || !std::all_of(v.begin(), v.end(), [](const distill::json& x) {
+          return x.is_number_integer() && x.get<int64_t>() >= 1 && x.get<int64_t>() <= 65536;
+        }))
+      distill::fail_at("Global.image_shape", "expected [C, H, W] (positive integers), got ", v.dump());
+    shape = v.get<std::vector<int64_t>>();
+  }
+  const auto settings = format == "torchscript" ? infer_settings(recipe) : InferSettings{};
+  const auto preprocess = format == "torchscript" ? settings.pipeline.replay("Infer.transforms") : std::vector<std::string>{};
+  auto model = trained_model(recipe, "export");
+  std::string out = a.out;
+  if (out.empty())
+    out = distill::Reader(global, "Global").get<std::string>("output_dir", "./output") +
+          (format == "torchscript" ? "/inference.pt" : "/student.pt");
+  std::filesystem::create_directories(std::filesystem::path(out).parent_path().empty() ? "." : std::filesystem::path(out).parent_path());
+  auto student = model->infer_model();
+  if (format == "state_dict") {
+    distill::io::save_state_dict(*student, out);
+    std::cout << "exported " << model->infer_model_name() << " (" << student->parameters().size()
+              << " parameter tensors) as a state dict to " << out << '\n';
+    return 0;
+  }
+  auto scripted = distill::io::trace(*student, [&](const torch::Tensor& x) { return student->forward(x); },
+                                     distill::io::TraceOptions()
+                                         .example_shape({2, shape[0], shape[1], shape[2]})
+                                         .with_taps(a.with_taps)
+                                         .name(identifier(model->infer_model_name())));
+  std::string preprocess_text, labels_text;
+  for (const auto& line : preprocess) preprocess_text += line + '\n';
+  for (const auto& [id, name] : settings.names) labels_text += std::to_string(id) + ' ' + name + '\n';
+  const auto outputs = student->forward(torch::zeros({1, shape[0], shape[1], shape[2]})).keys();
+  nlohmann::ordered_json info{{"format", "distill-torchscript"}, {"version", 1}, {"model", model->infer_model_name()},
+                              {"architecture", student->name()}, {"input_shape", shape},
+                              {"outputs", a.with_taps ? outputs : std::vector<std::string>{"logits"}}, {"topk", settings.topk}};
+  distill::io::save_torchscript(scripted, out,
+                                {{"distill/model.json", info.dump(2) + '\n'},
+                                 {"distill/preprocess.txt", preprocess_text},
+                                 {"distill/postprocess.txt", "topk " + std::to_string(settings.topk) + '\n'},
+                                 {"distill/labels.txt", labels_text}});
+  std::cout << "exported " << model->infer_model_name() << " (" << student->name() << ") as TorchScript to " << out
+            << "; run it with torch.jit.load or examples/predict\n";
   return 0;
 }
 
@@ -254,6 +403,9 @@ int run_command(const Args& a) {
       return distill::train::launch_workers(a.launch_options, a.worker_arguments);
     }
   }
+  if (a.with_taps && a.command != "export") distill::fail("option --with-taps: only for distill export");
+  if (!a.format.empty() && a.command != "export" && a.command != "infer")
+    distill::fail("option --format: only for distill export and distill infer");
   if (a.threads > 0) torch::set_num_threads(a.threads);
   // A worker joins its peers first, so that even a bad recipe is reported to them.
   if (a.command == "train" || a.command == "eval") distill::train::ProcessGroup::world();
@@ -277,17 +429,7 @@ int run_command(const Args& a) {
     return 0;
   }
   if (a.command == "infer") return run_infer(a, recipe);
-  auto model = trained_model(recipe, "export");
-  std::string out = a.out;
-  if (out.empty()) {
-    const auto global = distill::Reader(recipe.value("Global", distill::json::object()), "Global");
-    out = global.get<std::string>("output_dir", "./output") + "/student.pt";
-  }
-  std::filesystem::create_directories(std::filesystem::path(out).parent_path().empty() ? "." : std::filesystem::path(out).parent_path());
-  distill::io::save_state_dict(*model->infer_model(), out);
-  std::cout << "exported " << model->infer_model_name() << " (" << model->infer_model()->parameters().size()
-            << " parameter tensors) to " << out << '\n';
-  return 0;
+  return run_export(a, recipe);
 }
 
 // A worker of a data-parallel run tells the others why it stops, and says which rank it is.

@@ -4,6 +4,8 @@
 #include <turbojpeg.h>
 #include <zlib.h>
 
+#include <fmt/format.h>
+
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -165,8 +167,21 @@ Transform to_bgr() {
 
 torch::Tensor Pipeline::operator()(const torch::Tensor& rgb, Rng& rng) const {
   auto image = rgb.permute({2, 0, 1}).to(torch::kFloat);
-  for (const auto& [name, step] : steps_) image = step(image, rng);
+  for (const auto& [name, step] : steps_) image = step.transform(image, rng);
   return image.contiguous();
+}
+
+std::vector<std::string> Pipeline::replay(const std::string& where) const {
+  std::vector<std::string> lines;
+  for (size_t i = 0; i < steps_.size(); ++i) {
+    const auto& [name, step] = steps_[i];
+    if (!step.replay)
+      fail_at(where + "[" + std::to_string(i) + "]." + name, "has no deployment form (only DecodeImage, ResizeImage, ",
+              "CropImage, NormalizeImage and ToCHWImage do): an exported model's preprocessing must be replayable ",
+              "without distill");
+    if (!step.replay->empty()) lines.push_back(*step.replay);
+  }
+  return lines;
 }
 
 // ---------------------------------------------------------------- datasets
@@ -456,6 +471,10 @@ Interpolation interpolation(const Reader& r) {
   fail_at(r.path_of("interpolation"), "expected bilinear, bicubic or nearest, got '", mode, "'");
 }
 
+const char* interpolation_name(Interpolation mode) {
+  return mode == Interpolation::bicubic ? "bicubic" : mode == Interpolation::nearest ? "nearest" : "bilinear";
+}
+
 /// A number, or a fraction written as a string ("1.0/255.0", as the reference's YAML does).
 double number(const Reader& r, const std::string& key, double fallback) {
   const json* v = r.use(key);
@@ -501,7 +520,7 @@ Registry<TransformReader>& transform_registry() {
     Registry<TransformReader> r("transform");
     r.add("DecodeImage", [](const Reader& s) {
       if (s.get<bool>("channel_first", false)) fail_at(s.path_of("channel_first"), "only false (HWC decoding) is supported");
-      return s.get<bool>("to_rgb", true) ? identity() : to_bgr();
+      return s.get<bool>("to_rgb", true) ? Step(identity(), "") : Step(to_bgr(), "bgr");
     });
     r.add("RandCropImage", [](const Reader& s) {
       auto [h, w] = size_of(s, "size");
@@ -515,17 +534,18 @@ Registry<TransformReader>& transform_registry() {
       return random_flip();
     });
     r.add("ResizeImage", [](const Reader& s) {
+      const auto mode = interpolation(s);
       if (s.has("resize_short")) {
         const auto side = s.get<int64_t>("resize_short");
         if (side < 1) fail_at(s.path_of("resize_short"), "must be >= 1, got ", side);
-        return resize_short(side, interpolation(s));
+        return Step(resize_short(side, mode), fmt::format("resize_short {} {}", side, interpolation_name(mode)));
       }
       auto [h, w] = size_of(s, "size");
-      return resize_to(h, w, interpolation(s));
+      return Step(resize_to(h, w, mode), fmt::format("resize {} {} {}", h, w, interpolation_name(mode)));
     });
     r.add("CropImage", [](const Reader& s) {
       auto [h, w] = size_of(s, "size");
-      return center_crop(h, w);
+      return Step(center_crop(h, w), fmt::format("crop {} {}", h, w));
     });
     r.add("NormalizeImage", [](const Reader& s) {
       auto mean = s.get<std::vector<double>>("mean", {0.485, 0.456, 0.406});
@@ -533,9 +553,12 @@ Registry<TransformReader>& transform_registry() {
       const auto order = s.get<std::string>("order", "");
       if (order != "" && order != "chw" && order != "hwc") fail_at(s.path_of("order"), "expected '', 'chw' or 'hwc'");
       if (mean.size() != 3 || std_dev.size() != 3) fail_at(s.path(), "mean and std take three numbers");
-      return normalize(number(s, "scale", 1.0 / 255.0), mean, std_dev);
+      const double scale = number(s, "scale", 1.0 / 255.0);
+      // {:.17g}: the replayed numbers are the very doubles used here.
+      return Step(normalize(scale, mean, std_dev), fmt::format("normalize {:.17g} {:.17g} {:.17g} {:.17g} {:.17g} {:.17g} {:.17g}", scale,
+                                                               mean[0], mean[1], mean[2], std_dev[0], std_dev[1], std_dev[2]));
     });
-    r.add("ToCHWImage", [](const Reader&) { return identity(); });  // images are CHW tensors throughout
+    r.add("ToCHWImage", [](const Reader&) { return Step(identity(), ""); });  // images are CHW tensors throughout
     return r;
   }();
   return registry;

@@ -18,6 +18,7 @@
 #include <fmt/format.h>
 
 #include "distill/config/build.hpp"
+#include "distill/io/torchscript.hpp"
 #include "distill/train/amp.hpp"
 #include "distill/train/checkpoint.hpp"
 #include "distill/train/optim.hpp"
@@ -274,6 +275,10 @@ int64_t checkpoint_count(const io::StateDict& dict, const std::string& path, con
 /// checkpoint, a state dict of the whole DistillationModel, or a state dict of its
 /// infer_model_name model alone (e.g. an exported student).
 void load_model_weights(DistillationModelImpl& model, const std::string& path) {
+  if (io::is_torchscript(path)) {  // distill export: its parameters and buffers are the infer model's, by name
+    io::load_state_dict(*model.infer_model(), io::torchscript_state_dict(io::load_torchscript(path)), {}, path);
+    return;
+  }
   const auto dict = io::read_state_dict(path);
   if (dict.contains("meta.epoch")) {
     io::load_state_dict(model, detail::strip_prefix(dict, "model."), {}, path + " (model)");
@@ -642,7 +647,7 @@ LRSchedule make_schedule(const json& section, const std::string& path, int64_t e
 
 const std::map<std::string, std::string>& ignored_keys() {
   static const std::map<std::string, std::string> keys{
-      {"Global.image_shape", "the input shape the reference exports with; distill traces nothing from it"},
+      {"Global.image_shape", "the input shape of an export; distill export traces the model at it"},
       {"Global.save_inference_dir", "where the reference writes its inference model; distill export takes --out"},
       {"Global.to_static", "Paddle's dynamic-to-static compilation; libtorch runs eagerly"},
       {"AMP.use_promote", "Paddle's O2 promotion switch; distill supports O1 (autocast) only"},

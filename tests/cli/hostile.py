@@ -49,6 +49,12 @@ def main():
         (train + ["-o", "Arch.models[1].Student.depth=1000000000000000000"], ["Arch.models[1].Student", "depth"]),
         (train + ["-o", "DataLoader.Train.sampler.batch_size=1000000000"], ["batch_size", "limit"]),
         (train + ["-o", "Global.pretrained_model=" + HERE], ["not a readable torch.save file"]),
+        (train + ["--format", "onnx"], ["--format", "only for distill export and distill infer"]),
+        (train + ["--with-taps"], ["--with-taps", "only for distill export"]),
+        ([a.distill, "export", "-c", RECIPE, "-o", "Global.pretrained_model=x.pt", "--format", "onnx"], ["--format", "onnx"]),
+        ([a.distill, "infer", "-c", RECIPE, "-o", "Global.pretrained_model=x.pt", "--format", "yaml"], ["--format", "yaml"]),
+        ([a.distill, "export", "-c", os.path.join(HERE, "..", "..", "examples", "recipes", "fashion_mnist", "kd.json"),
+          "-o", "Global.pretrained_model=x.pt", "-o", "Global.image_shape=[3, 0, 8]"], ["Global.image_shape", "[3,0,8]"]),
     ]
     failures = 0
     for command, fragments in cases:

@@ -1,7 +1,8 @@
 # End-to-end test of the `distill` command on Fashion-MNIST (cmake -P, run by CTest):
 # train a teacher, evaluate and export it, distil a student from it (KD), run inference on
 # JPEG files, and check that mistakes on the command line are reported.
-#   -DDISTILL=<binary> -DSOURCE=<repository> -DWORK=<scratch folder> -DPYTHON=<python with torch>
+#   -DDISTILL=<binary> -DPREDICT=<examples/predict> -DSOURCE=<repository> -DWORK=<scratch folder>
+#   -DPYTHON=<python with torch>
 
 file(REMOVE_RECURSE ${WORK})
 file(MAKE_DIRECTORY ${WORK})
@@ -38,7 +39,8 @@ endforeach()
 distill(0 "evaluated Teacher on 256 images: top1 [0-9.]+ top5"
         eval -c ${recipes}/teacher.json ${small} -o Global.pretrained_model=${WORK}/teacher/latest.pt)
 distill(0 "exported Teacher"
-        export -c ${recipes}/teacher.json -o Global.pretrained_model=${WORK}/teacher/latest.pt --out ${WORK}/teacher.pt)
+        export -c ${recipes}/teacher.json -o Global.pretrained_model=${WORK}/teacher/latest.pt --format state_dict
+        --out ${WORK}/teacher.pt)
 execute_process(COMMAND ${PYTHON} -c "import torch; d = torch.load('${WORK}/teacher.pt'); assert 'fc.weight' in d, list(d); print(len(d), 'tensors')"
                 RESULT_VARIABLE rc)
 if(NOT rc EQUAL 0)
@@ -55,5 +57,14 @@ if(NOT rc EQUAL 0)
   message(FATAL_ERROR "could not write test images")
 endif()
 distill(0 "0_label9.jpg: [0-9] \\([A-Za-z/ -]+\\) [0-9.]+, "
-        infer -c ${recipes}/kd.json -o Global.pretrained_model=${WORK}/kd/latest.pt -o Infer.infer_imgs=${WORK}/images)
+        infer -c ${recipes}/kd.json -o Global.pretrained_model=${WORK}/kd/latest.pt -o Infer.infer_imgs=${WORK}/images
+        --format text)
 distill(1 "give the weights" infer -c ${recipes}/kd.json ${WORK}/images/0_label9.jpg)
+
+# Deployment: the TorchScript export in Python and in examples/predict, against distill infer.
+execute_process(COMMAND ${PYTHON} ${SOURCE}/tests/cli/deploy.py --distill ${DISTILL} --predict ${PREDICT}
+                  --recipe ${recipes}/kd.json --weights ${WORK}/kd/latest.pt --images ${WORK}/images --work ${WORK}/deploy
+                WORKING_DIRECTORY ${SOURCE} RESULT_VARIABLE rc)
+if(NOT rc EQUAL 0)
+  message(FATAL_ERROR "tests/cli/deploy.py failed")
+endif()

@@ -18,7 +18,7 @@ def recipe(name, models, freeze, infer, losses, epochs=3, patterns=None):
     return {
       "Global": {"output_dir": f"output/fashion_mnist/{name}", "device": "cpu", "seed": 0, "epochs": epochs,
                  "print_batch_step": 50, "save_interval": epochs, "eval_during_train": True, "eval_interval": 1,
-                 "checkpoints": None, "pretrained_model": None},
+                 "checkpoints": None, "pretrained_model": None, "image_shape": [3, 28, 28]},
       "Arch": {"name": "DistillationModel", "class_num": 10, "freeze_params_list": freeze, "infer_model_name": infer,
                "models": models},
       "Loss": {"Train": losses, "Eval": [{"CELoss": {"weight": 1.0, "model_names": [infer]}}]},

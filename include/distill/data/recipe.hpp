@@ -13,8 +13,9 @@
 
 namespace distill::data {
 
-/// A transform of a `transform_ops` list, from the keys of its entry.
-using TransformReader = std::function<Transform(const Reader& entry)>;
+/// A transform of a `transform_ops` list, from the keys of its entry: a Transform, or a Step
+/// with its deployment form.
+using TransformReader = std::function<Step(const Reader& entry)>;
 /// A dataset of a `dataset` section, with its transforms already made.
 using DatasetReader = std::function<std::shared_ptr<Dataset>(const Reader& section, Pipeline pipeline)>;
 

@@ -9,6 +9,7 @@
 // so augmentation does not depend on worker threads and a resumed run draws the same crops.
 
 #include <functional>
+#include <optional>
 #include <random>
 #include <string>
 #include <utility>
@@ -51,6 +52,18 @@ Transform normalize(double scale, std::vector<double> mean, std::vector<double> 
 /// Reverses the channel order (DecodeImage with to_rgb false: BGR, as cv2 decodes).
 Transform to_bgr();
 
+/// One step of a pipeline with, when it has one, its deployment form: a line a program
+/// without distill replays with the same libtorch operations (examples/predict.cpp; the
+/// vocabulary is in docs/deployment.md): "bgr", "resize_short S MODE", "resize H W MODE",
+/// "crop H W", "normalize SCALE M0 M1 M2 S0 S1 S2". An empty line is a step that does nothing;
+/// no line (nullopt) a step with no such form (random augmentations, a user's own transform).
+struct Step {
+  Step(Transform transform, std::optional<std::string> replay = std::nullopt)  // NOLINT: implicit, so a Transform is a Step
+      : transform(std::move(transform)), replay(std::move(replay)) {}
+  Transform transform;
+  std::optional<std::string> replay;
+};
+
 /// A list of transforms applied in order to a decoded image.
 ///
 ///   distill::data::Pipeline pipeline;
@@ -59,13 +72,16 @@ Transform to_bgr();
 ///   torch::Tensor x = pipeline(decoded_rgb_uint8, rng);   // float [3, 224, 224]
 class Pipeline {
  public:
-  void add(std::string name, Transform t) { steps_.emplace_back(std::move(name), std::move(t)); }
+  void add(std::string name, Step step) { steps_.emplace_back(std::move(name), std::move(step)); }
   /// uint8 [H, W, 3] RGB -> float [3, H', W'].
   torch::Tensor operator()(const torch::Tensor& rgb, Rng& rng) const;
   size_t size() const { return steps_.size(); }
+  /// The deployment form of every step (see Step), no-op steps left out; a step without one
+  /// is an error naming it and `where` (the recipe path of the list).
+  std::vector<std::string> replay(const std::string& where) const;
 
  private:
-  std::vector<std::pair<std::string, Transform>> steps_;
+  std::vector<std::pair<std::string, Step>> steps_;
 };
 
 }  // namespace distill::data

@@ -87,6 +87,96 @@ inline torch::Dtype storage_dtype(const std::string& global, const std::string& 
   return it->second;
 }
 
+/// The first line of a libtorch message (the rest is its C++ backtrace).
+inline std::string first_line(const std::string& s) { return s.substr(0, s.find('\n')); }
+
+// Every record's CRC-32 is checked against the zip's central directory: a flipped byte in a
+// weights file is an error rather than silently changed weights. The libtorch reader does
+// not check them, so distill reads the central directory itself.
+inline uint32_t crc32(const void* data, size_t size) {
+  static const auto table = [] {
+    std::array<uint32_t, 256> t{};
+    for (uint32_t i = 0; i < 256; ++i) {
+      uint32_t c = i;
+      for (int k = 0; k < 8; ++k) c = (c & 1) ? 0xEDB88320u ^ (c >> 1) : c >> 1;
+      t[i] = c;
+    }
+    return t;
+  }();
+  uint32_t c = 0xFFFFFFFFu;
+  const auto* p = static_cast<const unsigned char*>(data);
+  for (size_t i = 0; i < size; ++i) c = table[(c ^ p[i]) & 0xFF] ^ (c >> 8);
+  return c ^ 0xFFFFFFFFu;
+}
+
+// Record name (without the archive's top folder) -> CRC-32, from the zip central directory.
+inline std::unordered_map<std::string, uint32_t> read_zip_crcs(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  in.seekg(0, std::ios::end);
+  const auto file_size = static_cast<uint64_t>(in.tellg());
+  auto read_at = [&](uint64_t at, size_t n) {
+    std::string out(n, '\0');
+    if (at > file_size || n > file_size - at) distill::fail(path, ": zip directory points outside the file");
+    in.seekg(static_cast<std::streamoff>(at));
+    in.read(out.data(), static_cast<std::streamsize>(n));
+    if (!in) distill::fail(path, ": cannot read the zip directory");
+    return out;
+  };
+  auto le = [](const std::string& s, size_t at, size_t n) {
+    uint64_t v = 0;
+    for (size_t i = 0; i < n; ++i) v |= static_cast<uint64_t>(static_cast<unsigned char>(s[at + i])) << (8 * i);
+    return v;
+  };
+  // The end-of-directory record is in the last 22 + 65535 bytes (its comment is at most 64 KiB).
+  const uint64_t tail_size = std::min<uint64_t>(file_size, 22 + 65535 + 20);
+  const std::string tail = read_at(file_size - tail_size, tail_size);
+  size_t end = std::string::npos;
+  for (size_t i = tail.size() >= 22 ? tail.size() - 22 + 1 : 0; i-- > 0;)
+    if (le(tail, i, 4) == 0x06054b50) { end = i; break; }
+  if (end == std::string::npos) distill::fail(path, ": no zip end-of-directory record");
+  uint64_t entries = le(tail, end + 10, 2), offset = le(tail, end + 16, 4), dir_size = le(tail, end + 12, 4);
+  if (offset == 0xFFFFFFFFu || entries == 0xFFFFu) {  // zip64: the locator sits just before
+    if (end < 20 || le(tail, end - 20, 4) != 0x07064b50) distill::fail(path, ": zip64 locator missing");
+    const std::string z64 = read_at(le(tail, end - 20 + 8, 8), 56);
+    if (le(z64, 0, 4) != 0x06064b50) distill::fail(path, ": zip64 end-of-directory record missing");
+    entries = le(z64, 32, 8);
+    dir_size = le(z64, 40, 8);
+    offset = le(z64, 48, 8);
+  }
+  const std::string dir = read_at(offset, dir_size);
+  std::unordered_map<std::string, uint32_t> crcs;
+  size_t at = 0;
+  for (uint64_t e = 0; e < entries; ++e) {
+    if (at + 46 > dir.size() || le(dir, at, 4) != 0x02014b50) distill::fail(path, ": damaged zip directory");
+    const size_t name_len = le(dir, at + 28, 2), extra = le(dir, at + 30, 2), comment = le(dir, at + 32, 2);
+    if (at + 46 + name_len > dir.size()) distill::fail(path, ": damaged zip directory");
+    std::string name = dir.substr(at + 46, name_len);
+    name = name.substr(name.find('/') + 1);  // "archive/data/0" -> "data/0"
+    crcs[name] = static_cast<uint32_t>(le(dir, at + 16, 4));
+    at += 46 + name_len + extra + comment;
+  }
+  return crcs;
+}
+
+/// Checks every record of the zip archive `path` against its CRC-32 (a damaged file is an
+/// error naming it). For archives read whole by libtorch (TorchScript exports).
+inline void verify_zip(const std::string& path) {
+  const auto crcs = read_zip_crcs(path);
+  try {
+    caffe2::serialize::PyTorchStreamReader reader(path);
+    for (const auto& record : reader.getAllRecords()) {
+      auto it = crcs.find(record);
+      auto [data, size] = reader.getRecord(record);
+      if (it == crcs.end() || crc32(data.get(), size) != it->second)
+        distill::fail(path, ": record ", record, " fails its CRC-32 check: the file is damaged (re-export or re-download it)");
+    }
+  } catch (const distill::Error&) {
+    throw;
+  } catch (const std::exception& e) {
+    distill::fail(path, ": a damaged zip archive (", first_line(e.what()), ")");
+  }
+}
+
 /// Runs the pickle program of a torch.save archive and returns its top-level value.
 class Unpickler {
  public:
@@ -229,7 +319,6 @@ class Unpickler {
   [[noreturn]] void corrupt(const std::string& what) const {
     distill::fail(path_, ": corrupt or unsupported torch.save data at byte ", pos_, " of data.pkl: ", what);
   }
-  static std::string first_line(const std::string& s) { return s.substr(0, s.find('\n')); }
   static std::string hex(unsigned v) {
     const char* digits = "0123456789abcdef";
     return {digits[(v >> 4) & 15], digits[v & 15]};
@@ -354,79 +443,12 @@ class Unpickler {
                           "; distill reads state dicts (names -> tensors) only");
   }
 
-  // Every record's CRC-32 is checked against the zip's central directory: a flipped byte in a
-  // weights file is an error rather than silently changed weights. The libtorch reader does
-  // not check them, so distill reads the central directory itself.
-  static uint32_t crc32(const void* data, size_t size) {
-    static const auto table = [] {
-      std::array<uint32_t, 256> t{};
-      for (uint32_t i = 0; i < 256; ++i) {
-        uint32_t c = i;
-        for (int k = 0; k < 8; ++k) c = (c & 1) ? 0xEDB88320u ^ (c >> 1) : c >> 1;
-        t[i] = c;
-      }
-      return t;
-    }();
-    uint32_t c = 0xFFFFFFFFu;
-    const auto* p = static_cast<const unsigned char*>(data);
-    for (size_t i = 0; i < size; ++i) c = table[(c ^ p[i]) & 0xFF] ^ (c >> 8);
-    return c ^ 0xFFFFFFFFu;
-  }
   void verify_crc(const std::string& record, const void* data, size_t size) const {
     auto it = crcs_.find(record);
     if (it == crcs_.end()) corrupt("record " + record + " is not in the zip directory");
     if (crc32(data, size) != it->second)
       distill::fail(path_, ": record ", record, " fails its CRC-32 check: the file is damaged (re-download or re-save it)");
   }
-  // Record name (without the archive's top folder) -> CRC-32, from the zip central directory.
-  std::unordered_map<std::string, uint32_t> read_zip_crcs(const std::string& path) const {
-    std::ifstream in(path, std::ios::binary);
-    in.seekg(0, std::ios::end);
-    const auto file_size = static_cast<uint64_t>(in.tellg());
-    auto read_at = [&](uint64_t at, size_t n) {
-      std::string out(n, '\0');
-      if (at > file_size || n > file_size - at) distill::fail(path, ": zip directory points outside the file");
-      in.seekg(static_cast<std::streamoff>(at));
-      in.read(out.data(), static_cast<std::streamsize>(n));
-      if (!in) distill::fail(path, ": cannot read the zip directory");
-      return out;
-    };
-    auto le = [](const std::string& s, size_t at, size_t n) {
-      uint64_t v = 0;
-      for (size_t i = 0; i < n; ++i) v |= static_cast<uint64_t>(static_cast<unsigned char>(s[at + i])) << (8 * i);
-      return v;
-    };
-    // The end-of-directory record is in the last 22 + 65535 bytes (its comment is at most 64 KiB).
-    const uint64_t tail_size = std::min<uint64_t>(file_size, 22 + 65535 + 20);
-    const std::string tail = read_at(file_size - tail_size, tail_size);
-    size_t end = std::string::npos;
-    for (size_t i = tail.size() >= 22 ? tail.size() - 22 + 1 : 0; i-- > 0;)
-      if (le(tail, i, 4) == 0x06054b50) { end = i; break; }
-    if (end == std::string::npos) distill::fail(path, ": no zip end-of-directory record");
-    uint64_t entries = le(tail, end + 10, 2), offset = le(tail, end + 16, 4), dir_size = le(tail, end + 12, 4);
-    if (offset == 0xFFFFFFFFu || entries == 0xFFFFu) {  // zip64: the locator sits just before
-      if (end < 20 || le(tail, end - 20, 4) != 0x07064b50) distill::fail(path, ": zip64 locator missing");
-      const std::string z64 = read_at(le(tail, end - 20 + 8, 8), 56);
-      if (le(z64, 0, 4) != 0x06064b50) distill::fail(path, ": zip64 end-of-directory record missing");
-      entries = le(z64, 32, 8);
-      dir_size = le(z64, 40, 8);
-      offset = le(z64, 48, 8);
-    }
-    const std::string dir = read_at(offset, dir_size);
-    std::unordered_map<std::string, uint32_t> crcs;
-    size_t at = 0;
-    for (uint64_t e = 0; e < entries; ++e) {
-      if (at + 46 > dir.size() || le(dir, at, 4) != 0x02014b50) distill::fail(path, ": damaged zip directory");
-      const size_t name_len = le(dir, at + 28, 2), extra = le(dir, at + 30, 2), comment = le(dir, at + 32, 2);
-      if (at + 46 + name_len > dir.size()) distill::fail(path, ": damaged zip directory");
-      std::string name = dir.substr(at + 46, name_len);
-      name = name.substr(name.find('/') + 1);  // "archive/data/0" -> "data/0"
-      crcs[name] = static_cast<uint32_t>(le(dir, at + 16, 4));
-      at += 46 + name_len + extra + comment;
-    }
-    return crcs;
-  }
-
   // A view must lie inside its storage: sizes and strides of one length, nothing negative, and
   // the last element's index (computed without overflow) below the storage's size.
   void check_view(const std::vector<int64_t>& sizes, const std::vector<int64_t>& strides, int64_t offset,

@@ -18,6 +18,38 @@
 
 namespace distill::io {
 
+namespace detail {
+/// Writes `size` bytes to `path` so that the file appears atomically: to `path`.tmp, flushed
+/// to the disk (fsync), then renamed. On failure `path`.tmp is removed and the error says why.
+inline void write_file_atomically(const std::string& path, const char* data, size_t size) {
+  const std::string temporary = path + ".tmp";
+  auto give_up = [&](const char* what, int error) {
+    std::remove(temporary.c_str());
+    distill::fail(path, ": cannot ", what, " (via ", temporary, "): ", std::strerror(error),
+                  error == ENOSPC ? "; the previous file, if any, is unchanged" : "");
+  };
+  const int fd = ::open(temporary.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) distill::fail(path, ": cannot create ", temporary, ": ", std::strerror(errno));
+  for (size_t done = 0; done < size;) {
+    const ssize_t n = ::write(fd, data + done, size - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      const int error = n < 0 ? errno : EIO;
+      ::close(fd);
+      give_up("write the file", error);
+    }
+    done += static_cast<size_t>(n);
+  }
+  if (::fsync(fd) != 0) {
+    const int error = errno;
+    ::close(fd);
+    give_up("flush the file to the disk", error);
+  }
+  if (::close(fd) != 0) give_up("close the file", errno);
+  if (std::rename(temporary.c_str(), path.c_str()) != 0) give_up("move the file into place", errno);
+}
+}  // namespace detail
+
 /// Parameter and buffer tensors by dotted name ("layer1.0.conv1.weight"), in Python's order.
 using StateDict = torch::OrderedDict<std::string, torch::Tensor>;
 
@@ -53,31 +85,7 @@ inline void write_state_dict(const StateDict& dict, const std::string& path) {
   c10::Dict<std::string, torch::Tensor> out;
   for (const auto& item : dict) out.insert(item.key(), item.value().detach().to(torch::kCPU).contiguous());
   const auto bytes = torch::pickle_save(out);
-  const std::string temporary = path + ".tmp";
-  auto give_up = [&](const char* what, int error) {
-    std::remove(temporary.c_str());
-    distill::fail(path, ": cannot ", what, " (via ", temporary, "): ", std::strerror(error),
-                  error == ENOSPC ? "; the previous file, if any, is unchanged" : "");
-  };
-  const int fd = ::open(temporary.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) distill::fail(path, ": cannot create ", temporary, ": ", std::strerror(errno));
-  for (size_t done = 0; done < bytes.size();) {
-    const ssize_t n = ::write(fd, bytes.data() + done, bytes.size() - done);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) {
-      const int error = n < 0 ? errno : EIO;
-      ::close(fd);
-      give_up("write the state dict", error);
-    }
-    done += static_cast<size_t>(n);
-  }
-  if (::fsync(fd) != 0) {
-    const int error = errno;
-    ::close(fd);
-    give_up("flush the state dict to the disk", error);
-  }
-  if (::close(fd) != 0) give_up("close the state dict", errno);
-  if (std::rename(temporary.c_str(), path.c_str()) != 0) give_up("move the state dict into place", errno);
+  detail::write_file_atomically(path, bytes.data(), bytes.size());
 }
 
 /// The module's parameters and buffers by name, in the order Python's state_dict() lists them
