@@ -15,6 +15,7 @@ import argparse
 import glob
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -86,6 +87,22 @@ def main():
             if tuple(logits.shape) != (batch, 10):
                 fail("torch.jit.load(export)(x) at batch %d gave %s" % (batch, tuple(logits.shape)))
     print("Python: %d tensors with the state dict's names; logits at batch 1 and 7" % len(scripted), flush=True)
+
+    # --with-taps: forward returns a dict with the logits (and the student's return patterns).
+    tapped = os.path.join(a.work, "tapped.pt")
+    run([a.distill, "export"] + common + ["--with-taps", "--out", tapped])
+    with torch.no_grad():
+        outputs = torch.jit.load(tapped)(torch.randn(2, c, h, w))
+    if not isinstance(outputs, dict) or "logits" not in outputs or tuple(outputs["logits"].shape) != (2, 10):
+        fail("an export --with-taps returned %r" % type(outputs))
+
+    # eval takes the export as its weights and gives the checkpoint's evaluation.
+    limit = ["-o", "DataLoader.Eval.dataset.limit=64"]
+    evaluations = [re.search(r"evaluated Student on 64 images: (.*)", run([a.distill, "eval", "-c", a.recipe, "-o",
+                                                                            "Global.pretrained_model=" + weights] + limit).stdout)
+                   for weights in (a.weights, exported)]
+    if not all(evaluations) or evaluations[0].group(1) != evaluations[1].group(1):
+        fail("distill eval of the export differs from the checkpoint's: %s" % [e and e.group(1) for e in evaluations])
 
     # The deployed program, `distill infer` with the checkpoint and with the export agree.
     images = sorted(glob.glob(os.path.join(a.images, "*.jpg")))
