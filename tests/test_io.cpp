@@ -306,6 +306,15 @@ struct BranchOnBatchImpl : distill::Backbone {
   }
   torch::nn::Linear fc{nullptr};
 };
+struct BranchOnDataImpl : distill::Backbone {
+  BranchOnDataImpl() { fc = register_module("fc", torch::nn::Linear(3, 4)); }
+  std::string name() const override { return "BranchOnData"; }
+  torch::Tensor forward_logits(const torch::Tensor& x) override {
+    auto pooled = x.mean({2, 3});
+    return x.mean().item<double>() > 0 ? call(fc, pooled) : call(fc, pooled) * 2;
+  }
+  torch::nn::Linear fc{nullptr};
+};
 }  // namespace
 
 TEST_CASE("a model that tracing cannot record faithfully is refused with the reason", "[io][torchscript][errors]") {
@@ -318,6 +327,8 @@ TEST_CASE("a model that tracing cannot record faithfully is refused with the rea
   expect_error([&] { trace(size_as_number); }, {"SizeAsNumber traced at batch 2 fails at batch 1", "view({x.size(0), -1})"});
   BranchOnBatchImpl branch;
   expect_error([&] { trace(branch); }, {"BranchOnBatch traced at batch 2 gives other outputs at batch 1", "branches on the data"});
+  BranchOnDataImpl on_data;
+  expect_error([&] { trace(on_data); }, {"BranchOnData traced at batch 2 gives other outputs", "branches on the data"});
   branch.train();
   expect_error([&] { io::trace(branch, [&](const torch::Tensor& x) { return branch.forward(x); }); }, {"training mode", "eval()"});
 }

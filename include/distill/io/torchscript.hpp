@@ -10,7 +10,8 @@
 // Tracing records one path through the code: a forward that branches on the data, or turns a
 // size into a plain number (x.view({x.size(0), -1})), gives a graph that is wrong for other
 // inputs. trace() therefore runs the traced module and the model on inputs of other batch
-// sizes (1 and 3 by default) and refuses the export when they differ.
+// sizes (1 and 3 by default) and on the example input negated and scaled, and refuses the
+// export when they differ.
 
 #include <functional>
 #include <map>
@@ -137,11 +138,17 @@ inline torch::jit::Module trace(torch::nn::Module& module, const std::function<F
   auto method = unit->create_function(c10::QualifiedName(*type->name(), "forward"), state->graph);
   type->addMethod(method);
 
-  // One path was recorded: it must hold for other inputs too.
+  // One path was recorded: it must hold for other inputs too: other batch sizes, and the
+  // example negated and scaled (which flips or moves what a branch on the values tests).
+  std::vector<torch::Tensor> checks;
   for (int64_t batch : options.check_batch_sizes()) {
     auto input_shape = shape;
     input_shape[0] = batch;
-    auto x = random_input(input_shape);
+    checks.push_back(random_input(input_shape));
+  }
+  if (!options.check_batch_sizes().empty()) checks.insert(checks.end(), {-example, example * 4});
+  for (const auto& x : checks) {
+    const int64_t batch = x.size(0);
     torch::NoGradGuard no_grad;
     const auto expected = detail::script_output(forward(x), options.with_taps());
     c10::IValue got;
@@ -157,8 +164,9 @@ inline torch::jit::Module trace(torch::nn::Module& module, const std::function<F
     const double difference = detail::output_difference(got, expected);
     if (!(difference <= options.tolerance()))
       fail("trace: ", options.name(), " traced at batch ", shape[0], " gives other outputs at batch ", batch,
-           " (largest relative difference ", difference, "): its forward branches on the data or on sizes, and tracing "
-           "records one path; export a model whose forward runs the same operations for every input");
+           batch == shape[0] ? " (the example input negated or scaled)" : "", " (largest relative difference ", difference,
+           "): its forward branches on the data or on sizes, and tracing records one path; export a model whose forward "
+           "runs the same operations for every input");
   }
   return scripted;
 }
