@@ -305,6 +305,24 @@ TEST_CASE("config errors name their JSON path", "[compose][errors]") {
   CHECK(r["Arch"]["models"][1]["Student"]["class_num"] == 3);
   config::apply_override(r, "Arch.models[0].Teacher.pretrained=weights/x.pth");
   CHECK(r["Arch"]["models"][0]["Teacher"]["pretrained"] == "weights/x.pth");
+  // PaddleClas's spelling: list indices as path elements, values as Python or YAML literals.
+  config::apply_override(r, "Arch.models.0.Teacher.pretrained=weights/y.pdparams");
+  CHECK(r["Arch"]["models"][0]["Teacher"]["pretrained"] == "weights/y.pdparams");
+  config::apply_override(r, "Arch.freeze_params_list=[True, False]");
+  CHECK(r["Arch"]["freeze_params_list"] == json::parse("[true, false]"));
+  config::apply_override(r, "Arch.models.1.Student.class_num=None");
+  CHECK(r["Arch"]["models"][1]["Student"]["class_num"].is_null());
+  config::apply_override(r, "Arch.models.1.Student.class_num=~");
+  CHECK(r["Arch"]["models"][1]["Student"]["class_num"].is_null());
+  config::apply_override(r, "Arch.models.1.Student.class_num=['a', \"b's\", 'c\"d']");
+  CHECK(r["Arch"]["models"][1]["Student"]["class_num"] == json::parse(R"(["a", "b's", "c\"d"])"));
+  config::apply_override(r, "Arch.models.1.Student.class_num=1e-4");
+  CHECK(r["Arch"]["models"][1]["Student"]["class_num"] == 1e-4);
+  config::apply_override(r, "Arch.models.1.Student.class_num=1.0/255.0");
+  CHECK(r["Arch"]["models"][1]["Student"]["class_num"] == "1.0/255.0");
+  config::apply_override(r, "Arch.models.1.Student.class_num=Truely");
+  CHECK(r["Arch"]["models"][1]["Student"]["class_num"] == "Truely");
+  expect_error([&] { config::apply_override(r, "Arch.models.2.Student.class_num=3"); }, {"Arch.models", "no element [2]", "it has 2"});
   expect_error([&] { config::load_file(std::string(DISTILL_RECIPES) + "/missing.json"); }, {"missing.json", "cannot open"});
 }
 

@@ -3,8 +3,10 @@
 // and dropping a recipe's own weight files. Needs only nlohmann_json: a program that hands a
 // recipe to the engine includes this and not the builders (config/build.hpp).
 
+#include <cctype>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <string>
 
 #include "distill/core/reader.hpp"
@@ -46,12 +48,70 @@ inline json load_file(const std::string& path) {
   return parse_json(in, path);
 }
 
-/// Applies one override "Dotted.Path[i].key=value" (the reference's `-o`) to `config`. Every
-/// step of the path must exist: a mistyped key is an error listing the keys there, not a new
-/// key. The value is read as JSON (numbers, true/false/null, lists, quoted strings) and
-/// otherwise taken as a plain string.
+namespace detail {
+/// An override's value as PaddleClas users write it (its tools evaluate it as a Python
+/// literal; YAML spellings are common too): True/False/None, true/false/null/~, numbers,
+/// lists and dicts with single- or double-quoted strings. Nullopt when it is none of these.
+inline std::optional<json> literal_value(const std::string& text, const std::string& where) {
+  try {
+    return json::parse(text, depth_limit(where));
+  } catch (const json::exception&) {
+  }
+  // Python and YAML words outside quotes become JSON's; single quotes become double quotes.
+  std::string converted;
+  char quote = 0;
+  for (size_t i = 0; i < text.size(); ++i) {
+    const char c = text[i];
+    if (quote) {
+      if (c == '\\' && i + 1 < text.size()) {
+        converted += c;
+        converted += text[++i];
+        continue;
+      }
+      if (c == quote) {
+        quote = 0;
+        converted += '"';
+      } else {
+        converted += c == '"' ? std::string("\\\"") : std::string(1, c);
+      }
+      continue;
+    }
+    if (c == '\'' || c == '"') {
+      quote = c;
+      converted += '"';
+      continue;
+    }
+    if (std::isalpha(static_cast<unsigned char>(c)) || c == '~') {
+      size_t end = i;
+      while (end < text.size() && (std::isalnum(static_cast<unsigned char>(text[end])) || text[end] == '_' || text[end] == '~'))
+        ++end;
+      const std::string word = text.substr(i, end - i);
+      if (word == "True" || word == "true") converted += "true";
+      else if (word == "False" || word == "false") converted += "false";
+      else if (word == "None" || word == "null" || word == "~") converted += "null";
+      else return std::nullopt;  // another word: not a literal
+      i = end - 1;
+      continue;
+    }
+    converted += c;
+  }
+  try {
+    return json::parse(converted, depth_limit(where));
+  } catch (const json::exception&) {
+    return std::nullopt;
+  }
+}
+}  // namespace detail
+
+/// Applies one override (the reference's `-o`) to `config`: "Dotted.Path[i].key=value", or
+/// with list indices as path elements as PaddleClas writes them ("Arch.models.0.Teacher.x=1").
+/// Every step of the path must exist: a mistyped key is an error listing the keys there, not a
+/// new key (PaddleClas adds it with a warning). The value is read as a literal (numbers,
+/// true/false/null and True/False/None, lists, quoted strings; see detail::literal_value) and
+/// otherwise taken as a plain string ("1.0/255.0", a file name).
 ///
 ///   apply_override(recipe, "Arch.models[0].Teacher.pretrained=weights/resnet34.pth");
+///   apply_override(recipe, "Arch.models.0.Teacher.pretrained=weights/resnet34.pth");   // the same
 inline void apply_override(json& config, const std::string& assignment) {
   const auto eq = assignment.find('=');
   const std::string where = "override '" + assignment + "'";
@@ -78,6 +138,15 @@ inline void apply_override(json& config, const std::string& assignment) {
     }
     const auto end = path.find_first_of(".[", i);
     const std::string key = path.substr(i, end == std::string::npos ? std::string::npos : end - i);
+    if (node->is_array() && !key.empty() && key.size() <= 9 && key.find_first_not_of("0123456789") == std::string::npos) {
+      const size_t n = std::stoul(key);  // "models.0": PaddleClas's spelling of models[0]
+      if (n >= node->size())
+        fail_at(where, at.empty() ? "the root" : at, " has no element [", n, "] (it has ", node->size(), ")");
+      node = &(*node)[n];
+      at += "[" + key + "]";
+      i = end == std::string::npos ? path.size() : (path[end] == '.' ? end + 1 : end);
+      continue;
+    }
     if (!node->is_object() || !node->contains(key)) {
       std::string keys;
       if (node->is_object())
@@ -88,11 +157,9 @@ inline void apply_override(json& config, const std::string& assignment) {
     at += (at.empty() ? "" : ".") + key;
     i = end == std::string::npos ? path.size() : (path[end] == '.' ? end + 1 : end);
   }
-  try {
-    *node = json::parse(text, detail::depth_limit(where));
-  } catch (const json::exception&) {  // as in the reference, what is not a value is a string
-    *node = text;
-  }
+  // As in the reference, what is not a literal is a string.
+  auto value = detail::literal_value(text, where);
+  *node = value ? std::move(*value) : json(text);
 }
 
 /// Sets every "pretrained" / "pretrained_list" entry of an Arch section to none, for runs
