@@ -23,6 +23,7 @@
 #include "distill/train/launch.hpp"
 #include "distill/train/recipe.hpp"
 #include "distill/train/trainer.hpp"
+#include "distill/train/yaml.hpp"
 
 namespace {
 
@@ -37,7 +38,7 @@ commands:
   export   write the infer_model_name model as TorchScript (runs without distill) or a state dict
 
 common options:
-  -c, --config FILE    the recipe (JSON, the reference's vocabulary)
+  -c, --config FILE    the recipe (JSON, or PaddleClas's YAML as it is; the reference's vocabulary)
   -o KEY=VALUE         override one recipe value, e.g. -o Global.epochs=3; the key must exist;
                        list elements as models[0] or models.0; values as JSON or as PaddleClas
                        writes them (True, None, ['a', 'b'])
@@ -169,9 +170,17 @@ Args parse(int argc, char** argv) {
   return a;
 }
 
+/// Where each value of a YAML recipe is (recipe path -> line), for error messages.
+struct RecipeLines {
+  std::string file;
+  std::map<std::string, int> lines;
+};
+RecipeLines recipe_lines;
+
 distill::json load_recipe(const Args& a) {
   if (a.config.empty()) distill::fail("distill ", a.command, ": -c RECIPE.json is required");
-  auto recipe = distill::config::load_file(a.config);
+  recipe_lines.file = a.config;
+  auto recipe = distill::train::load_recipe_file(a.config, &recipe_lines.lines);
   for (const auto& o : a.overrides) distill::config::apply_override(recipe, o);
   // eval, infer and export take every weight from Global.pretrained_model; the models' own
   // pretrained files (e.g. the teacher's) are not needed then.
@@ -434,6 +443,19 @@ int run_command(const Args& a) {
   return run_export(a, recipe);
 }
 
+/// " (recipe.yaml line 12)" for an error about a recipe path of a YAML recipe (or the nearest
+/// enclosing path there is: a missing key is reported at its parent).
+std::string yaml_line(const distill::Error& e) {
+  std::string path = e.context();
+  while (!path.empty()) {
+    if (auto it = recipe_lines.lines.find(path); it != recipe_lines.lines.end())
+      return " (" + recipe_lines.file + " line " + std::to_string(it->second) + ")";
+    const auto cut = path.find_last_of(".[");
+    path = cut == std::string::npos ? "" : path.substr(0, cut);
+  }
+  return "";
+}
+
 // A worker of a data-parallel run tells the others why it stops, and says which rank it is.
 int report(const std::string& what) {
   std::string message = what;
@@ -453,7 +475,7 @@ int main(int argc, char** argv) {
   try {
     return run_command(parse(argc, argv));
   } catch (const distill::Error& e) {
-    return report(e.what());
+    return report(e.what() + yaml_line(e));
   } catch (const c10::Error& e) {  // a check inside libtorch that distill did not make first: a bug to report
     return report(std::string("unexpected error inside libtorch (please report it): ") + e.what_without_backtrace());
   } catch (const std::exception& e) {

@@ -15,6 +15,7 @@
 #include "distill/train/progress.hpp"
 #include "distill/train/recipe.hpp"
 #include "distill/train/trainer.hpp"
+#include "distill/train/yaml.hpp"
 #include "expect_error.hpp"
 #include "synthetic.hpp"
 
@@ -613,4 +614,44 @@ TEST_CASE("hostile recipes: directories, deep nesting and numbers beyond float a
   beta["Loss"]["Train"][1]["DistillationDKDLoss"]["beta"] = 1e300;
   expect_error([&] { train::Trainer t(beta); }, {"beta", "float32"});
   expect_error([&] { train::Trainer t(with("Optimizer.momentum=-1")); }, {"Optimizer", "momentum"});
+}
+
+TEST_CASE("PaddleClas-style YAML recipes read as PyYAML reads them, with the line of every value", "[engine][yaml]") {
+  if (!train::yaml_available()) return;  // an engine built without yaml-cpp says so (tested below)
+  std::map<std::string, int> lines;
+  const auto path = std::string(DISTILL_TEST_DATA) + "/yaml/dkd_style.yaml";
+  const auto r = train::load_yaml(path, &lines);
+  // Anchors and aliases, Python-style booleans, null and empty values, numbers and strings.
+  CHECK(r["Arch"]["models"][0]["Teacher"]["class_num"] == 10);
+  CHECK(r["Arch"]["models"][1]["Student"]["class_num"] == 10);
+  CHECK(r["Arch"]["freeze_params_list"] == json::parse("[true, false]"));
+  CHECK(r["Global"]["checkpoints"].is_null());
+  CHECK(r["Global"]["pretrained_model"].is_null());
+  CHECK(r["Global"]["use_visualdl"] == false);
+  CHECK(r["Optimizer"]["weight_decay"] == 1e-4);
+  CHECK(r["Optimizer"]["lr"]["warmup_epoch"] == 5);
+  CHECK(r["Optimizer"]["lr"]["learning_rate"] == 0.2);
+  CHECK(r["Infer"]["transforms"][3]["NormalizeImage"]["scale"] == "1.0/255.0");
+  CHECK(r["Infer"]["transforms"][3]["NormalizeImage"]["order"] == "");
+  CHECK(r["Infer"]["transforms"][4]["ToCHWImage"].is_null());
+  CHECK(r["Infer"]["PostProcess"]["class_id_map_file"] == "0");  // quoted: a string
+  CHECK(r["Merged"]["derived"] == json::parse(R"({"a": 1, "b": 3})"));
+  CHECK(lines.at("Loss.Train[1].DistillationDKDLoss.beta") == 45);
+  CHECK(lines.at("Arch.models[0].Teacher.name") == 27);
+
+  // The recipe builds: models, losses and (with a dataset of its own) the engine's options.
+  auto model = distill::config::build_model(r["Arch"]);
+  CHECK(model->infer_model_name() == "Student");
+  auto loss = distill::config::build_loss(r["Loss"]["Train"]);
+  CHECK(loss->size() == 2);
+
+  // Bad YAML names the file and line; a key twice is an error too.
+  const auto bad = std::string(DISTILL_TEST_SCRATCH) + "/bad.yaml";
+  std::ofstream(bad) << "Global:\n  epochs: 1\n  output_dir: [a, b\n";
+  expect_error([&] { train::load_yaml(bad); }, {"bad.yaml:", "not valid YAML"});
+  std::ofstream(bad) << "Global:\n  epochs: 1\n  epochs: 2\n";
+  expect_error([&] { train::load_yaml(bad); }, {"bad.yaml:3", "Global.epochs", "twice"});
+  std::ofstream(bad) << "- just\n- a list\n";
+  expect_error([&] { train::load_yaml(bad); }, {"bad.yaml", "mapping of sections"});
+  expect_error([&] { train::load_recipe_file(std::string(DISTILL_TEST_SCRATCH) + "/missing.yaml"); }, {"missing.yaml", "cannot open"});
 }

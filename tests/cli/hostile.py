@@ -25,6 +25,12 @@ def main():
     with open(deep, "w") as f:
         f.write("[" * 100000 + "]" * 100000)
     train = [a.distill, "train", "-c", RECIPE, "-o", "Global.output_dir=" + os.path.join(a.work, "out")]
+    # A YAML recipe (JSON's text is YAML too) with a mistyped key on line 3: the error names the line.
+    typo = os.path.join(a.work, "typo.yaml")
+    with open(RECIPE) as f:
+        text = f.read().replace('"Global": {', '"Global": {\n    "epochz": 1,', 1)
+    with open(typo, "w") as f:
+        f.write(text)
     cases = [
         # (command line, fragments the message must hold)
         ([a.distill, "train", "-c", RECIPE, "--threads", "abc"], ["--threads", "abc"]),
@@ -50,6 +56,7 @@ def main():
         (train + ["-o", "DataLoader.Train.sampler.batch_size=1000000000"], ["batch_size", "limit"]),
         (train + ["-o", "Global.pretrained_model=" + HERE], ["not a readable torch.save file"]),
         (train + ["--format", "onnx"], ["--format", "only for distill export and distill infer"]),
+        ([a.distill, "train", "-c", typo], ["Global.epochz", "unknown key", "typo.yaml line 3"]),
         (train + ["--with-taps"], ["--with-taps", "only for distill export"]),
         ([a.distill, "export", "-c", RECIPE, "-o", "Global.pretrained_model=x.pt", "--format", "onnx"], ["--format", "onnx"]),
         ([a.distill, "infer", "-c", RECIPE, "-o", "Global.pretrained_model=x.pt", "--format", "yaml"], ["--format", "yaml"]),

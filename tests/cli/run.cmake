@@ -47,6 +47,16 @@ if(NOT rc EQUAL 0)
   message(FATAL_ERROR "Python's torch.load cannot read the exported teacher")
 endif()
 
+# A YAML recipe (PyYAML's dump of teacher.json), with overrides in PaddleClas's spelling.
+execute_process(COMMAND ${PYTHON} -c "import json, sys, yaml; yaml.safe_dump(json.load(open(sys.argv[1])), open(sys.argv[2], 'w'), sort_keys=False)"
+                ${recipes}/teacher.json ${WORK}/teacher.yaml RESULT_VARIABLE rc)
+if(NOT rc EQUAL 0)
+  message(FATAL_ERROR "could not write teacher.yaml")
+endif()
+distill(0 "epoch 1/1 step [0-9]+/4 \\| CELoss_Teacher.*eval epoch 1 \\| top1"
+        train -c ${WORK}/teacher.yaml ${small} -o Global.output_dir=${WORK}/teacher_yaml -o Arch.models.0.Teacher.class_num=10
+        -o Global.eval_during_train=True)
+
 # The teacher-student pair: KD from the exported teacher.
 distill(0 "loss_kldiv_Student_Teacher.*eval epoch 1 \\| top1"
         train -c ${recipes}/kd.json ${small} -o Global.output_dir=${WORK}/kd
