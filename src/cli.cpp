@@ -348,7 +348,8 @@ int run_export(const Args& a, const distill::json& recipe) {
     distill::fail("option --format: expected torchscript or state_dict for export, got '", format, "'");
   if (a.with_taps && format != "torchscript") distill::fail("option --with-taps: only for --format torchscript");
   const auto global = recipe.value("Global", distill::json::object());
-  std::vector<int64_t> shape{3, 224, 224};
+  const auto traced = distill::io::TraceOptions().example_shape();  // the default [C, H, W] is the tracer's
+  std::vector<int64_t> shape(traced.begin() + 1, traced.end());
   if (global.contains("image_shape") && !global["image_shape"].is_null()) {
     const auto& v = global["image_shape"];
     if (!v.is_array() || v.size() != 3 || !std::all_of(v.begin(), v.end(), [](const distill::json& x) {

@@ -69,6 +69,7 @@ struct Converter {
         return out;
       }
       case YAML::NodeType::Map: {
+        auto child = [&path](const std::string& key) { return path.empty() ? key : path + "." + key; };
         json out = json::object();
         std::vector<YAML::Node> merged;
         for (const auto& item : node) {
@@ -80,14 +81,14 @@ struct Converter {
             continue;
           }
           if (out.contains(key))
-            fail_at(file + ":" + std::to_string(item.first.Mark().line + 1), path.empty() ? key : path + "." + key,
+            fail_at(file + ":" + std::to_string(item.first.Mark().line + 1), child(key),
                     ": the key appears twice");
-          out[key] = convert(item.second, path.empty() ? key : path + "." + key, depth + 1);
+          out[key] = convert(item.second, child(key), depth + 1);
         }
         for (const auto& m : merged)
           for (const auto& item : m) {
             const auto key = item.first.Scalar();
-            if (!out.contains(key)) out[key] = convert(item.second, path.empty() ? key : path + "." + key, depth + 1);
+            if (!out.contains(key)) out[key] = convert(item.second, child(key), depth + 1);
           }
         return out;
       }

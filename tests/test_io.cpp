@@ -38,6 +38,19 @@ std::string read_bytes(const std::string& path) {
   return {std::istreambuf_iterator<char>(in), {}};
 }
 
+/// A built-in backbone with BatchNorm statistics as after training, in eval mode.
+std::shared_ptr<distill::Backbone> trained_looking(const std::string& name, const nlohmann::json& options = {{"class_num", 10}},
+                                                   uint64_t seed = 11) {
+  torch::manual_seed(seed);
+  auto model = distill::config::create_backbone(name, options);
+  torch::NoGradGuard no_grad;
+  for (auto& b : model->named_buffers())
+    if (b.key().find("running_var") != std::string::npos) b.value().uniform_(0.5, 1.5);
+    else if (b.key().find("running_mean") != std::string::npos) b.value().normal_(0, 0.1);
+  model->eval();
+  return model;
+}
+
 }  // namespace
 
 TEST_CASE("torchvision state dicts load and give torchvision's logits", "[io][python]") {
@@ -70,16 +83,8 @@ TEST_CASE("tensors that share a storage keep their views and dtypes", "[io][pyth
 }
 
 TEST_CASE("a state dict saved here loads in Python's torchvision with the same logits", "[io][python]") {
-  torch::manual_seed(3);
-  auto model = distill::config::create_backbone("ResNet18", {{"layout", "torchvision"}, {"class_num", 10}});
-  {
-    // Non-trivial BatchNorm statistics, as after training.
-    torch::NoGradGuard no_grad;
-    for (auto& b : model->named_buffers())
-      if (b.key().find("running_var") != std::string::npos) b.value().uniform_(0.5, 1.5);
-      else if (b.key().find("running_mean") != std::string::npos) b.value().normal_(0, 0.1);
-  }
-  model->eval();
+  // Non-trivial BatchNorm statistics, as after training.
+  auto model = trained_looking("ResNet18", {{"layout", "torchvision"}, {"class_num", 10}}, 3);
   auto input = torch::randn({2, 3, 48, 48});
   torch::Tensor logits;
   {
@@ -229,18 +234,6 @@ TEST_CASE("hostile weights files are errors, never a crash, an overread or a sil
 // ---------------------------------------------------------------- TorchScript export
 
 namespace {
-
-/// A built-in backbone with BatchNorm statistics as after training, in eval mode.
-std::shared_ptr<distill::Backbone> trained_looking(const std::string& name) {
-  torch::manual_seed(11);
-  auto model = distill::config::create_backbone(name, {{"class_num", 10}});
-  torch::NoGradGuard no_grad;
-  for (auto& b : model->named_buffers())
-    if (b.key().find("running_var") != std::string::npos) b.value().uniform_(0.5, 1.5);
-    else if (b.key().find("running_mean") != std::string::npos) b.value().normal_(0, 0.1);
-  model->eval();
-  return model;
-}
 
 double relative_difference(const torch::Tensor& a, const torch::Tensor& b) {
   return ((a - b).abs() / (1 + b.abs())).max().item<double>();
