@@ -17,10 +17,11 @@ std::shared_ptr<distill::Backbone> backbone(const std::string& name, const Setti
   return distill::config::create_backbone(name, keys);
 }
 
-/// The recipes' ResNet34 teacher: torchvision's layout, so torchvision's weights load.
+/// The recipes' ResNet34 teacher: in torchvision's layout, so torchvision's weights load, or
+/// in the reference's when the weights are PaddleClas's (a .pdparams).
 std::shared_ptr<distill::Backbone> resnet34_teacher(const Settings& s, nlohmann::json keys = {}) {
   if (keys.is_null()) keys = nlohmann::json::object();
-  keys["layout"] = "torchvision";
+  keys["layout"] = !s.teacher.empty() && distill::io::is_pdparams(distill::io::weights_path(s.teacher)) ? "paddle" : "torchvision";
   return backbone("ResNet34", s, keys, s.teacher);
 }
 

@@ -27,7 +27,8 @@ void usage(const char* program, const char* summary) {
   std::cout << summary << "\n\nusage: " << program << R"( --data DIR [--teacher FILE] [options]
 
   --data DIR         ImageNet layout: DIR/train_list.txt, DIR/val_list.txt ("relative/path label"), images below DIR
-  --teacher FILE     teacher weights (a state dict; a torchvision one for the ResNet34 teachers)
+  --teacher FILE     teacher weights: a PaddleClas .pdparams, or a state dict (torch.save; a
+                     torchvision one for the ResNet34 teachers)
   --epochs N         override the recipe's epochs
   --batch-size N     override the training batch size (per process)
   --image-size N     train/eval crop size (default 224; the resize is scaled by 256/224)

@@ -274,7 +274,8 @@ int64_t checkpoint_count(const io::StateDict& dict, const std::string& path, con
 /// Loads weights into a model for evaluation, inference or export, from a training
 /// checkpoint, a state dict of the whole DistillationModel, or a state dict of its
 /// infer_model_name model alone (e.g. an exported student).
-void load_model_weights(DistillationModelImpl& model, const std::string& path) {
+void load_model_weights(DistillationModelImpl& model, const std::string& given) {
+  const std::string path = io::weights_path(given);
   if (io::is_torchscript(path)) {  // distill export: its parameters and buffers are the infer model's, by name
     io::load_state_dict(*model.infer_model(), io::torchscript_state_dict(io::load_torchscript(path)), {}, path);
     return;
@@ -284,11 +285,12 @@ void load_model_weights(DistillationModelImpl& model, const std::string& path) {
     io::load_state_dict(model, detail::strip_prefix(dict, "model."), {}, path + " (model)");
     return;
   }
+  // PaddleClas's DistillationModel names its members as distill's does ("Student.fc.weight").
   const std::string prefix = model.infer_model_name() + ".";
   bool whole = false;
   for (const auto& item : dict) whole = whole || item.key().rfind(prefix, 0) == 0;
-  if (whole) io::load_state_dict(model, dict, {}, path);
-  else io::load_state_dict(*model.infer_model(), dict, {}, path);
+  torch::nn::Module& target = whole ? static_cast<torch::nn::Module&>(model) : *model.infer_model();
+  io::load_state_dict(target, io::is_pdparams(path) ? io::from_paddle(target, dict, path) : dict, {}, path);
 }
 
 torch::Tensor cpu_rng_state() { return detail::rng_state(detail::cpu_generator()); }

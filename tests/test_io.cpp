@@ -148,6 +148,92 @@ TEST_CASE("corrupt, foreign and missing files are errors naming the file", "[io]
                {"Arch.models[0].Teacher", "text.pt"});
 }
 
+TEST_CASE(".pdparams written the paddle.save way load strictly into the paddle-layout backbones with the source's logits",
+          "[io][paddle][python]") {
+  // make_paddle_fixtures.py: PyTorch rebuilds of the reference networks, saved under
+  // PaddleClas's names as numpy arrays (BatchNorm _mean/_variance, Linear weights [in, out]),
+  // pickled with protocol 2 (PP-LCNet, MobileNetV3 small) or 4 (the others).
+  for (const char* name : {"ResNet34", "ResNet50_vd", "PPLCNet_x1_0", "MobileNetV3_large_x1_0", "MobileNetV3_small_x0_5"}) {
+    INFO(name);
+    auto model = distill::config::create_backbone(name, {{"class_num", 10}});
+    CHECK(io::is_pdparams(fixture(std::string(name) + ".pdparams")));
+    CHECK(io::load_state_dict(*model, fixture(std::string(name) + ".pdparams")).complete());
+    auto reference = io::read_state_dict(fixture(std::string(name) + "_io.pt"));
+    model->eval();
+    torch::NoGradGuard no_grad;
+    const auto logits = model->forward(reference["input"])["logits"];
+    const auto& expected = reference["logits"];
+    CHECK(((logits - expected).abs().max() / expected.abs().max()).item<double>() < 1e-5);
+  }
+  // The names stay Paddle's when read; the arrays keep their dtype and layout.
+  auto raw = io::read_state_dict(fixture("ResNet34.pdparams"));
+  CHECK(raw.contains("stem.0.bn._variance"));
+  CHECK_FALSE(raw.contains("StructuredToParameterName@@"));
+  CHECK(raw["fc.weight"].sizes() == torch::IntArrayRef({512, 10}));
+  CHECK(raw["fc.weight"].scalar_type() == torch::kFloat);
+}
+
+TEST_CASE(".pdparams: the reference's extension-less paths, recipes' 'pretrained', and named errors", "[io][paddle][errors][python]") {
+  auto model = distill::config::create_backbone("PPLCNet_x1_0", {{"class_num", 10}});
+  CHECK(io::load_state_dict(*model, fixture("PPLCNet_x1_0")).complete());  // PaddleClas names files without .pdparams
+  auto from_recipe = distill::config::create_backbone(
+      "PPLCNet_x1_0", {{"class_num", 10}, {"pretrained", fixture("PPLCNet_x1_0.pdparams")}, {"use_ssld", true}});
+  CHECK(torch::equal(from_recipe->named_buffers()["blocks6.1.pw_conv.bn.running_var"],
+                     io::read_state_dict(fixture("PPLCNet_x1_0.pdparams"))["blocks6.1.pw_conv.bn._variance"]));
+  expect_error([] { distill::config::create_backbone("PPLCNet_x1_0", {{"use_ssld", true}}); }, {"use_ssld", "pretrained"});
+
+  // A Linear weight stored [out, in] (not transposed the Paddle way) is a shape error naming it.
+  auto small = distill::config::create_backbone("MobileNetV3_small_x0_5", {{"class_num", 10}});
+  expect_error([&] { io::load_state_dict(*small, fixture("transposed.pdparams")); },
+               {"transposed.pdparams", "1 with another shape", "fc.weight: file [1280, 10] vs module [10, 1280]"});
+  // Another network's weights: every unmapped name is listed.
+  auto other = distill::config::create_backbone("ResNet18", {{"class_num", 10}});
+  expect_error([&] { io::load_state_dict(*other, fixture("ResNet34.pdparams")); },
+               {"ResNet34.pdparams", "15 missing", "95 unexpected", "blocks.15.conv1.bn.running_var"});
+  // A pickle that would run os.system in Python is refused by name and runs nothing.
+  std::remove(fixture("pwned_by_pdparams").c_str());
+  expect_error([] { io::read_state_dict(fixture("hostile.pdparams")); }, {"hostile.pdparams", "posix.system"});
+  CHECK_FALSE(std::ifstream(fixture("pwned_by_pdparams")).good());
+}
+
+TEST_CASE("hostile .pdparams are errors naming the fault", "[io][paddle][errors]") {
+  const std::string path = scratch("hostile.pdparams");
+  // {"w": numpy array of `shape`, dtype `descr` with byte order `order`, holding `data`}
+  auto array = [](const std::vector<int64_t>& shape, const std::string& descr, const std::string& order, const std::string& data) {
+    Pickle p;
+    p.op('}').str("w");
+    p.global("numpy.core.multiarray", "_reconstruct").global("numpy", "ndarray").ints({0}).str("b").op('\x87').op('R');
+    p.mark().integer(1).ints(shape);
+    p.global("numpy", "dtype").str(descr).op('\x89').op('\x88').op('\x87').op('R');
+    p.mark().integer(3).str(order).op('N').op('N').op('N').integer(-1).integer(-1).integer(0).op('t').op('b');
+    p.op('\x89').op('B');
+    for (int i = 0; i < 4; ++i) p.bytes += static_cast<char>((data.size() >> (8 * i)) & 0xFF);
+    p.bytes += data;
+    return p.op('t').op('b').op('s').stop().bytes;
+  };
+  const std::string six(24, '\0');
+  write_bytes(path, array({2, 3}, "f4", "<", six));
+  CHECK(torch::equal(io::read_state_dict(path)["w"], torch::zeros({2, 3})));  // the builder itself is right
+  write_bytes(path, array({2, 4}, "f4", "<", six));
+  expect_error([&] { io::read_state_dict(path); }, {"hostile.pdparams", "shape [2, 4] and dtype f4 with 24 bytes"});
+  write_bytes(path, array({3}, "c16", "<", six));
+  expect_error([&] { io::read_state_dict(path); }, {"hostile.pdparams", "numpy dtype 'c16' is not supported"});
+  write_bytes(path, array({2, 3}, "f4", ">", six));
+  expect_error([&] { io::read_state_dict(path); }, {"hostile.pdparams", "big-endian"});
+  write_bytes(path, array({int64_t{1} << 40, int64_t{1} << 40}, "f4", "<", six));
+  expect_error([&] { io::read_state_dict(path); }, {"hostile.pdparams", "shape"});
+  // A torch storage (a persistent id) has no place outside a torch.save archive.
+  Pickle storage;
+  storage.op('}').str("w").tensor("0", 12, 0, {12}, {1}).op('s').stop();
+  write_bytes(path, storage.bytes);
+  expect_error([&] { io::read_state_dict(path); }, {"hostile.pdparams", "persistent id"});
+  // A numpy global other than the array's own is refused by name.
+  Pickle other;
+  other.op('}').str("w").global("numpy", "load").str("x.npy").op('\x85').op('R').op('s').stop();
+  write_bytes(path, other.bytes);
+  expect_error([&] { io::read_state_dict(path); }, {"hostile.pdparams", "numpy.load"});
+}
+
 TEST_CASE("hostile weights files are errors, never a crash, an overread or a silent change", "[io][errors]") {
   const std::string path = scratch("hostile.pt");
   const auto twelve = distill_test::float_record(12);

@@ -61,9 +61,12 @@ inline std::shared_ptr<Backbone> create_backbone(const std::string& name, const 
       model->set_return_stages(detail::read_stages(r.raw("return_stages"), r.path_of("return_stages"), model->stage_patterns().size()));
   });
   r.use("return_patterns"), r.use("return_stages");  // null: none
-  if (r.get<bool>("use_ssld", false))
-    fail_at(r.path_of("use_ssld"), "the reference downloads its SSLD weights here; give the weights file as 'pretrained' instead");
   const json* pretrained = r.use("pretrained");
+  // The reference downloads its SSLD weights when both are true; with a weights file given as
+  // 'pretrained', use_ssld only says which weights those are.
+  if (r.get<bool>("use_ssld", false) && !(pretrained && pretrained->is_string()))
+    fail_at(r.path_of("use_ssld"), "the reference downloads its SSLD weights here; give the weights file (.pdparams or "
+                                   ".pth) as 'pretrained' instead");
   s.done();  // before the (slow) weight loading
   if (pretrained && pretrained->is_string()) {
     with_context(path + " (" + name + ")", [&] { io::load_state_dict(*model, pretrained->get<std::string>()); });

@@ -1,17 +1,22 @@
 #pragma once
-// A reader for the files Python's torch.save writes (the zip format, the default since
-// PyTorch 1.6): a pickle program ("data.pkl") plus one raw record per tensor storage.
+// A reader for the pickles distill loads weights from:
+// - torch.save's zip format (the default since PyTorch 1.6): a pickle program ("data.pkl")
+//   plus one raw record per tensor storage;
+// - paddle.save's .pdparams: one plain pickle (protocol 2 or 4) of a dict from names to
+//   numpy arrays (see io/paddle.hpp).
 //
 // libtorch's own torch::pickle_load stops at the `_metadata` attribute that
 // Module.state_dict() attaches to its OrderedDict (libtorch 1.13: "Expected GenericDict but
 // got None"), so distill interprets the pickle itself. It understands exactly what state
 // dicts need: containers, numbers, strings, OrderedDict, tensors (_rebuild_tensor_v2,
-// _rebuild_parameter) and libtorch's own type tags, and rejects any other object by name.
+// _rebuild_parameter), libtorch's own type tags, and numpy arrays rebuilt from raw bytes
+// (numpy's _reconstruct, dtype and bytes in protocol 2), and rejects any other object by name.
 
 #include <algorithm>
 #include <array>
 #include <cstring>
 #include <fstream>
+#include <iterator>
 #include <memory>
 #include <string>
 #include <unordered_map>
@@ -51,7 +56,9 @@ struct PyValue {
     }
   }
 
-  enum class Kind { None, Bool, Int, Float, String, Tuple, List, Dict, Global, Tensor };
+  // Array: a numpy array before its BUILD (it becomes a Tensor); DType: a numpy dtype, its
+  // descriptor ("f4") in `text`.
+  enum class Kind { None, Bool, Int, Float, String, Tuple, List, Dict, Global, Tensor, Array, DType };
   Kind kind = Kind::None;
   bool boolean = false;
   int64_t integer = 0;
@@ -63,7 +70,8 @@ struct PyValue {
   bool contained = false;  // placed in a container: it may not change any more (no cycles)
 
   static const char* kind_name(Kind k) {
-    static const char* names[] = {"None", "bool", "int", "float", "str", "tuple", "list", "dict", "global", "tensor"};
+    static const char* names[] = {"None",   "bool",   "int",  "float",         "str",        "tuple",
+                                  "list",   "dict",   "global", "tensor", "numpy.ndarray", "numpy.dtype"};
     return names[static_cast<int>(k)];
   }
 };
@@ -177,11 +185,22 @@ inline void verify_zip(const std::string& path) {
   }
 }
 
-/// Runs the pickle program of a torch.save archive and returns its top-level value.
+/// Runs the pickle program of a torch.save archive, or of a plain pickle file such as a
+/// .pdparams, and returns its top-level value.
 class Unpickler {
  public:
   explicit Unpickler(const std::string& path) : path_(path) {
-    if (!std::ifstream(path).good()) distill::fail(path, ": cannot open the file");
+    std::ifstream in(path, std::ios::binary);
+    if (!in.good()) distill::fail(path, ": cannot open the file");
+    if (in.peek() == 0x80) {  // PROTO: a plain pickle (a zip begins "PK")
+      program_.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+      record_ = "the pickle";
+      // torch.save's legacy format is a series of pickles, the first of them its magic number.
+      if (program_.compare(0, 14, std::string("\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19", 14)) == 0)
+        distill::fail(path, ": a torch.save file in the legacy format, which distill does not read; re-save it with "
+                            "torch.save(..., _use_new_zipfile_serialization=True)");
+      return;
+    }
     try {
       reader_ = std::make_unique<caffe2::serialize::PyTorchStreamReader>(path);
       if (reader_->hasRecord("byteorder")) {
@@ -196,11 +215,13 @@ class Unpickler {
     } catch (const distill::Error&) {
       throw;
     } catch (const std::exception& e) {
-      distill::fail(path, ": not a readable torch.save file (the zip format PyTorch writes by default; "
-                                  "legacy files need torch.save(..., _use_new_zipfile_serialization=True)): ",
-                            first_line(e.what()));
+      distill::fail(path, ": not a readable torch.save file (the zip format PyTorch writes by default) or paddle.save "
+                          "file (a pickle): ", first_line(e.what()));
     }
   }
+
+  /// Whether the file was a plain pickle rather than a torch.save archive.
+  bool plain() const { return reader_ == nullptr; }
 
   PyPtr run() {
     try {
@@ -302,7 +323,11 @@ class Unpickler {
             dict->entries.emplace_back(contain(dict, items[i]), contain(dict, items[i + 1]));
           break;
         }
-        case 'b': pop(); break;  // BUILD: the only states in state dicts are OrderedDict._metadata
+        case 'b': {                                                                // BUILD
+          auto state = pop();
+          build(state, top());
+          break;
+        }
         case 'R': case 0x81: {                                                     // REDUCE, NEWOBJ
           auto args = pop();
           auto callable = pop();
@@ -317,7 +342,7 @@ class Unpickler {
   }
 
   [[noreturn]] void corrupt(const std::string& what) const {
-    distill::fail(path_, ": corrupt or unsupported torch.save data at byte ", pos_, " of data.pkl: ", what);
+    distill::fail(path_, ": corrupt or unsupported data at byte ", pos_, " of ", record_, ": ", what);
   }
   static std::string hex(unsigned v) {
     const char* digits = "0123456789abcdef";
@@ -439,8 +464,92 @@ class Unpickler {
     if (callable == "torch._utils._rebuild_parameter" && !args.empty())
       return expect(args[0], PyValue::Kind::Tensor, "_rebuild_parameter data");
     if (callable == "torch.jit._pickle.restore_type_tag" && !args.empty()) return args[0];  // libtorch's pickle_save
+    if (plain()) {  // numpy arrays as numpy pickles them (paddle.save)
+      if ((callable == "numpy.core.multiarray._reconstruct" || callable == "numpy._core.multiarray._reconstruct") &&
+          !args.empty() && args[0]->kind == PyValue::Kind::Global && args[0]->text == "numpy.ndarray")
+        return make_value(PyValue::Kind::Array);
+      if (callable == "numpy.dtype" && !args.empty()) {
+        auto dtype = make_value(PyValue::Kind::DType);
+        dtype->text = expect(args[0], PyValue::Kind::String, "numpy.dtype")->text;
+        return dtype;
+      }
+      // Protocol 2 writes bytes as codecs.encode(their latin-1 decoding, "latin1").
+      if (callable == "_codecs.encode" && args.size() == 2 && args[1]->kind == PyValue::Kind::String &&
+          (args[1]->text == "latin1" || args[1]->text == "latin-1")) {
+        auto raw = make_value(PyValue::Kind::String);
+        raw->text = latin1(expect(args[0], PyValue::Kind::String, "codecs.encode")->text);
+        return raw;
+      }
+      if ((callable == "__builtin__.bytes" || callable == "builtins.bytes") && args.empty())  // b"" in protocol 2
+        return make_value(PyValue::Kind::String);
+    }
     distill::fail(path_, ": holds a Python object of type ", callable,
-                          "; distill reads state dicts (names -> tensors) only");
+                          "; distill reads state dicts (names -> tensors or numpy arrays) only");
+  }
+
+  // BUILD sets an object's state. Numpy arrays and dtypes get theirs; an OrderedDict's state
+  // (its _metadata) carries nothing distill needs.
+  void build(const PyPtr& state, const PyPtr& object) {
+    using K = PyValue::Kind;
+    if (object->kind == K::Dict) return;
+    if (object->contained || (object->kind != K::DType && object->kind != K::Array))
+      corrupt(std::string("BUILD on a ") + PyValue::kind_name(object->kind));
+    const auto& items = expect(state, K::Tuple, "BUILD")->items;
+    if (object->kind == K::DType) {  // (version, byte order, ...)
+      if (items.size() < 2 || items[1]->kind != K::String) corrupt("a numpy dtype state without a byte order");
+      if (items[1]->text == ">") corrupt("big-endian numpy arrays are not supported");
+      return;
+    }
+    // (version, shape, dtype, is_fortran, raw bytes)
+    if (items.size() != 5 || items[2]->kind != K::DType || items[3]->kind != K::Bool || items[4]->kind != K::String)
+      corrupt("a numpy array state that is not (version, shape, dtype, is_fortran, bytes)");
+    auto shape = as_ints(items[1], "numpy array shape");
+    const torch::Dtype dtype = numpy_dtype(items[2]->text);
+    int64_t numel = 1;
+    for (int64_t d : shape)
+      if (d < 0 || __builtin_mul_overflow(numel, d, &numel)) corrupt("numpy array shape " + c10::str(c10::IntArrayRef(shape)));
+    const std::string& raw = items[4]->text;
+    if (static_cast<uint64_t>(raw.size()) != static_cast<uint64_t>(numel) * c10::elementSize(dtype))
+      corrupt("a numpy array of shape " + c10::str(c10::IntArrayRef(shape)) + " and dtype " + items[2]->text + " with " +
+              std::to_string(raw.size()) + " bytes of data");
+    const bool fortran = items[3]->boolean;  // column-major: the reversed shape, transposed back
+    if (fortran) std::reverse(shape.begin(), shape.end());
+    torch::Tensor tensor = torch::empty(shape, torch::TensorOptions().dtype(dtype));
+    if (!raw.empty()) std::memcpy(tensor.data_ptr(), raw.data(), raw.size());
+    if (fortran) {
+      std::vector<int64_t> order(shape.size());
+      for (size_t d = 0; d < order.size(); ++d) order[d] = static_cast<int64_t>(order.size() - 1 - d);
+      tensor = tensor.permute(order).contiguous();
+    }
+    object->kind = K::Tensor;
+    object->tensor = tensor;
+  }
+
+  torch::Dtype numpy_dtype(const std::string& descr) {
+    static const std::unordered_map<std::string, torch::Dtype> types{
+        {"f2", torch::kHalf}, {"f4", torch::kFloat}, {"f8", torch::kDouble}, {"i1", torch::kChar},
+        {"i2", torch::kShort}, {"i4", torch::kInt},  {"i8", torch::kLong},   {"u1", torch::kByte},
+        {"b1", torch::kBool}};
+    auto it = types.find(descr);
+    if (it == types.end()) corrupt("numpy dtype '" + descr + "' is not supported");
+    return it->second;
+  }
+
+  // The bytes of a string of code points below 256, from its UTF-8 form.
+  std::string latin1(const std::string& utf8) {
+    std::string out;
+    out.reserve(utf8.size());
+    for (size_t i = 0; i < utf8.size(); ++i) {
+      const auto c = static_cast<unsigned char>(utf8[i]);
+      if (c < 0x80) {
+        out.push_back(static_cast<char>(c));
+      } else if ((c == 0xC2 || c == 0xC3) && i + 1 < utf8.size() && (static_cast<unsigned char>(utf8[i + 1]) & 0xC0) == 0x80) {
+        out.push_back(static_cast<char>(((c & 0x1F) << 6) | (static_cast<unsigned char>(utf8[++i]) & 0x3F)));
+      } else {
+        corrupt("codecs.encode(..., 'latin1') of a string that is not latin-1");
+      }
+    }
+    return out;
   }
 
   void verify_crc(const std::string& record, const void* data, size_t size) const {
@@ -471,6 +580,7 @@ class Unpickler {
   }
 
   PyPtr load_storage(const std::vector<PyPtr>& id) {
+    if (plain()) corrupt("a persistent id (a tensor storage) outside a torch.save archive");
     // ('storage', <storage type>, key, location, numel)
     if (id.size() < 5 || id[0]->kind != PyValue::Kind::String || id[0]->text != "storage")
       corrupt("unknown persistent id");
@@ -495,6 +605,7 @@ class Unpickler {
   std::string path_;
   std::unique_ptr<caffe2::serialize::PyTorchStreamReader> reader_;
   std::string program_;
+  std::string record_ = "data.pkl";  // what program_ is, for messages
   size_t pos_ = 0;
   std::vector<PyPtr> stack_;
   std::vector<size_t> marks_;

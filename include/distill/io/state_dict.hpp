@@ -1,6 +1,7 @@
 #pragma once
-// State dicts shared with Python: read what torch.save(model.state_dict(), path) wrote, write
-// what torch.load reads back into a state dict, and load or save any torch::nn::Module.
+// State dicts shared with Python: read what torch.save(model.state_dict(), path) wrote (or
+// paddle.save, as a .pdparams), write what torch.load reads back into a state dict, and load
+// or save any torch::nn::Module.
 
 #include <fcntl.h>
 #include <unistd.h>
@@ -9,6 +10,7 @@
 #include <cstdio>
 #include <cstring>
 #include <fstream>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -54,11 +56,13 @@ inline void write_file_atomically(const std::string& path, const char* data, siz
 using StateDict = torch::OrderedDict<std::string, torch::Tensor>;
 
 /// Reads a state dict written by Python's torch.save(model.state_dict(), path) (or by
-/// write_state_dict). Tensors come back on the CPU.
+/// write_state_dict), or by Paddle's paddle.save(layer.state_dict(), path) (a .pdparams: its
+/// names stay Paddle's; from_paddle maps them onto a module). Tensors come back on the CPU.
 ///
 ///   auto weights = distill::io::read_state_dict("resnet34.pth");
 inline StateDict read_state_dict(const std::string& path) {
-  auto root = detail::Unpickler(path).run();
+  detail::Unpickler unpickler(path);
+  auto root = unpickler.run();
   using K = detail::PyValue::Kind;
   if (root->kind != K::Dict)
     distill::fail(path, ": holds a ", detail::PyValue::kind_name(root->kind),
@@ -67,6 +71,10 @@ inline StateDict read_state_dict(const std::string& path) {
   for (const auto& [key, value] : root->entries) {
     if (key->kind != K::String)
       distill::fail(path, ": a state dict key is a ", detail::PyValue::kind_name(key->kind), ", not a str");
+    if (unpickler.plain() && key->text == "StructuredToParameterName@@") continue;  // Paddle's internal names
+    if (unpickler.plain() && key->text == "UnpackBigParamInfor@@")
+      distill::fail(path, ": splits a parameter over 4 GiB into slices (paddle.save with protocol 2 or 3); "
+                          "save it with protocol=4");
     if (value->kind != K::Tensor)
       distill::fail(path, ": entry '", key->text, "' holds a ", detail::PyValue::kind_name(value->kind),
                             ", not a tensor; is this a training checkpoint rather than a state dict?");
@@ -74,6 +82,12 @@ inline StateDict read_state_dict(const std::string& path) {
     dict.insert(key->text, value->tensor);
   }
   return dict;
+}
+
+/// Whether `path` is a plain pickle (what paddle.save writes) rather than a torch.save zip.
+inline bool is_pdparams(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return in.good() && in.peek() == 0x80;
 }
 
 /// Writes `dict` so that Python's torch.load(path) returns it as a dict of tensors. The file
@@ -99,6 +113,42 @@ inline StateDict state_dict(const torch::nn::Module& module) {
   add_own("", module);
   for (const auto& child : module.named_modules("", /*include_self=*/false)) add_own(child.key() + ".", *child.value());
   return dict;
+}
+
+/// `paddle`, a state dict under PaddleClas's names (read from a .pdparams), under `module`'s
+/// names: BatchNorm's `_mean` / `_variance` become running_mean / running_var, the weight of
+/// every Linear is transposed (Paddle stores it [in, out]), and the BatchNorm batch counters
+/// that Paddle does not keep are the module's own. Names are otherwise kept: distill's
+/// paddle-layout backbones use the reference's module names.
+///
+///   auto weights = distill::io::from_paddle(*teacher, distill::io::read_state_dict("ResNet50_vd_ssld.pdparams"));
+inline StateDict from_paddle(const torch::nn::Module& module, const StateDict& paddle, const std::string& source = "state dict") {
+  std::set<std::string> linear_weights;
+  for (const auto& m : module.named_modules("", /*include_self=*/true))
+    if (dynamic_cast<const torch::nn::LinearImpl*>(m.value().get()))
+      linear_weights.insert(m.key().empty() ? "weight" : m.key() + ".weight");
+  auto rename = [](const std::string& name) {
+    for (const auto& [from, to] : {std::pair<std::string, std::string>{"_mean", "running_mean"}, {"_variance", "running_var"}})
+      if (name == from || (name.size() > from.size() && name.compare(name.size() - from.size() - 1, std::string::npos, "." + from) == 0))
+        return name.substr(0, name.size() - from.size()) + to;
+    return name;
+  };
+  StateDict out;
+  for (const auto& item : paddle) {
+    const std::string name = rename(item.key());
+    torch::Tensor value = item.value();
+    if (linear_weights.count(name) && value.dim() == 2) value = value.t().contiguous();
+    if (out.contains(name)) distill::fail(source, ": entries '", item.key(), "' and another both give '", name, "'");
+    out.insert(name, value);
+  }
+  for (const auto& own : state_dict(module)) {
+    const std::string& name = own.key();
+    const std::string counter = "num_batches_tracked";
+    if (!out.contains(name) && name.size() >= counter.size() &&
+        name.compare(name.size() - counter.size(), std::string::npos, counter) == 0)
+      out.insert(name, own.value().detach().clone());
+  }
+  return out;
 }
 
 /// Options of load_state_dict. strict (default): any missing, unexpected or mis-shaped key is
@@ -149,12 +199,25 @@ inline LoadResult load_state_dict(torch::nn::Module& module, const StateDict& di
   return result;
 }
 
-/// Loads a file written by Python's torch.save(model.state_dict(), path) into `module`.
+/// The weights file `path` names: `path` itself or, as PaddleClas's `pretrained` names its
+/// files without the extension, `path`.pdparams when only that exists.
+inline std::string weights_path(const std::string& path) {
+  if (!std::ifstream(path).good() && std::ifstream(path + ".pdparams").good()) return path + ".pdparams";
+  return path;
+}
+
+/// Loads a file written by Python's torch.save(model.state_dict(), path), or a .pdparams
+/// written by paddle.save (mapped with from_paddle), into `module`.
 ///
 ///   distill::models::ResNet teacher(distill::models::ResNetOptions(34).layout(distill::models::ResNetLayout::torchvision));
 ///   distill::io::load_state_dict(*teacher, "resnet34-b627a593.pth");
+///   distill::models::ResNet vd(distill::models::ResNetOptions(50).vd(true));
+///   distill::io::load_state_dict(*vd, "ResNet50_vd_ssld_pretrained.pdparams");
 inline LoadResult load_state_dict(torch::nn::Module& module, const std::string& path, const LoadOptions& options = {}) {
-  return load_state_dict(module, read_state_dict(path), options, path);
+  const std::string file = weights_path(path);
+  auto dict = read_state_dict(file);
+  if (is_pdparams(file)) dict = from_paddle(module, dict, file);
+  return load_state_dict(module, dict, options, file);
 }
 
 /// Saves `module`'s parameters and buffers so that Python loads them with
