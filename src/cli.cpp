@@ -39,8 +39,9 @@ commands:
 
 common options:
   -c, --config FILE    the recipe (JSON, or PaddleClas's YAML as it is; the reference's vocabulary)
-  -o KEY=VALUE         override one recipe value, e.g. -o Global.epochs=3; the key must exist;
-                       list elements as models[0] or models.0; values as JSON or as PaddleClas
+  -o KEY=VALUE         override one recipe value, e.g. -o Global.epochs=3; the sections on the
+                       way must exist (a new last key must be one the recipe knows); list
+                       elements as models[0] or models.0; values as JSON or as PaddleClas
                        writes them (True, None, ['a', 'b'])
   --threads N          intra-op threads of libtorch (default: libtorch's), per worker
   -h, --help           this text, or the command's with `distill <command> --help`

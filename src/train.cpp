@@ -649,16 +649,16 @@ LRSchedule make_schedule(const json& section, const std::string& path, int64_t e
 
 const std::map<std::string, std::string>& ignored_keys() {
   static const std::map<std::string, std::string> keys{
-      {"Global.image_shape", "the input shape of an export; distill export traces the model at it"},
-      {"Global.save_inference_dir", "where the reference writes its inference model; distill export takes --out"},
+      {"Global.save_inference_dir", "where the reference's export writes; distill export writes <Global.output_dir>/inference.pt, or --out"},
       {"Global.to_static", "Paddle's dynamic-to-static compilation; libtorch runs eagerly"},
+      {"Global.use_visualdl", "logs to VisualDL; distill writes metrics.jsonl and training.svg in output_dir"},
+      {"Global.use_dali", "decodes and augments with NVIDIA DALI; distill's loader decodes with libjpeg-turbo"},
       {"AMP.use_promote", "Paddle's O2 promotion switch; distill supports O1 (autocast) only"},
       {"DataLoader.*.loader.use_shared_memory", "Paddle's worker processes share memory; distill's loader uses threads"},
       {"Optimizer.lr.step_each_epoch", "replaced by the real number of steps per epoch, as in the reference"},
       {"Optimizer.lr.last_epoch", "resuming restores the step from the checkpoint"},
       {"Metric.*.feature_key", "the metric reads the evaluated model's logits"},
-      {"Infer", "read by distill infer"},
-      {"PostProcess", "read by distill infer"}};
+  };
   return keys;
 }
 
@@ -695,9 +695,8 @@ void read_global(const Reader& g, TrainerOptions& o) {
   o.update_freq(positive("update_freq", 1));
   o.checkpoints(g.get<std::string>("checkpoints", ""));
   o.pretrained_model(g.get<std::string>("pretrained_model", ""));
-  if (g.get<bool>("use_visualdl", false))
-    fail_at(g.path_of("use_visualdl"), "VisualDL is not available; progress goes to metrics.jsonl and training.svg");
-  for (const char* key : {"image_shape", "save_inference_dir", "to_static"})
+  g.use("image_shape");  // distill export traces the model at it
+  for (const char* key : {"save_inference_dir", "to_static", "use_visualdl", "use_dali"})
     g.ignore(key, why_ignored(std::string("Global.") + key));
   g.done();
 }
@@ -786,7 +785,7 @@ TrainerOptions trainer_options(const json& recipe) {
   loaders.use("Eval");
   loaders.done();
   root.use("Arch"), root.use("Loss");  // config::build_model and config::build_loss read them
-  for (const char* key : {"Infer", "PostProcess"}) root.ignore(key, why_ignored(key));
+  root.use("Infer"), root.use("PostProcess");  // distill infer and export read them
   root.done();
   return o;
 }
@@ -1146,20 +1145,33 @@ Trainer::Trainer(TrainerOptions options, std::shared_ptr<DistillationModelImpl> 
                  std::shared_ptr<CombinedLossImpl> eval_loss, std::ostream& out)
     : impl_(std::make_unique<Impl>(std::move(options), std::move(model), std::move(loss), std::move(eval_loss), out)) {}
 
+namespace {
+// Once per run (rank 0): the recipe keys that were accepted without effect.
+void report_ignored(const IgnoredKeys& ignored, const Trainer& trainer, std::ostream& out) {
+  if (ignored.keys().empty() || !trainer.writer()) return;
+  out << "recipe keys accepted but not acted on (what they do in the reference):\n";
+  for (const auto& [path, why] : ignored.keys()) out << "  " << path << ": " << why << "\n";
+}
+}  // namespace
+
 Trainer::Trainer(const json& recipe, std::ostream& out) {
+  IgnoredKeys ignored;
   auto options = seeded(trainer_options(recipe));
   check_loss_section(recipe);
   const Reader root(recipe, "recipe");
   auto model = config::build_model(root.raw("Arch"));
   auto loss = config::build_loss(Reader(root.raw("Loss"), "Loss").raw("Train"), "Loss.Train");
   impl_ = std::make_unique<Impl>(std::move(options), std::move(model), std::move(loss), eval_loss_of(recipe), out);
+  report_ignored(ignored, *this, out);
 }
 
 Trainer::Trainer(const json& recipe, std::shared_ptr<DistillationModelImpl> model, std::shared_ptr<CombinedLossImpl> loss,
                  std::ostream& out) {
+  IgnoredKeys ignored;
   auto options = seeded(trainer_options(recipe));
   check_loss_section(recipe);
   impl_ = std::make_unique<Impl>(std::move(options), std::move(model), std::move(loss), eval_loss_of(recipe), out);
+  report_ignored(ignored, *this, out);
 }
 
 Trainer::~Trainer() = default;

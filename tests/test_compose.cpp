@@ -295,10 +295,13 @@ TEST_CASE("config errors name their JSON path", "[compose][errors]") {
   expect_error([&] { config::build_loss(twice["Loss"]["Train"])->forward(outputs, labels); },
                {"Loss.Train[3].DistillationDistanceLoss", "'loss_l2_Student_Teacher_blocks5'", "Loss.Train[2]"});
 
-  // Overrides must name existing keys.
+  // Overrides name existing sections; the last key may be new (as in PaddleClas), and a
+  // mistyped one is then an unknown key where the recipe is read.
   auto r = recipe("dkd");
-  expect_error([&] { config::apply_override(r, "Arch.models[1].Student.clas_num=3"); },
-               {"Arch.models[1].Student", "no key 'clas_num'", "class_num"});
+  expect_error([&] { config::apply_override(r, "Arch.modles[1].Student.class_num=3"); }, {"Arch", "no key 'modles'", "models"});
+  auto typo = recipe("dkd");
+  config::apply_override(typo, "Arch.models[1].Student.clas_num=3");
+  expect_error([&] { config::build_model(typo["Arch"]); }, {"Arch.models[1].Student.clas_num", "unknown key", "class_num"});
   expect_error([&] { config::apply_override(r, "Arch.models[2].Student.class_num=3"); }, {"Arch.models", "no element [2]"});
   expect_error([&] { config::apply_override(r, "Arch.models"); }, {"Dotted.Key=value"});
   config::apply_override(r, "Arch.models[1].Student.class_num=3");

@@ -180,7 +180,9 @@ TEST_CASE(".pdparams: the reference's extension-less paths, recipes' 'pretrained
       "PPLCNet_x1_0", {{"class_num", 10}, {"pretrained", fixture("PPLCNet_x1_0.pdparams")}, {"use_ssld", true}});
   CHECK(torch::equal(from_recipe->named_buffers()["blocks6.1.pw_conv.bn.running_var"],
                      io::read_state_dict(fixture("PPLCNet_x1_0.pdparams"))["blocks6.1.pw_conv.bn._variance"]));
-  expect_error([] { distill::config::create_backbone("PPLCNet_x1_0", {{"use_ssld", true}}); }, {"use_ssld", "pretrained"});
+  expect_error([] { distill::config::create_backbone("PPLCNet_x1_0", {{"use_ssld", true}, {"pretrained", true}}); },
+               {"pretrained", "use_ssld", ".pdparams"});
+  CHECK(distill::config::create_backbone("PPLCNet_x1_0", {{"use_ssld", true}, {"pretrained", false}}));
 
   // A Linear weight stored [out, in] (not transposed the Paddle way) is a shape error naming it.
   auto small = distill::config::create_backbone("MobileNetV3_small_x0_5", {{"class_num", 10}});

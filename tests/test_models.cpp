@@ -180,7 +180,7 @@ TEST_CASE("unknown patterns, names and keys are errors that say what exists", "[
   expect_error([] { distill::config::create_backbone("ResNet18", {{"layout", "keras"}}); }, {"layout", "keras"});
   expect_error([] { distill::config::create_backbone("ResNet50_vd", {{"layout", "torchvision"}}); }, {"vd"});
   expect_error([] { distill::config::create_backbone("PPLCNet_x1_0", {{"pretrained", true}}); }, {"pretrained", "path"});
-  expect_error([] { distill::config::create_backbone("PPLCNet_x1_0", {{"use_ssld", true}}); }, {"use_ssld"});
+  expect_error([] { distill::config::create_backbone("PPLCNet_x1_0", {{"use_ssld", true}, {"pretrained", true}}); }, {"use_ssld"});
   models::ResNet net(models::ResNetOptions(18));
   expect_error([&] { net->stop_after("blocks[9]"); }, {"stop_after", "blocks[9]"});
   expect_error([&] { net->freeze_before("stem[1]"); }, {"freeze_before", "stem[1]"});

@@ -62,17 +62,13 @@ inline std::shared_ptr<Backbone> create_backbone(const std::string& name, const 
   });
   r.use("return_patterns"), r.use("return_stages");  // null: none
   const json* pretrained = r.use("pretrained");
-  // The reference downloads its SSLD weights when both are true; with a weights file given as
-  // 'pretrained', use_ssld only says which weights those are.
-  if (r.get<bool>("use_ssld", false) && !(pretrained && pretrained->is_string()))
-    fail_at(r.path_of("use_ssld"), "the reference downloads its SSLD weights here; give the weights file (.pdparams or "
-                                   ".pth) as 'pretrained' instead");
+  r.ignore("use_ssld", "with pretrained: true, the reference downloads the SSLD weights instead of the plain ones");
   s.done();  // before the (slow) weight loading
   if (pretrained && pretrained->is_string()) {
     with_context(path + " (" + name + ")", [&] { io::load_state_dict(*model, pretrained->get<std::string>()); });
   } else if (pretrained && !pretrained->is_null() && !(pretrained->is_boolean() && !pretrained->get<bool>())) {
-    fail_at(r.path_of("pretrained"), "expected the path of a state dict (the reference's 'true' downloads Paddle weights), got ",
-            Reader::describe(*pretrained));
+    fail_at(r.path_of("pretrained"), "expected the path of a weights file (.pdparams or a torch.save state dict; the "
+            "reference's 'true' downloads Paddle's weights, its SSLD ones with use_ssld), got ", Reader::describe(*pretrained));
   }
   return model;
 }

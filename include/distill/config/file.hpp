@@ -105,8 +105,10 @@ inline std::optional<json> literal_value(const std::string& text, const std::str
 
 /// Applies one override (the reference's `-o`) to `config`: "Dotted.Path[i].key=value", or
 /// with list indices as path elements as PaddleClas writes them ("Arch.models.0.Teacher.x=1").
-/// Every step of the path must exist: a mistyped key is an error listing the keys there, not a
-/// new key (PaddleClas adds it with a warning). The value is read as a literal (numbers,
+/// Every step of the path but the last must exist (a mistyped section is an error listing the
+/// keys there). The last key may be new, as in PaddleClas (e.g. a class_num for a model entry
+/// that has none); a mistyped one is then refused where the recipe is read, as an unknown key
+/// naming its path. The value is read as a literal (numbers,
 /// true/false/null and True/False/None, lists, quoted strings; see detail::literal_value) and
 /// otherwise taken as a plain string ("1.0/255.0", a file name).
 ///
@@ -147,7 +149,8 @@ inline void apply_override(json& config, const std::string& assignment) {
       i = end == std::string::npos ? path.size() : (path[end] == '.' ? end + 1 : end);
       continue;
     }
-    if (!node->is_object() || !node->contains(key)) {
+    const bool last = end == std::string::npos;
+    if (!node->is_object() || (!node->contains(key) && !last)) {
       std::string keys;
       if (node->is_object())
         for (const auto& item : node->items()) keys += (keys.empty() ? "" : ", ") + item.key();

@@ -48,6 +48,34 @@ bool holds(const json& value) {
 }
 }  // namespace detail
 
+/// Collects, while it lives, the keys that Readers on this thread knowingly ignore (present in
+/// a recipe, accepted, not acted on), so that a program reports them once.
+///
+///   distill::IgnoredKeys ignored;
+///   auto trainer = ...;   // reads the recipe
+///   for (const auto& [path, why] : ignored.keys()) std::cout << path << ": " << why << "\n";
+class IgnoredKeys {
+ public:
+  IgnoredKeys() : previous_(current()) { current() = this; }
+  ~IgnoredKeys() { current() = previous_; }
+  IgnoredKeys(const IgnoredKeys&) = delete;
+  IgnoredKeys& operator=(const IgnoredKeys&) = delete;
+
+  /// Path ("Global.to_static") -> what the key means in the reference.
+  const std::map<std::string, std::string>& keys() const { return keys_; }
+  static void note(const std::string& path, const std::string& why) {
+    if (current()) current()->keys_.emplace(path, why);
+  }
+
+ private:
+  static IgnoredKeys*& current() {
+    thread_local IgnoredKeys* collector = nullptr;
+    return collector;
+  }
+  IgnoredKeys* previous_;
+  std::map<std::string, std::string> keys_;
+};
+
 /// Reads the keys of one JSON object. Every read says which key it uses; done() then rejects
 /// the keys nobody used or knowingly ignored (a typo would otherwise be ignored silently).
 /// Queries (has, is_null) use nothing. Every error names the path
@@ -96,12 +124,11 @@ class Reader {
   Reader section(const std::string& key) const { return Reader(raw(key), path_of(key)); }
 
   /// Accepts `key` without acting on it; `why` says what it means in the reference.
+  /// A present key is noted in the IgnoredKeys collecting on this thread.
   void ignore(const std::string& key, const char* why) const {
     used_.insert(key);
-    if (object_.contains(key)) ignored_[key] = why;
+    if (object_.contains(key)) IgnoredKeys::note(path_of(key), why);
   }
-  /// The keys present here that were knowingly ignored, with why.
-  const std::map<std::string, std::string>& ignored() const { return ignored_; }
 
   /// Fails on the first key that was neither used nor ignored.
   void done() const {
@@ -134,7 +161,6 @@ class Reader {
   json object_;  // a copy: a Reader may outlive the expression that produced its object
   std::string path_;
   mutable std::set<std::string> used_;
-  mutable std::map<std::string, std::string> ignored_;
 };
 
 /// A Schema over one JSON object: the reader every component's describe() is run against when
