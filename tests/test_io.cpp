@@ -153,7 +153,8 @@ TEST_CASE(".pdparams written the paddle.save way load strictly into the paddle-l
   // make_paddle_fixtures.py: PyTorch rebuilds of the reference networks, saved under
   // PaddleClas's names as numpy arrays (BatchNorm _mean/_variance, Linear weights [in, out]),
   // pickled with protocol 2 (PP-LCNet, MobileNetV3 small) or 4 (the others).
-  for (const char* name : {"ResNet34", "ResNet50_vd", "PPLCNet_x1_0", "MobileNetV3_large_x1_0", "MobileNetV3_small_x0_5"}) {
+  for (const char* name : {"ResNet34", "ResNet50_vd", "PPLCNet_x1_0", "MobileNetV3_large_x1_0", "MobileNetV3_small_x0_5",
+                           "Res2Net50_vd_26w_4s", "PPHGNet_tiny"}) {
     INFO(name);
     auto model = distill::config::create_backbone(name, {{"class_num", 10}});
     CHECK(io::is_pdparams(fixture(std::string(name) + ".pdparams")));

@@ -46,6 +46,42 @@ TEST_CASE("parameter counts match torchvision and the reference", "[models]") {
   CHECK(parameter_count(*distill::config::create_backbone("ResNet50")) == 25557032);
   // docs/reference.md §4.2: 9.018 M trainable parameters for PP-LCNet x2.5.
   CHECK(std::abs(parameter_count(*distill::config::create_backbone("PPLCNet_x2_5")) - 9.018e6) < 1e3);
+  // PaddleClas's model tables (paddle.flops counts BatchNorm statistics as parameters):
+  // Res2Net200_vd_26w_4s 76.21 M without them and 76.44 M with them, Res2Net50_vd_26w_4s
+  // 25.72 M, PPHGNet_tiny 14.75 M and PPHGNet_small 24.38 M with them. PPHGNet_base has no
+  // published count (71.58 M parameters here).
+  auto with_statistics = [](const torch::nn::Module& m) {
+    int64_t n = parameter_count(m);
+    for (const auto& b : m.named_buffers())
+      if (b.key().find("running_") != std::string::npos) n += b.value().numel();
+    return n;
+  };
+  auto res2net200 = distill::config::create_backbone("Res2Net200_vd_26w_4s");
+  CHECK(std::abs(parameter_count(*res2net200) - 76.21e6) < 0.01e6);
+  CHECK(std::abs(with_statistics(*res2net200) - 76.44e6) < 0.01e6);
+  CHECK(std::abs(parameter_count(*distill::config::create_backbone("Res2Net50_vd_26w_4s")) - 25.72e6) < 0.01e6);
+  CHECK(std::abs(with_statistics(*distill::config::create_backbone("PPHGNet_tiny")) - 14.75e6) < 0.01e6);
+  CHECK(std::abs(with_statistics(*distill::config::create_backbone("PPHGNet_small")) - 24.38e6) < 0.01e6);
+  CHECK(std::abs(parameter_count(*distill::config::create_backbone("PPHGNet_base")) - 71.58e6) < 0.01e6);
+}
+
+TEST_CASE("Res2Net200_vd_26w_4s and PPHGNet_base taps have the reference's names and shapes", "[models][taps]") {
+  auto res2net = distill::config::create_backbone("Res2Net200_vd_26w_4s", {{"return_stages", true}});
+  CHECK(res2net->stage_patterns() == std::vector<std::string>{"bb_0_2", "bb_1_11", "bb_2_47", "bb_3_2"});
+  check_shapes(*res2net, 64, {{"bb_0_2", {256, 16, 16}}, {"bb_1_11", {512, 8, 8}}, {"bb_2_47", {1024, 4, 4}},
+                              {"bb_3_2", {2048, 2, 2}}});
+  // The reference's structured names (its .pdparams keys).
+  const auto names = res2net->named_parameters().keys();
+  for (const char* name : {"conv1_1._conv.weight", "bb_0_0.res2a_branch2b_3._batch_norm.weight", "bb_2_7.res4b7_branch2b_1._conv.weight",
+                           "bb_3_0.short._conv.weight", "bb_1_11.res3l_branch2b_2._conv.weight", "out.weight"})
+    CHECK(std::find(names.begin(), names.end(), name) != names.end());
+  auto hgnet = distill::config::create_backbone("PPHGNet_base", {{"return_stages", true}});
+  check_shapes(*hgnet, 224, {{"stages[0]", {320, 56, 56}}, {"stages[1]", {640, 28, 28}}, {"stages[2]", {960, 14, 14}},
+                             {"stages[3]", {1280, 7, 7}}});
+  const auto hg_names = hgnet->named_parameters().keys();
+  for (const char* name : {"stem.0.conv.weight", "stages.1.downsample.bn.weight", "stages.2.blocks.2.layers.6.conv.weight",
+                           "stages.3.blocks.1.aggregation_conv.conv.weight", "stages.3.blocks.1.att.conv.bias", "last_conv.weight"})
+    CHECK(std::find(hg_names.begin(), hg_names.end(), name) != hg_names.end());
 }
 
 TEST_CASE("ResNet18/34 taps have the reference's shapes at 224x224", "[models][taps]") {

@@ -26,7 +26,7 @@ endfunction()
 distill(0 "commands:.*train.*eval.*infer.*export" --help)
 distill(0 "Resume: -o Global.checkpoints" train --help)
 distill(2 "usage: distill")
-distill(1 "no key 'epoch'.*epochs" train -c ${recipes}/teacher.json -o Global.epoch=1)
+distill(1 "Global.epoch: unknown key.*epochs" train -c ${recipes}/teacher.json -o Global.epoch=1)
 distill(1 "unknown command 'fit'" fit -c ${recipes}/teacher.json)
 
 distill(0 "epoch 1/1 step [0-9]+/4 \\| CELoss_Teacher [0-9.]+ \\| loss [0-9.]+ \\| lr .* img/s \\| ETA.*eval epoch 1 \\| top1"

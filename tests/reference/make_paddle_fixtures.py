@@ -35,6 +35,8 @@ NETWORKS = {  # name -> (model, pickle protocol)
     "PPLCNet_x1_0": (lambda: pm.PPLCNet(1.0, class_num=10), 2),
     "MobileNetV3_large_x1_0": (lambda: pm.MobileNetV3(True, 1.0, class_num=10), 4),
     "MobileNetV3_small_x0_5": (lambda: pm.MobileNetV3(False, 0.5, class_num=10), 2),
+    "Res2Net50_vd_26w_4s": (lambda: pm.Res2Net(50, class_num=10), 4),
+    "PPHGNet_tiny": (lambda: pm.PPHGNet("tiny", class_num=10), 4),
 }
 
 

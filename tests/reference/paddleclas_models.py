@@ -211,3 +211,156 @@ class MobileNetV3(ExpandHead):
 
     def forward(self, x):
         return self.run_head(self.last_second_conv(self.blocks(self.conv(x))))
+
+
+class Res2NetConvBN(nn.Module):
+    """Res2Net-vd's ConvBNLayer: names _pool2d_avg (vd shortcuts), _conv, _batch_norm."""
+
+    def __init__(self, cin, cout, k, stride=1, relu=False, vd=False):
+        super().__init__()
+        self.vd, self.relu = vd, relu
+        if vd:
+            self._pool2d_avg = nn.AvgPool2d(2, 2, ceil_mode=True, count_include_pad=False)
+        self._conv = nn.Conv2d(cin, cout, k, stride, (k - 1) // 2, bias=False)
+        self._batch_norm = nn.BatchNorm2d(cout)
+
+    def forward(self, x):
+        if self.vd:
+            x = self._pool2d_avg(x)
+        x = self._batch_norm(self._conv(x))
+        return torch.relu(x) if self.relu else x
+
+
+class Res2NetBlock(nn.Module):
+    def __init__(self, name, cin, cout, width, stride, scales, shortcut, if_first):
+        super().__init__()
+        self.stride, self.scales, self.shortcut = stride, scales, shortcut
+        self.conv0 = Res2NetConvBN(cin, width, 1, relu=True)
+        self.branches = []
+        for s in range(scales - 1):
+            conv = Res2NetConvBN(width // scales, width // scales, 3, stride, relu=True)
+            self.add_module("%s_branch2b_%d" % (name, s + 1), conv)
+            self.branches.append(conv)
+        self.pool2d_avg = nn.AvgPool2d(3, stride, 1, count_include_pad=False)
+        self.conv2 = Res2NetConvBN(width, cout, 1)
+        if not shortcut:
+            self.short = Res2NetConvBN(cin, cout, 1, vd=not if_first)
+
+    def forward(self, x):
+        xs = torch.chunk(self.conv0(x), self.scales, 1)
+        ys = []
+        for s, conv in enumerate(self.branches):
+            ys.append(conv(xs[s] if s == 0 or self.stride == 2 else xs[s] + ys[-1]))
+        ys.append(xs[-1] if self.stride == 1 else self.pool2d_avg(xs[-1]))
+        y = self.conv2(torch.cat(ys, 1))
+        return torch.relu(y + (x if self.shortcut else self.short(x)))
+
+
+class Res2Net(nn.Module):
+    DEPTHS = {50: [3, 4, 6, 3], 101: [3, 4, 23, 3], 200: [3, 12, 48, 3]}
+
+    def __init__(self, depth, width=26, scales=4, class_num=1000):
+        super().__init__()
+        self.conv1_1 = Res2NetConvBN(3, 32, 3, 2, relu=True)
+        self.conv1_2 = Res2NetConvBN(32, 32, 3, 1, relu=True)
+        self.conv1_3 = Res2NetConvBN(32, 64, 3, 1, relu=True)
+        self.pool2d_max = nn.MaxPool2d(3, 2, 1)
+        self.blocks = []
+        cin = 64
+        for stage, n in enumerate(self.DEPTHS[depth]):
+            for i in range(n):
+                if depth > 50 and stage == 2:
+                    name = "res%d%s" % (stage + 2, "a" if i == 0 else "b%d" % i)
+                else:
+                    name = "res%d%s" % (stage + 2, chr(97 + i))
+                block = Res2NetBlock(name, cin, 256 * 2 ** stage, width * scales * 2 ** stage,
+                                     2 if i == 0 and stage > 0 else 1, scales, i != 0, stage == i == 0)
+                self.add_module("bb_%d_%d" % (stage, i), block)
+                self.blocks.append(block)
+                cin = 256 * 2 ** stage
+        self.pool2d_avg = nn.AdaptiveAvgPool2d(1)
+        self.out = nn.Linear(cin, class_num)
+
+    def forward(self, x):
+        x = self.pool2d_max(self.conv1_3(self.conv1_2(self.conv1_1(x))))
+        for block in self.blocks:
+            x = block(x)
+        return self.out(torch.flatten(self.pool2d_avg(x), 1))
+
+
+class HGConvBN(nn.Module):
+    def __init__(self, cin, cout, k, stride, groups=1, act=True):
+        super().__init__()
+        self.conv = nn.Conv2d(cin, cout, k, stride, (k - 1) // 2, groups=groups, bias=False)
+        self.bn = nn.BatchNorm2d(cout)
+        self.use_act = act
+
+    def forward(self, x):
+        x = self.bn(self.conv(x))
+        return torch.relu(x) if self.use_act else x
+
+
+class ESEModule(nn.Module):
+    def __init__(self, channels):
+        super().__init__()
+        self.avg_pool = nn.AdaptiveAvgPool2d(1)
+        self.conv = nn.Conv2d(channels, channels, 1)
+
+    def forward(self, x):
+        return x * torch.sigmoid(self.conv(self.avg_pool(x)))
+
+
+class HGBlock(nn.Module):
+    def __init__(self, cin, mid, cout, layer_num, identity):
+        super().__init__()
+        self.identity = identity
+        self.layers = nn.ModuleList([HGConvBN(cin if i == 0 else mid, mid, 3, 1) for i in range(layer_num)])
+        self.aggregation_conv = HGConvBN(cin + layer_num * mid, cout, 1, 1)
+        self.att = ESEModule(cout)
+
+    def forward(self, x):
+        outputs = [x]
+        for layer in self.layers:
+            outputs.append(layer(outputs[-1]))
+        y = self.att(self.aggregation_conv(torch.cat(outputs, 1)))
+        return y + x if self.identity else y
+
+
+class HGStage(nn.Module):
+    def __init__(self, cin, mid, cout, blocks, layer_num, downsample):
+        super().__init__()
+        self.downsample = HGConvBN(cin, cin, 3, 2, cin, act=False) if downsample else None
+        self.blocks = nn.Sequential(*[HGBlock(cin if b == 0 else cout, mid, cout, layer_num, b > 0) for b in range(blocks)])
+
+    def forward(self, x):
+        return self.blocks(self.downsample(x) if self.downsample is not None else x)
+
+
+class PPHGNet(nn.Module):
+    CONFIGS = {  # stem, layer_num, stages (in, mid, out, blocks, downsample), dropout
+        "tiny": ([48, 48, 96], 5, [[96, 96, 224, 1, False], [224, 128, 448, 1, True], [448, 160, 512, 2, True],
+                                   [512, 192, 768, 1, True]], 0.0),
+        "small": ([64, 64, 128], 6, [[128, 128, 256, 1, False], [256, 160, 512, 1, True], [512, 192, 768, 2, True],
+                                     [768, 224, 1024, 1, True]], 0.0),
+        "base": ([96, 96, 160], 7, [[160, 192, 320, 1, False], [320, 224, 640, 2, True], [640, 256, 960, 3, True],
+                                    [960, 288, 1280, 2, True]], 0.2),
+    }
+
+    def __init__(self, size, class_num=1000, class_expand=2048):
+        super().__init__()
+        stem, layer_num, stages, dropout = self.CONFIGS[size]
+        channels = [3] + stem
+        self.stem = nn.Sequential(*[HGConvBN(channels[i], channels[i + 1], 3, 2 if i == 0 else 1) for i in range(len(stem))])
+        self.pool = nn.MaxPool2d(3, 2, 1)
+        self.stages = nn.ModuleList([HGStage(i, m, o, b, layer_num, d) for i, m, o, b, d in stages])
+        self.avg_pool = nn.AdaptiveAvgPool2d(1)
+        self.last_conv = nn.Conv2d(stages[-1][2], class_expand, 1, bias=False)
+        self.keep = 1 - dropout
+        self.fc = nn.Linear(class_expand, class_num)
+
+    def forward(self, x):
+        x = self.pool(self.stem(x))
+        for stage in self.stages:
+            x = stage(x)
+        x = torch.relu(self.last_conv(self.avg_pool(x))) * self.keep
+        return self.fc(torch.flatten(x, 1))

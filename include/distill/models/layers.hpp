@@ -109,6 +109,18 @@ class SEImpl : public Layer {
 };
 TORCH_MODULE(SE);
 
+/// The weight and bias of every BatchNorm in `module` (those the reference's PP-* networks
+/// exempt from weight decay).
+inline std::vector<torch::Tensor> batchnorm_affine_parameters(const torch::nn::Module& module) {
+  std::vector<torch::Tensor> params;
+  for (const auto& m : module.modules(/*include_self=*/false))
+    if (auto* bn = dynamic_cast<torch::nn::BatchNorm2dImpl*>(m.get())) {
+      params.push_back(bn->weight);
+      params.push_back(bn->bias);
+    }
+  return params;
+}
+
 /// A backbone ending in the head PP-LCNet and MobileNetV3 share: global average pool -> 1x1
 /// conv to class_expand channels (no bias) -> hardswish -> Paddle-style dropout -> flatten ->
 /// Linear. The head's modules are registered on the network itself, so their paths are the
@@ -123,15 +135,7 @@ class ExpandHeadBackbone : public Backbone {
   torch::nn::Linear fc{nullptr};
 
   /// The reference gives every BatchNorm of these networks L2Decay(0).
-  std::vector<torch::Tensor> no_weight_decay_parameters() const override {
-    std::vector<torch::Tensor> params;
-    for (const auto& m : modules(/*include_self=*/false))
-      if (auto* bn = dynamic_cast<torch::nn::BatchNorm2dImpl*>(m.get())) {
-        params.push_back(bn->weight);
-        params.push_back(bn->bias);
-      }
-    return params;
-  }
+  std::vector<torch::Tensor> no_weight_decay_parameters() const override { return batchnorm_affine_parameters(*this); }
 
  protected:
   // The sizes of a body of width `scale` (about 5M parameters at scale 1, growing with its
