@@ -15,6 +15,7 @@
 #include <sstream>
 
 #include "distill/core/limits.hpp"
+#include "distill/data/augment.hpp"
 #include "distill/data/image_io.hpp"
 #include "distill/data/loader.hpp"
 #include "distill/data/recipe.hpp"
@@ -559,6 +560,21 @@ Registry<TransformReader>& transform_registry() {
                                                                mean[0], mean[1], mean[2], std_dev[0], std_dev[1], std_dev[2]));
     });
     r.add("ToCHWImage", [](const Reader&) { return Step(identity(), ""); });  // images are CHW tensors throughout
+    r.add("TimmAutoAugment", [](const Reader& s) {
+      RandAugmentOptions options;
+      const auto mode = s.get<std::string>("interpolation", "bicubic");
+      // The reference: "random" picks bilinear or bicubic per operation; any other name but
+      // bicubic is bilinear (PIL's transforms have no other filter).
+      options.interpolation = mode == "bicubic" ? AugmentInterpolation::bicubic
+                              : mode == "random" ? AugmentInterpolation::random : AugmentInterpolation::bilinear;
+      const auto mean = s.get<std::vector<double>>("mean", {0.485, 0.456, 0.406});
+      if (mean.size() != 3) fail_at(s.path_of("mean"), "takes three numbers");
+      for (size_t c = 0; c < 3; ++c)  // round(255 * mean) as Python rounds (half to even)
+        options.fill[c] = static_cast<uint8_t>(std::clamp(std::nearbyint(255.0 * mean[c]), 0.0, 255.0));
+      s.use("img_size");  // sets only the absolute translations, which RandAugment does not use
+      return Step(rand_augment(parse_rand_augment(s.get<std::string>("config_str", "rand-m9-mstd0.5-inc1"),
+                                                   s.path_of("config_str"), options)));
+    });
     return r;
   }();
   return registry;

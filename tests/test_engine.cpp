@@ -9,8 +9,10 @@
 #include <set>
 
 #include <catch2/catch.hpp>
+#include <fmt/format.h>
 
 #include "distill/data.hpp"
+#include "distill/io.hpp"
 #include "distill/config.hpp"
 #include "distill/train/progress.hpp"
 #include "distill/train/recipe.hpp"
@@ -83,6 +85,79 @@ TEST_CASE("JPEG round trip, and decoding errors name the file", "[engine][data]"
   auto bytes = data::encode_jpeg(image);
   expect_error([&] { data::decode_jpeg(bytes.substr(0, 40), "cut.jpg"); }, {"cut.jpg"});
   expect_error([] { data::read_file("/no/such/file.jpg"); }, {"/no/such/file.jpg", "cannot open"});
+}
+
+TEST_CASE("RandAugment's operations equal PIL's, pixel for pixel", "[engine][data][augment][python]") {
+  // A 29x37 image with gradients, edges and noise, in [20, 220] so that AutoContrast has work.
+  torch::manual_seed(5);
+  auto ys = torch::arange(29, torch::kFloat).view({1, 29, 1}), xs = torch::arange(37, torch::kFloat).view({1, 1, 37});
+  auto base = torch::stack({(xs * 5 + ys).squeeze(0).expand({29, 37}), (ys * 6).squeeze(0).expand({29, 37}),
+                            ((xs - 18).abs() * 9).squeeze(0).expand({29, 37})});
+  auto image = (base + torch::randint(0, 40, {3, 29, 37})).clamp(20, 220).to(torch::kUInt8);
+  using Op = data::AugmentOp;
+  using I = data::AugmentInterpolation;
+  struct Case {
+    Op op;
+    double argument;
+    I interpolation;
+  };
+  std::vector<Case> cases{{Op::AutoContrast, 0, I::bicubic}, {Op::Equalize, 0, I::bicubic}, {Op::Invert, 0, I::bicubic}};
+  for (double bits : {0, 2, 4}) cases.push_back({Op::Posterize, bits, I::bicubic});
+  for (double threshold : {77, 128, 256}) cases.push_back({Op::Solarize, threshold, I::bicubic});
+  cases.push_back({Op::SolarizeAdd, 77, I::bicubic});
+  for (Op op : {Op::Color, Op::Contrast, Op::Brightness, Op::Sharpness})
+    for (double factor : {0.37, 1.0, 1.63}) cases.push_back({op, factor, I::bicubic});
+  for (I mode : {I::bicubic, I::bilinear}) {
+    for (double degrees : {17.5, -30.0, 0.7}) cases.push_back({Op::Rotate, degrees, mode});
+    for (double shear : {0.21, -0.3}) cases.push_back({Op::ShearX, shear, mode}), cases.push_back({Op::ShearY, shear, mode});
+    for (double shift : {0.315, -0.2}) cases.push_back({Op::TranslateXRel, shift, mode}), cases.push_back({Op::TranslateYRel, shift, mode});
+  }
+  distill::io::StateDict out;
+  out.insert("image", image);
+  for (const auto& c : cases) {
+    const auto key = fmt::format("{}|{}|{}", data::augment_op_name(c.op), c.argument, c.interpolation == I::bicubic ? "bicubic" : "bilinear");
+    out.insert(key, data::apply_augment_op(c.op, image, c.argument, c.interpolation));
+  }
+  const auto file = scratch("augment_cases.pt");
+  distill::io::write_state_dict(out, file);
+  const std::string command = std::string(DISTILL_TEST_PYTHON) + " " + DISTILL_TEST_SCRIPTS + "/check_augment.py " + file;
+  CHECK(std::system(command.c_str()) == 0);
+}
+
+TEST_CASE("TimmAutoAugment: the reference's config strings, the op choice and its errors", "[engine][data][augment]") {
+  auto o = data::parse_rand_augment("rand-m7-mstd0.5-inc1", "T");
+  CHECK(o.magnitude == 7);
+  CHECK(o.magnitude_std == 0.5);
+  CHECK(o.increasing);
+  CHECK(o.num_layers == 2);
+  CHECK(o.weights.empty());
+  auto w = data::parse_rand_augment("rand-n3-w0", "T");
+  CHECK(w.num_layers == 3);
+  CHECK(w.magnitude == 10);
+  REQUIRE(w.weights.size() == 15);
+  CHECK(w.weights[3] == 0.3);  // Rotate
+  expect_error([] { data::parse_rand_augment("augmix-m5-w4-d2", "X.config_str"); }, {"X.config_str", "only RandAugment"});
+  expect_error([] { data::parse_rand_augment("rand-m9-q2", "X.config_str"); }, {"X.config_str", "unknown RandAugment section 'q'"});
+  expect_error([] { data::parse_rand_augment("rand-m9-w1", "X.config_str"); }, {"w0"});
+
+  // In a recipe, as the PPHGNet_base config writes it; a [3, 32, 32] float image stays one.
+  auto pipeline = data::make_pipeline(json::parse(R"([{"TimmAutoAugment": {"config_str": "rand-m7-mstd0.5-inc1",
+      "interpolation": "bicubic", "img_size": 224}}])"), "T");
+  data::Rng rng(3);
+  auto image = (torch::rand({32, 32, 3}) * 255).to(torch::kUInt8);
+  int changed = 0;
+  for (int i = 0; i < 200; ++i) {
+    auto y = pipeline(image, rng);
+    REQUIRE(y.sizes() == torch::IntArrayRef({3, 32, 32}));
+    CHECK(torch::equal(y, y.round()));  // 8-bit values, as PIL holds them
+    changed += !torch::equal(y, image.permute({2, 0, 1}).to(torch::kFloat));
+  }
+  // Two ops, each applied with probability 1/2: the image is left as it is 1/4 of the time
+  // (a bit more: some ops at some magnitudes change nothing).
+  CHECK(changed > 110);
+  CHECK(changed < 180);
+  expect_error([] { data::make_pipeline(json::parse(R"([{"TimmAutoAugment": {"config_str": "auto-mstd0.5"}}])"), "T"); },
+               {"T[0].TimmAutoAugment.config_str", "only RandAugment"});
 }
 
 TEST_CASE("transforms follow the reference's definitions", "[engine][data]") {

@@ -8,8 +8,7 @@ commit d178931f) in that format and with its constructs: anchors and aliases (&c
 use_shared_memory, ...), and every model, loss, optimiser, schedule and transform those configs
 use. Then trains each for one epoch on a tiny image folder with the reference's -o overrides
 only (data paths, class counts, the teacher's weights), as a PaddleClas user would, and checks
-the run and its report of ignored keys. Res2Net200_vd_26w_4s -> PPHGNet_base (the 13th config)
-is not built yet: see docs/from-paddleclas.md.
+the run and its report of ignored keys.
 
     paddleclas_yaml.py --distill BIN --data TINY_DATASET --models REFERENCE_MODELS --work DIR
 """
@@ -67,7 +66,7 @@ DATA = """DataLoader:
             size: 32{pil}
         - RandFlipImage:
             flip_code: 1
-{normalize}
+{timm}{normalize}
     sampler:
       name: DistributedBatchSampler
       batch_size: 8
@@ -246,6 +245,12 @@ AFD_LOSS = loss(
     "        student_keys: [\"bilinear_key\", \"value\"]\n        teacher_keys: [\"query\", \"value\"]\n"
     "        s_shapes: *s_shapes\n        t_shapes: *t_shapes\n")
 
+TIMM = """        - TimmAutoAugment:
+            config_str: rand-m7-mstd0.5-inc1
+            interpolation: bicubic
+            img_size: 32
+"""
+
 # name -> (arch, loss, optimizer, AMP section or "", extra Global lines, PIL bicubic, scale)
 CONFIGS = {
     "PPLCNet_x2_5_ssld": (pair_arch("ResNet50_vd", "PPLCNet_x2_5", ssld=True),
@@ -274,6 +279,10 @@ CONFIGS = {
             "        pretrained: False\n", "        pretrained: False\n        dropout_prob: null\n"),
         loss("    - DistillationCELoss:\n        weight: 1.0\n" + PAIR),
         COSINE.format(lr=0.65, coeff=0.00001), AMP.format(use_amp="False"), "  use_dali: false", False, "0.00392157"),
+    "res2net200_vd_distill_pphgnet_base": (
+        pair_arch("Res2Net200_vd_26w_4s", "PPHGNet_base", ssld=True),
+        loss("    - DistillationCELoss:\n        weight: 1.0\n" + PAIR),
+        COSINE.format(lr=0.5, coeff=0.00004), AMP.format(use_amp="True"), "  use_dali: false", True, "0.00392157"),
     "resnet34_distill_resnet18_afd": (AFD_ARCH, AFD_LOSS, MULTISTEP.format(lr=0.1), AMP.format(use_amp="False"), "", True,
                                       "0.00392157"),
     "resnet34_distill_resnet18_dkd": (pair_arch("ResNet34", "ResNet18", class_num=False),
@@ -316,7 +325,7 @@ def write(name, work):
     pil_lines = "\n            interpolation: bicubic\n            backend: pil" if pil else ""
     text = (GLOBAL.format(name=name, extra_global=extra_global) + amp + "\n# model architecture\n" + arch + "\n" +
             loss_text + "\n" + optimizer + "\n# data loader for train and eval\n" +
-            DATA.format(pil=pil_lines, normalize=NORMALIZE.format(scale=scale)))
+            DATA.format(pil=pil_lines, normalize=NORMALIZE.format(scale=scale), timm=TIMM if name.startswith("res2net") else ""))
     path = os.path.join(work, name + ".yaml")
     with open(path, "w") as f:
         f.write(text)

@@ -20,7 +20,7 @@ using TransformReader = std::function<Step(const Reader& entry)>;
 using DatasetReader = std::function<std::shared_ptr<Dataset>(const Reader& section, Pipeline pipeline)>;
 
 /// Transforms by name: DecodeImage, RandCropImage, RandFlipImage, ResizeImage, CropImage,
-/// NormalizeImage, ToCHWImage.
+/// NormalizeImage, ToCHWImage, TimmAutoAugment (RandAugment configs only).
 Registry<TransformReader>& transform_registry();
 /// Datasets by name: ImageNetDataset, FashionMNIST.
 Registry<DatasetReader>& dataset_registry();
