@@ -124,6 +124,19 @@ TEST_CASE("RandAugment's operations equal PIL's, pixel for pixel", "[engine][dat
   CHECK(std::system(command.c_str()) == 0);
 }
 
+TEST_CASE("Global.pretrained_model takes a PaddleClas DistillationModel .pdparams", "[engine][paddle][python]") {
+  auto model = distill::config::build_model(json::parse(R"({"name": "DistillationModel", "infer_model_name": "Student",
+      "models": [{"Teacher": {"name": "MobileNetV3_small_x0_5", "class_num": 10}},
+                 {"Student": {"name": "MobileNetV3_small_x0_5", "class_num": 10}}]})"));
+  const std::string path = std::string(DISTILL_TEST_MODELS) + "/distillation";
+  train::load_model_weights(*model, path);  // named without the extension, as PaddleClas does
+  const auto file = distill::io::read_state_dict(path + ".pdparams");
+  CHECK(torch::equal(model->named_buffers()["Teacher.blocks.3.expand_conv.bn.running_var"],
+                     file["Teacher.blocks.3.expand_conv.bn._variance"]));
+  CHECK(torch::equal(model->named_parameters()["Student.fc.weight"], file["Student.fc.weight"].t()));
+  CHECK_FALSE(torch::equal(model->named_parameters()["Teacher.fc.weight"], model->named_parameters()["Student.fc.weight"]));
+}
+
 TEST_CASE("TimmAutoAugment: the reference's config strings, the op choice and its errors", "[engine][data][augment]") {
   auto o = data::parse_rand_augment("rand-m7-mstd0.5-inc1", "T");
   CHECK(o.magnitude == 7);

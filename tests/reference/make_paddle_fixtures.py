@@ -12,7 +12,8 @@ module names); their BatchNorm statistics and affine parameters are randomised s
 eval-mode logits depend on every tensor.
 
 Writes, for each network NAME: NAME.pdparams and NAME_io.pt ({"input", "logits"}, eval mode,
-on a 2x3x64x64 input); and files with faults: hostile.pdparams (a pickle that calls os.system
+on a 2x3x64x64 input); distillation.pdparams (a DistillationModel: Teacher.* and Student.*);
+and files with faults: hostile.pdparams (a pickle that calls os.system
 when Python loads it), transposed.pdparams (MobileNetV3_small_x0_5 with its fc weight left [out, in]).
 """
 import os
@@ -79,6 +80,17 @@ for name, (build, protocol) in NETWORKS.items():
     torch.save({"input": x, "logits": logits}, os.path.join(out, name + "_io.pt"))
     if name == "MobileNetV3_small_x0_5":
         save(paddle_state_dict(model, transpose_linear=False), os.path.join(out, "transposed.pdparams"), protocol)
+
+
+# A PaddleClas DistillationModel's file (its members' names as prefixes), as
+# Global.pretrained_model names it in the reference: two different MobileNetV3_small_x0_5.
+whole = {}
+for member in ("Teacher", "Student"):
+    part = paddle_state_dict(pm.MobileNetV3(False, 0.5, class_num=10))
+    for key, value in part.items():
+        if key != "StructuredToParameterName@@":
+            whole[member + "." + key] = value
+save(whole, os.path.join(out, "distillation.pdparams"), 4)
 
 
 class Hostile:
