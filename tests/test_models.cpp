@@ -234,7 +234,6 @@ TEST_CASE("unknown patterns, names and keys are errors that say what exists", "[
 
 TEST_CASE("sizes beyond the limits are refused before anything is allocated", "[models][errors]") {
   using distill::config::create_backbone;
-  using json = nlohmann::json;
   expect_error([] { create_backbone("ConvNet", {{"depth", int64_t{1000000000000000000}}}, "Arch.models[1].Student"); },
                {"Arch.models[1].Student", "ConvNet", "depth", "DISTILL_MAX_SIZE"});
   expect_error([] { create_backbone("ConvNet", {{"widths", {1 << 23, 1 << 23}}}, "S"); },
@@ -243,6 +242,9 @@ TEST_CASE("sizes beyond the limits are refused before anything is allocated", "[
   expect_error([] { create_backbone("ResNet18", {{"class_num", 10000000}}, "T"); }, {"ResNet", "parameters"});
   expect_error([] { create_backbone("PPLCNet_x1_0", {{"class_num", -1}}, "S"); }, {"PPLCNet", "class_num must be >= 1"});
   expect_error([] { create_backbone("MobileNetV3_large_x1_0", {{"class_expand", 1 << 25}}, "S"); }, {"MobileNetV3", "class_expand"});
+  expect_error([] { create_backbone("PPHGNet_base", {{"class_expand", 1 << 25}}, "S"); }, {"PPHGNet", "class_expand"});
+  expect_error([] { create_backbone("PPHGNet_base", {{"class_expand", 1 << 23}}, "S"); }, {"PPHGNet", "parameters"});
+  expect_error([] { create_backbone("Res2Net200_vd_26w_4s", {{"class_num", 0}}, "T"); }, {"Res2Net_vd", "class_num must be >= 1"});
   expect_error([] { distill::MGDLoss(distill::MGDOptions(16, 1 << 20)); }, {"MGDLoss", "parameters"});
   expect_error([] { distill::AFDLoss(distill::AFDOptions({{64, 8, 8}}, {{64, 8, 8}}).qk_dim(0)); }, {"AFDLoss", "qk_dim"});
 }
