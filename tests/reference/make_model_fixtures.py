@@ -22,23 +22,15 @@ import sys
 import torch
 import torchvision
 
+from trained_looking import trained_looking_logits
+
 out = sys.argv[1]
 os.makedirs(out, exist_ok=True)
 torch.manual_seed(20261127)
 
 for arch in ("resnet18", "resnet50"):
     model = getattr(torchvision.models, arch)()
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.running_mean.normal_(0, 0.1)
-                m.running_var.uniform_(0.5, 1.5)
-                m.weight.uniform_(0.5, 1.5)
-                m.bias.normal_(0, 0.1)
-    model.eval()
-    x = torch.randn(2, 3, 64, 64)
-    with torch.no_grad():
-        logits = model(x)
+    x, logits = trained_looking_logits(model)
     torch.save(model.state_dict(), os.path.join(out, f"{arch}.pth"))
     torch.save({"input": x, "logits": logits}, os.path.join(out, f"{arch}_io.pt"))
 

@@ -25,6 +25,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import paddleclas_models as pm  # noqa: E402
+from trained_looking import trained_looking_logits  # noqa: E402
 
 out = sys.argv[1]
 os.makedirs(out, exist_ok=True)
@@ -65,17 +66,7 @@ def save(obj, path, protocol):
 
 for name, (build, protocol) in NETWORKS.items():
     model = build()
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.running_mean.normal_(0, 0.1)
-                m.running_var.uniform_(0.5, 1.5)
-                m.weight.uniform_(0.5, 1.5)
-                m.bias.normal_(0, 0.1)
-    model.eval()
-    x = torch.randn(2, 3, 64, 64)
-    with torch.no_grad():
-        logits = model(x)
+    x, logits = trained_looking_logits(model)
     save(paddle_state_dict(model), os.path.join(out, name + ".pdparams"), protocol)
     torch.save({"input": x, "logits": logits}, os.path.join(out, name + "_io.pt"))
     if name == "MobileNetV3_small_x0_5":
