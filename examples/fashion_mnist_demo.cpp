@@ -4,8 +4,14 @@
 // the students' test top-1 and the time of each run. Results go to <output>/results.json and a
 // chart to <output>/results.svg.
 //
+// The logit methods with a frozen teacher (KD, DKD, DIST) learn from a teacher cache
+// (docs/teacher-cache.md): after the teacher is trained, its logits on K views of every
+// training image are stored once (--cache-views K, default 2: the recipes' only augmentation is
+// a flip, so two views are all there are), and those runs never build or run the teacher.
+// --cache-views 0 runs the teacher online as the recipes do.
+//
 //   fashion_mnist_demo [--seeds 0,1,2] [--epochs 3] [--train-limit 30000] [--threads 2]
-//                      [--methods baseline,kd,dml,dkd,dist,mgd] [--output output/fashion_mnist_demo]
+//                      [--methods baseline,kd,dml,dkd,dist,mgd] [--cache-views 2] [--output output/fashion_mnist_demo]
 
 #include <chrono>
 #include <cmath>
@@ -21,13 +27,14 @@
 
 #include "distill/config/file.hpp"
 #include "distill/train/progress.hpp"
+#include "distill/train/teacher_cache.hpp"
 #include "distill/train/trainer.hpp"
 
 namespace {
 
 struct Options {
   std::vector<int64_t> seeds{0};
-  int64_t epochs = 3, train_limit = 30000, test_limit = 0, threads = 2, workers = 1;
+  int64_t epochs = 3, train_limit = 30000, test_limit = 0, threads = 2, workers = 1, cache_views = 2;
   std::vector<std::string> methods{"baseline", "kd", "dml", "dkd", "dist", "mgd"};
   std::string output = "output/fashion_mnist_demo";
 };
@@ -57,14 +64,17 @@ Options parse(int argc, char** argv) {
     else if (arg == "--threads") o.threads = std::stoll(value());
     else if (arg == "--workers") o.workers = std::stoll(value());
     else if (arg == "--methods") o.methods = split(value());
+    else if (arg == "--cache-views") o.cache_views = std::stoll(value());
     else if (arg == "--output") o.output = value();
     else if (arg == "-h" || arg == "--help") {
       std::cout << "usage: fashion_mnist_demo [--seeds 0,1,2] [--epochs 3] [--train-limit 30000] [--test-limit 0 (all)]\n"
-                   "                          [--threads 2] [--workers 1] [--methods baseline,kd,dml,dkd,dist,mgd] [--output DIR]\n";
+                   "                          [--threads 2] [--workers 1] [--methods baseline,kd,dml,dkd,dist,mgd]\n"
+                   "                          [--cache-views 2 (0: teacher online)] [--output DIR]\n";
       std::exit(0);
     } else distill::fail("unknown option ", arg, " (see --help)");
   }
-  if (o.seeds.empty() || o.epochs < 1 || o.methods.empty()) distill::fail("need seeds, epochs >= 1 and methods");
+  if (o.seeds.empty() || o.epochs < 1 || o.methods.empty() || o.cache_views < 0)
+    distill::fail("need seeds, epochs >= 1, methods and cache views >= 0");
   return o;
 }
 
@@ -72,9 +82,9 @@ struct Run {
   double top1 = 0, seconds = 0;
 };
 
-/// Trains one recipe with the demo's settings; returns the final test top-1 and the time.
-Run train(const std::string& recipe_name, int64_t seed, const Options& o, const std::string& dir,
-          const std::string& teacher = "") {
+/// A demo recipe with the demo's settings.
+nlohmann::json demo_recipe(const std::string& recipe_name, int64_t seed, const Options& o, const std::string& dir,
+                           const std::string& teacher) {
   auto recipe = distill::config::load_file(std::string(DISTILL_RECIPE_DIR) + "/fashion_mnist/" + recipe_name + ".json");
   auto set = [&](const std::string& assignment) { distill::config::apply_override(recipe, assignment); };
   set("Global.seed=" + std::to_string(seed));
@@ -88,7 +98,16 @@ Run train(const std::string& recipe_name, int64_t seed, const Options& o, const 
   set("DataLoader.Train.loader.num_workers=" + std::to_string(o.workers));
   set("DataLoader.Eval.loader.num_workers=" + std::to_string(o.workers));
   if (!teacher.empty()) set("Arch.models[0].Teacher.pretrained=\"" + teacher + "\"");
-  std::cout << "\n== " << recipe_name << " (seed " << seed << ")\n" << std::flush;
+  return recipe;
+}
+
+/// Trains one recipe with the demo's settings (from the teacher cache `cache` when given);
+/// returns the final test top-1 and the time.
+Run train(const std::string& recipe_name, int64_t seed, const Options& o, const std::string& dir,
+          const std::string& teacher = "", const std::string& cache = "") {
+  auto recipe = demo_recipe(recipe_name, seed, o, dir, teacher);
+  if (!cache.empty()) recipe["Global"]["teacher_cache"] = cache;
+  std::cout << "\n== " << recipe_name << " (seed " << seed << (cache.empty() ? "" : ", teacher cache") << ")\n" << std::flush;
   const auto start = std::chrono::steady_clock::now();
   distill::train::Trainer trainer(recipe);
   const auto state = trainer.train();
@@ -158,8 +177,22 @@ int main(int argc, char** argv) {
       const std::string dir = o.output + "/seed" + std::to_string(seed);
       runs["teacher"].push_back(train("teacher", seed, o, dir + "/teacher"));
       const std::string teacher = dir + "/teacher/best_model_student.pt";
+      auto cached = [&](const std::string& method) { return o.cache_views > 0 && (method == "kd" || method == "dkd" || method == "dist"); };
+      std::string cache;
       for (const auto& method : o.methods)
-        runs[method].push_back(train(method, seed, o, dir + "/" + method, method == "baseline" || method == "dml" ? "" : teacher));
+        if (cached(method) && cache.empty()) {
+          // One cache of the teacher for every logit method (their recipes share transforms and teacher).
+          cache = dir + "/teacher_cache";
+          std::filesystem::remove_all(cache);
+          std::cout << "\n== teacher cache (seed " << seed << ")\n" << std::flush;
+          const auto start = std::chrono::steady_clock::now();
+          distill::train::make_teacher_cache(demo_recipe(method, seed, o, dir + "/" + method, teacher),
+                                             distill::train::CacheOptions().views(o.cache_views).topk(0).out(cache), std::cout);
+          runs["cache"].push_back({NAN, std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count()});
+        }
+      for (const auto& method : o.methods)
+        runs[method].push_back(train(method, seed, o, dir + "/" + method, method == "baseline" || method == "dml" ? "" : teacher,
+                                     cached(method) ? cache : ""));
     }
     const double total = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 
@@ -172,6 +205,12 @@ int main(int argc, char** argv) {
     std::cout << fmt::format("{:<10} {:>16} {:>12} {:>12}\n", "model", "top-1 %", "vs baseline", "time / run");
     nlohmann::json results{{"epochs", o.epochs}, {"train_limit", o.train_limit}, {"test_limit", o.test_limit}, {"seeds", o.seeds},
                            {"threads", torch::get_num_threads()}, {"total_seconds", total}, {"methods", nlohmann::json::object()}};
+    if (runs.count("cache")) {
+      const auto s = summarise(runs["cache"]);
+      std::cout << fmt::format("{:<10} {:>16} {:>12} {:>11.0f}s\n", "cache", "", "", s.seconds);
+      results["teacher_cache"] = {{"views", o.cache_views}, {"seconds", s.seconds},
+                                  {"methods", "kd, dkd and dist train from it"}};
+    }
     for (const auto& [name, s] : rows) {
       const std::string top1 = o.seeds.size() > 1 ? fmt::format("{:.2f} +- {:.2f}", 100 * s.mean, 100 * s.spread)
                                                   : fmt::format("{:.2f}", 100 * s.mean);

@@ -21,6 +21,7 @@
 #include "distill/data/image_io.hpp"
 #include "distill/io/torchscript.hpp"
 #include "distill/train/launch.hpp"
+#include "distill/train/teacher_cache.hpp"
 #include "distill/train/recipe.hpp"
 #include "distill/train/trainer.hpp"
 #include "distill/train/yaml.hpp"
@@ -36,6 +37,8 @@ commands:
   eval     evaluate Arch.infer_model_name on DataLoader.Eval (weights: -o Global.pretrained_model=FILE)
   infer    print the top-k classes of image files (weights: -o Global.pretrained_model=FILE)
   export   write the infer_model_name model as TorchScript (runs without distill) or a state dict
+  cache    run the frozen teachers once over K augmented views of every training image and
+           store their top-k logits; train then with -o Global.teacher_cache=DIR
 
 common options:
   -c, --config FILE    the recipe (JSON, or PaddleClas's YAML as it is; the reference's vocabulary)
@@ -46,7 +49,7 @@ common options:
   --threads N          intra-op threads of libtorch (default: libtorch's), per worker
   -h, --help           this text, or the command's with `distill <command> --help`
 
-data parallel (train, eval):
+data parallel (train, eval, cache):
   --nproc N            start N workers on this machine (Gloo on CPU); the recipe's
                        batch_size is per worker
   --nnodes M           machines taking part (default 1); each runs the same command with
@@ -83,6 +86,20 @@ the reference prints them: one JSON object per image and line,
 of Infer.batch_size. An image that cannot be read is reported on stderr by name and the rest
 go on; the exit status is then 1. FILE may also be a TorchScript export.
 )"},
+    {"cache", R"(distill cache -c RECIPE.json --out DIR [--views K] [--topk k] [--dtype float32|float16] [--shard-images N] [-o ...]
+
+Runs the recipe's frozen models (Arch.freeze_params_list; in evaluation mode) once over K
+augmented views (default 10) of every image of DataLoader.Train, each view drawn with the
+recipe's training transforms and recorded by its augmentation seed, and stores each model's
+top-k logits (default 10; 0 keeps every class, which makes training from the cache exact) in
+DIR: shard_<s>.bin files of N images each (default 2048) and manifest.json (what the cache was
+made from: transforms, teacher architectures and weight hashes, dataset and label hashes).
+An interrupted run continues where it stopped (complete shards are kept). With --nproc each
+worker makes every W-th shard. Then train without the teacher:
+  distill train -c RECIPE.json -o Global.teacher_cache=DIR
+A cache that does not match the recipe (transforms, teachers, weights, dataset, labels) is
+refused, naming what differs. See docs/teacher-cache.md.
+)"},
     {"export", R"(distill export -c RECIPE.json -o Global.pretrained_model=FILE [--out FILE] [--format torchscript|state_dict] [--with-taps] [-o ...]
 
 Writes the Arch.infer_model_name model (the student) alone.
@@ -97,7 +114,8 @@ Writes the Arch.infer_model_name model (the student) alone.
 };
 
 struct Args {
-  std::string command, config, out, format;
+  std::string command, config, out, format, dtype;
+  int64_t views = 10, topk = 10, shard_images = 2048;
   bool with_taps = false;
   std::vector<std::string> overrides, positional;
   std::vector<std::string> worker_arguments;  // everything but the launch options
@@ -163,6 +181,10 @@ Args parse(int argc, char** argv) {
     else if (arg == "--out") a.out = value();
     else if (arg == "--format") a.format = value();
     else if (arg == "--with-taps") a.with_taps = true;
+    else if (arg == "--views") a.views = integer(arg, value(), 1, 100000);
+    else if (arg == "--topk") a.topk = integer(arg, value(), 0, INT32_MAX);
+    else if (arg == "--dtype") a.dtype = value();
+    else if (arg == "--shard-images") a.shard_images = integer(arg, value(), 1, INT32_MAX);
     else if (arg == "--threads") a.threads = static_cast<int>(integer(arg, value(), 1, 1024));
     else if (!arg.empty() && arg[0] == '-') distill::fail("unknown option ", arg, " (see distill --help)");
     else if (a.command.empty()) a.command = arg;
@@ -185,7 +207,7 @@ distill::json load_recipe(const Args& a) {
   for (const auto& o : a.overrides) distill::config::apply_override(recipe, o);
   // eval, infer and export take every weight from Global.pretrained_model; the models' own
   // pretrained files (e.g. the teacher's) are not needed then.
-  if (a.command != "train" && recipe.contains("Arch")) distill::config::drop_pretrained(recipe["Arch"]);
+  if (a.command != "train" && a.command != "cache" && recipe.contains("Arch")) distill::config::drop_pretrained(recipe["Arch"]);
   return recipe;
 }
 
@@ -401,14 +423,14 @@ int run_command(const Args& a) {
     std::cout << kUsage;
     return a.command.empty() && !a.help ? 2 : 0;
   }
-  if (!kCommandHelp.count(a.command)) distill::fail("unknown command '", a.command, "' (train, eval, infer, export)");
+  if (!kCommandHelp.count(a.command)) distill::fail("unknown command '", a.command, "' (train, eval, infer, export, cache)");
   if (a.help) {
     std::cout << kCommandHelp.at(a.command);
     return 0;
   }
   if (a.launch) {
-    if (a.command != "train" && a.command != "eval")
-      distill::fail("distill ", a.command, ": --nproc, --nnodes, --node-rank, --master and --timeout are for train and eval");
+    if (a.command != "train" && a.command != "eval" && a.command != "cache")
+      distill::fail("distill ", a.command, ": --nproc, --nnodes, --node-rank, --master and --timeout are for train, eval and cache");
     if (std::getenv("RANK"))
       distill::fail("distill ", a.command, ": RANK is set, so this is already a worker; drop --nproc and the other launch options");
     if (a.launch_options.nproc() * a.launch_options.nnodes() > 1) {
@@ -421,8 +443,25 @@ int run_command(const Args& a) {
     distill::fail("option --format: only for distill export and distill infer");
   if (a.threads > 0) torch::set_num_threads(a.threads);
   // A worker joins its peers first, so that even a bad recipe is reported to them.
-  if (a.command == "train" || a.command == "eval") distill::train::ProcessGroup::world();
+  const bool cache = a.command == "cache";
+  if (!cache && (a.dtype.size() || a.views != 10 || a.topk != 10 || a.shard_images != 2048))
+    distill::fail("options --views, --topk, --dtype and --shard-images: only for distill cache");
+  if (a.command == "train" || a.command == "eval" || cache) distill::train::ProcessGroup::world();
   const auto recipe = load_recipe(a);
+  if (cache) {
+    if (a.out.empty()) distill::fail("distill cache: --out DIR is required");
+    if (!a.dtype.empty() && a.dtype != "float32" && a.dtype != "float16")
+      distill::fail("option --dtype: expected float32 or float16, got '", a.dtype, "'");
+    distill::train::make_teacher_cache(recipe, distill::train::CacheOptions()
+                                                   .views(a.views)
+                                                   .topk(a.topk)
+                                                   .dtype(a.dtype == "float16" ? torch::kHalf : torch::kFloat)
+                                                   .shard_images(a.shard_images)
+                                                   .out(a.out),
+                                       std::cout);
+    if (auto group = distill::train::ProcessGroup::world_if_joined()) group->finish();
+    return 0;
+  }
   if (a.command == "train") {
     distill::train::Trainer trainer(recipe);
     trainer.train();

@@ -14,6 +14,7 @@
 #include <numeric>
 #include <sstream>
 
+#include "distill/core/hash.hpp"
 #include "distill/core/limits.hpp"
 #include "distill/data/augment.hpp"
 #include "distill/data/image_io.hpp"
@@ -214,6 +215,16 @@ ImageListDataset::ImageListDataset(std::string image_root, std::string list_file
   if (entries_.empty()) distill::fail(list_, ": the image list has no entries");
 }
 
+Dataset::Fingerprint ImageListDataset::fingerprint() const {
+  Fingerprint f;
+  f.samples = f.labels = distill::detail::hash_string(std::to_string(entries_.size()));
+  for (const auto& e : entries_) {
+    f.samples = distill::detail::hash_string(e.path, f.samples);
+    f.labels = distill::detail::hash_string(std::to_string(e.label), f.labels);
+  }
+  return f;
+}
+
 std::string ImageListDataset::build_report() const {
   if (bad_lines_ == 0) return "";
   std::string lines;
@@ -323,6 +334,11 @@ FashionMNIST::FashionMNIST(const std::string& root, bool train, Pipeline pipelin
   }
 }
 
+Dataset::Fingerprint FashionMNIST::fingerprint() const {
+  return {distill::detail::hash_bytes(images_.data_ptr(), static_cast<size_t>(images_.numel())),
+          distill::detail::hash_bytes(labels_.data_ptr(), static_cast<size_t>(labels_.numel()) * sizeof(int64_t))};
+}
+
 Sample FashionMNIST::load(size_t index, Rng& rng) {
   auto grey = images_[static_cast<int64_t>(index)].unsqueeze(2).expand({-1, -1, 3});
   return {pipeline_(grey, rng), labels_[static_cast<int64_t>(index)].item<int64_t>()};
@@ -334,7 +350,7 @@ DataLoader::DataLoader(std::shared_ptr<Dataset> dataset, LoaderOptions options)
     : dataset_(std::move(dataset)), options_(std::move(options)) {
   const auto& o = options_;
   if (o.batch_size() < 1 || o.num_workers() < 0 || o.prefetch() < 1 || o.world_size() < 1 || o.rank() < 0 ||
-      o.rank() >= o.world_size())
+      o.rank() >= o.world_size() || o.views() < 0)
     distill::fail("DataLoader: bad options (batch_size ", o.batch_size(), ", num_workers ", o.num_workers(),
                   ", prefetch ", o.prefetch(), ", rank ", o.rank(), " of ", o.world_size(), ")");
 }
@@ -431,10 +447,17 @@ std::optional<Batch> DataLoader::load(size_t k) {
   const size_t b = static_cast<size_t>(options_.batch_size());
   const size_t begin = k * b, end = std::min(indices_.size(), begin + b);
   std::vector<torch::Tensor> images;
-  std::vector<int64_t> labels;
+  std::vector<int64_t> labels, loaded, views;
+  const int64_t view_count = options_.views();
   for (size_t i = begin; i < end; ++i) {
     const size_t index = indices_[i];
-    Rng rng(detail::mix(options_.seed() ^ detail::mix((static_cast<uint64_t>(epoch_) << 40) ^ index)));
+    int64_t view = -1;
+    uint64_t seed = detail::mix(options_.seed() ^ detail::mix((static_cast<uint64_t>(epoch_) << 40) ^ index));
+    if (view_count > 0) {
+      view = view_of(options_.seed(), epoch_, index, view_count);
+      seed = options_.view_seeds() ? options_.view_seeds()(index, view) : view_seed(options_.seed(), index, view);
+    }
+    Rng rng(seed);
     if (auto sample = dataset_->get(index, rng)) {
       if (!images.empty() && sample->image.sizes() != images.front().sizes())
         distill::fail(dataset_->describe(), ": images of different sizes in one batch (", images.front().sizes(),
@@ -442,10 +465,13 @@ std::optional<Batch> DataLoader::load(size_t k) {
                       "); add a ResizeImage or CropImage transform");
       images.push_back(sample->image);
       labels.push_back(sample->label);
+      loaded.push_back(static_cast<int64_t>(index));
+      views.push_back(view);
     }
   }
   if (images.empty()) return std::nullopt;
-  return Batch{torch::stack(images), torch::tensor(labels, torch::kLong)};
+  return Batch{torch::stack(images), torch::tensor(labels, torch::kLong), torch::tensor(loaded, torch::kLong),
+               torch::tensor(views, torch::kLong)};
 }
 
 void DataLoader::stop() {

@@ -24,6 +24,7 @@
 #include "distill/train/optim.hpp"
 #include "distill/train/progress.hpp"
 #include "distill/train/recipe.hpp"
+#include "distill/train/teacher_cache.hpp"
 #include "distill/train/trainer.hpp"
 
 namespace distill::train {
@@ -695,6 +696,11 @@ void read_global(const Reader& g, TrainerOptions& o) {
   o.update_freq(positive("update_freq", 1));
   o.checkpoints(g.get<std::string>("checkpoints", ""));
   o.pretrained_model(g.get<std::string>("pretrained_model", ""));
+  o.teacher_cache(g.get<std::string>("teacher_cache", ""));
+  o.replay_views(g.get<int64_t>("replay_views", 0));
+  if (o.replay_views() < 0 || o.replay_views() > 100000) fail_at(g.path_of("replay_views"), "must be in [0, 100000]");
+  if (o.replay_views() > 0 && !o.teacher_cache().empty())
+    fail_at(g.path_of("replay_views"), "give replay_views or teacher_cache, not both (a cache replays its own views)");
   g.use("image_shape");  // distill export traces the model at it
   for (const char* key : {"save_inference_dir", "to_static", "use_visualdl", "use_dali"})
     g.ignore(key, why_ignored(std::string("Global.") + key));
@@ -794,8 +800,9 @@ TrainerOptions trainer_options(const json& recipe) {
 
 struct Trainer::Impl {
   Impl(TrainerOptions options, std::shared_ptr<DistillationModelImpl> model, std::shared_ptr<CombinedLossImpl> loss,
-       std::shared_ptr<CombinedLossImpl> eval_loss, std::ostream& out)
-      : o(std::move(options)), out(out), model(std::move(model)), loss(std::move(loss)), eval_loss(std::move(eval_loss)) {
+       std::shared_ptr<CombinedLossImpl> eval_loss, std::ostream& out, std::shared_ptr<TeacherCache> opened = nullptr)
+      : o(std::move(options)), out(out), model(std::move(model)), loss(std::move(loss)), eval_loss(std::move(eval_loss)),
+        cache(std::move(opened)) {
     if (!this->model) fail("Trainer: no model");
     if (!this->loss) fail("Trainer: no training loss");
     if (!o.optimizer() || !o.schedule()) fail("Trainer: TrainerOptions needs an optimizer and a schedule");
@@ -814,7 +821,21 @@ struct Trainer::Impl {
     if (!o.pretrained_model().empty()) load_model_weights(*this->model, o.pretrained_model());
     groups = optimizer_parameters(*this->model, *this->loss);
     optimizer = o.optimizer()(groups);
-    train_loader = make_loader(o.train_data(), o.train_loader(), /*training=*/true);
+    auto train_options = o.train_loader();
+    if (!o.teacher_cache().empty()) {
+      if (!cache) cache = TeacherCache::open(o.teacher_cache());
+      with_context("Global.teacher_cache", [&] { cache->check_dataset(*o.train_data()); });
+      for (const auto& name : cache->teachers())
+        for (const auto& member : this->model->model_names())
+          if (member == name)
+            fail_at("Global.teacher_cache", "the model has a member '", name, "', which the cache ", cache->dir(),
+                    " stands in for; build the model without it");
+      auto seeds = cache;  // the loader replays exactly the views the cache recorded
+      train_options.views(cache->views()).view_seeds([seeds](size_t index, int64_t view) { return seeds->seed(index, view); });
+    } else if (o.replay_views() > 0) {
+      train_options.views(o.replay_views());
+    }
+    train_loader = make_loader(o.train_data(), train_options, /*training=*/true);
     if (o.eval_data()) eval_loader = make_loader(o.eval_data(), o.eval_loader(), /*training=*/false);
     if (train_loader->batches_per_epoch() == 0)
       fail("DataLoader.Train: ", train_loader->dataset().size(), " samples make no batch of ", o.train_loader().batch_size(),
@@ -1056,7 +1077,11 @@ struct Trainer::Impl {
       LossTerms terms;
       {
         AutocastScope autocast(o.amp(), device, o.amp_dtype());
-        terms = loss->forward(model->forward(x), y);
+        auto outputs = model->forward(x);
+        if (cache)
+          for (const auto& [name, logits] : cache->lookup(batch->indices, batch->views))
+            outputs.set(name, Features{{"logits", logits.to(device)}});
+        terms = loss->forward(outputs, y);
       }
       const double lr = schedule(state.step);
       set_learning_rate(*optimizer, lr);
@@ -1119,6 +1144,7 @@ struct Trainer::Impl {
   std::optional<GradScaler> scaler;
   torch::Device device = torch::kCPU;
   std::string metric_model;
+  std::shared_ptr<TeacherCache> cache;
 };
 
 namespace {
@@ -1158,10 +1184,18 @@ Trainer::Trainer(const json& recipe, std::ostream& out) {
   IgnoredKeys ignored;
   auto options = seeded(trainer_options(recipe));
   check_loss_section(recipe);
-  const Reader root(recipe, "recipe");
+  // With a teacher cache the cached teachers are neither built nor loaded.
+  std::shared_ptr<TeacherCache> cache;
+  json trained = recipe;
+  if (!options.teacher_cache().empty()) {
+    cache = TeacherCache::open(options.teacher_cache());
+    cache->check_recipe(recipe, *options.train_data());
+    trained = without_cached_teachers(recipe, *cache);
+  }
+  const Reader root(trained, "recipe");
   auto model = config::build_model(root.raw("Arch"));
   auto loss = config::build_loss(Reader(root.raw("Loss"), "Loss").raw("Train"), "Loss.Train");
-  impl_ = std::make_unique<Impl>(std::move(options), std::move(model), std::move(loss), eval_loss_of(recipe), out);
+  impl_ = std::make_unique<Impl>(std::move(options), std::move(model), std::move(loss), eval_loss_of(recipe), out, cache);
   report_ignored(ignored, *this, out);
 }
 

@@ -16,6 +16,7 @@
 #include "distill/config.hpp"
 #include "distill/train/progress.hpp"
 #include "distill/train/recipe.hpp"
+#include "distill/train/teacher_cache.hpp"
 #include "distill/train/trainer.hpp"
 #include "distill/train/yaml.hpp"
 #include "expect_error.hpp"
@@ -742,4 +743,229 @@ TEST_CASE("PaddleClas-style YAML recipes read as PyYAML reads them, with the lin
   std::ofstream(bad) << "- just\n- a list\n";
   expect_error([&] { train::load_yaml(bad); }, {"bad.yaml", "mapping of sections"});
   expect_error([&] { train::load_recipe_file(std::string(DISTILL_TEST_SCRATCH) + "/missing.yaml"); }, {"missing.yaml", "cannot open"});
+}
+
+// ---------------------------------------------------------------- teacher cache
+
+namespace {
+
+/// The synthetic recipe with a frozen teacher in evaluation mode (as a cache records it), the
+/// labels' CE and `loss` between student and teacher, no MGD.
+json cache_recipe(const std::string& out, int64_t epochs, const json& loss) {
+  auto recipe = distill_test::synthetic_recipe(dataset_dir(), out, epochs, /*mgd=*/false);
+  recipe["Arch"]["freeze_params_list"] = {true, false};
+  recipe["Arch"]["frozen_mode"] = "eval";
+  recipe["Loss"]["Train"] = json::array({json{{"DistillationGTCELoss", {{"weight", 1.0}, {"model_names", {"Student"}}}}}, loss});
+  return recipe;
+}
+
+json pair_loss(const std::string& name, json options = json::object()) {
+  options["weight"] = 1.0;
+  options["model_name_pairs"] = json::array({json::array({"Student", "Teacher"})});
+  return json{{name, options}};
+}
+
+std::string make_cache(const json& recipe, const std::string& dir, int64_t views, int64_t topk, int64_t shard_images = 16) {
+  std::ostringstream out;
+  train::make_teacher_cache(recipe, train::CacheOptions().views(views).topk(topk).shard_images(shard_images).out(dir), out);
+  return out.str();
+}
+
+std::string read_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+}  // namespace
+
+TEST_CASE("the loader's views: one of K per epoch, chosen by seed, epoch and index, each with its own seed", "[engine][data][cache]") {
+  // Every view appears, the choice is reproducible, and the sample's augmentation follows the view's seed.
+  std::set<int64_t> seen;
+  for (int64_t epoch = 1; epoch <= 40; ++epoch) {
+    const auto v = data::view_of(5, epoch, 17, 4);
+    CHECK(v == data::view_of(5, epoch, 17, 4));
+    CHECK((v >= 0 && v < 4));
+    seen.insert(v);
+  }
+  CHECK(seen.size() == 4);
+  CHECK(data::view_seed(5, 17, 0) != data::view_seed(5, 17, 1));
+  CHECK(data::view_seed(5, 17, 0) != data::view_seed(5, 18, 0));
+  auto dataset = data::make_dataset(distill_test::synthetic_recipe(dataset_dir(), scratch("views"), 1)["DataLoader"]["Train"]["dataset"],
+                                    "dataset");
+  std::vector<std::pair<size_t, int64_t>> asked;
+  data::DataLoader loader(dataset, data::LoaderOptions().batch_size(8).shuffle(true).seed(5).views(3).num_workers(0).view_seeds(
+                                       [&](size_t index, int64_t view) {
+                                         asked.emplace_back(index, view);
+                                         return data::view_seed(99, index, view);
+                                       }));
+  loader.start(2);
+  auto batch = loader.next();
+  REQUIRE(batch);
+  REQUIRE(asked.size() == 8);
+  for (int64_t r = 0; r < 8; ++r) {
+    const auto index = static_cast<size_t>(batch->indices[r].item<int64_t>());
+    CHECK(batch->views[r].item<int64_t>() == data::view_of(5, 2, index, 3));
+    CHECK(asked[static_cast<size_t>(r)] == std::make_pair(index, batch->views[r].item<int64_t>()));
+    data::Rng rng(data::view_seed(99, index, batch->views[r].item<int64_t>()));
+    CHECK(torch::equal(batch->images[r], dataset->get(index, rng)->image));
+  }
+}
+
+TEST_CASE("a teacher cache at k = C replays the online teacher exactly: KD, DKD and DIST", "[engine][train][cache]") {
+  for (const auto& loss : {pair_loss("DistillationKLDivLoss", {{"temperature", 4}}),
+                           pair_loss("DistillationDKDLoss", {{"temperature", 4}, {"beta", 8}}),
+                           pair_loss("DistillationDISTLoss")}) {
+    const std::string name = loss.begin().key();
+    INFO(name);
+    const auto dir = scratch("cache_exact/" + name);
+    std::filesystem::remove_all(dir);
+    auto recipe = cache_recipe(dir + "/online", 2, loss);
+    const auto log = make_cache(recipe, dir + "/cache", 3, 0);
+    CHECK(log.find("top-4 of 4 classes") != std::string::npos);
+    recipe["Global"]["replay_views"] = 3;
+    std::ostringstream quiet;
+    train::Trainer online(recipe, quiet);
+    online.train();
+    recipe["Global"].erase("replay_views");
+    recipe["Global"]["teacher_cache"] = dir + "/cache";
+    recipe["Global"]["output_dir"] = dir + "/cached";
+    train::Trainer cached(recipe, quiet);
+    CHECK(cached.model().model_names() == std::vector<std::string>{"Student"});  // the teacher is never built
+    cached.train();
+    auto a = distill::io::state_dict(*online.model().infer_model()), b = distill::io::state_dict(*cached.model().infer_model());
+    REQUIRE(a.size() == b.size());
+    for (const auto& item : a) {
+      INFO(item.key());
+      CHECK(torch::allclose(item.value(), b[item.key()], 1e-5, 1e-6));
+    }
+  }
+}
+
+TEST_CASE("training from a top-k cache (k < C) needs no teacher, and its KD term is the sparse one", "[engine][train][cache]") {
+  const auto dir = scratch("cache_topk");
+  std::filesystem::remove_all(dir);
+  auto recipe = cache_recipe(dir + "/run", 1, pair_loss("DistillationKLDivLoss", {{"temperature", 4}}));
+  make_cache(recipe, dir + "/cache", 2, 2);
+  auto cache = train::TeacherCache::open(dir + "/cache");
+  CHECK(cache->topk() == 2);
+  CHECK(cache->views() == 2);
+  CHECK(cache->teachers() == std::vector<std::string>{"Teacher"});
+  // The stored logits are the teacher's on that view: its top 2, and the rest logit.
+  torch::manual_seed(3);  // Global.seed, as make_teacher_cache seeded it
+  auto full = distill::config::build_model(recipe["Arch"]);
+  auto teacher = full->model("Teacher");
+  teacher->eval();
+  auto dataset = train::trainer_options(recipe).train_data();
+  data::Rng rng(cache->seed(5, 1));
+  auto image = dataset->get(5, rng)->image.unsqueeze(0);
+  auto logits = teacher->forward(image)["logits"];
+  auto stored = cache->lookup(torch::tensor({5}, torch::kLong), torch::tensor({1}, torch::kLong)).at("Teacher");
+  REQUIRE(distill::is_topk_teacher(stored));
+  auto [values, indices] = logits.topk(2);
+  auto rest = logits.scatter(1, indices, -INFINITY).logsumexp(1) - std::log(2.0);
+  auto expected = torch::zeros({1, 4}).scatter(1, indices, values - rest.unsqueeze(1));
+  CHECK(torch::allclose(stored.to_dense(), expected, 1e-5, 1e-5));
+  recipe["Global"]["teacher_cache"] = dir + "/cache";
+  const auto log = quiet_run(recipe);
+  CHECK(log.find("loss_kldiv_Student_Teacher") != std::string::npos);
+}
+
+TEST_CASE("an interrupted cache is finished by running it again, keeping its complete shards", "[engine][cache]") {
+  const auto dir = scratch("cache_resume");
+  std::filesystem::remove_all(dir);
+  auto recipe = cache_recipe(dir + "/run", 1, pair_loss("DistillationKLDivLoss"));
+  make_cache(recipe, dir + "/whole", 2, 3, /*shard_images=*/8);  // 40 images: 5 shards
+  // What a run killed during shard 3 leaves: shards 0-2 (shard 1 lost), a partial write, no manifest.
+  std::filesystem::create_directories(dir + "/cut");
+  auto manifest = json::parse(read_file(dir + "/whole/manifest.json"));
+  for (const char* shard : {"shard_00000.bin", "shard_00002.bin"})
+    std::filesystem::copy_file(dir + "/whole/" + shard, dir + "/cut/" + shard);
+  std::ofstream(dir + "/cut/shard_00003.bin.tmp") << "half a shard";
+  manifest.erase("shards");
+  std::ofstream(dir + "/cut/cache.partial.json") << manifest.dump();
+  expect_error([&] { train::TeacherCache::open(dir + "/cut"); }, {"incomplete", "run the same distill cache command again"});
+  const auto log = make_cache(recipe, dir + "/cut", 2, 3, 8);
+  CHECK(log.find("(2 kept from an earlier run)") != std::string::npos);
+  for (const auto& entry : std::filesystem::directory_iterator(dir + "/whole")) {
+    INFO(entry.path().filename());
+    CHECK(read_file(entry.path()) == read_file(dir + "/cut/" + entry.path().filename().string()));
+  }
+  CHECK(!std::filesystem::exists(dir + "/cut/cache.partial.json"));
+  // Another configuration into the same directory is refused.
+  expect_error([&] { make_cache(recipe, dir + "/cut", 3, 3, 8); }, {"made differently", "remove"});
+}
+
+TEST_CASE("a cache that does not fit is refused, naming the file and what differs", "[engine][cache][errors]") {
+  const auto dir = scratch("cache_refusals");
+  std::filesystem::remove_all(dir);
+  auto recipe = cache_recipe(dir + "/run", 1, pair_loss("DistillationKLDivLoss"));
+  // Teacher weights from a file, so that other weights can be told apart.
+  std::filesystem::create_directories(dir);
+  torch::manual_seed(1);
+  auto weights = distill::config::build_model(recipe["Arch"]);
+  distill::io::save_state_dict(*weights->model("Teacher"), dir + "/teacher.pt");
+  recipe["Arch"]["models"][0]["Teacher"]["pretrained"] = dir + "/teacher.pt";
+  make_cache(recipe, dir + "/cache", 2, 2);
+  recipe["Global"]["teacher_cache"] = dir + "/cache";
+  quiet_run(recipe);  // fits
+
+  auto refused = [&](const json& changed, const char* what) {
+    expect_error([&] { train::Trainer t(changed, std::cout); }, {"manifest.json", "stale teacher cache", what});
+  };
+  auto other = recipe;
+  other["DataLoader"]["Train"]["dataset"]["transform_ops"].erase(2);  // no flip
+  refused(other, "training transforms");
+  other = recipe;
+  other["Arch"]["models"][0]["Teacher"]["widths"] = {12, 20};
+  refused(other, "teacher 'Teacher' has another architecture");
+  other = recipe;
+  torch::manual_seed(2);
+  other["Arch"]["models"][0]["Teacher"].erase("pretrained");
+  distill::io::save_state_dict(*distill::config::build_model(other["Arch"])->model("Teacher"), dir + "/teacher2.pt");
+  other["Arch"]["models"][0]["Teacher"]["pretrained"] = dir + "/teacher2.pt";
+  refused(other, "other weights");
+  std::ofstream(dir + "/fewer.txt") << read_file(dataset_dir() + "/val_list.txt");
+  other = recipe;
+  other["DataLoader"]["Train"]["dataset"]["cls_label_path"] = dir + "/fewer.txt";
+  refused(other, "the cache holds 40 images");
+  {  // the same images with one label changed
+    auto lines = read_file(dataset_dir() + "/train_list.txt");
+    lines[lines.find(' ') + 1] = lines[lines.find(' ') + 1] == '0' ? '1' : '0';
+    std::ofstream(dir + "/relabelled.txt") << lines;
+  }
+  other = recipe;
+  other["DataLoader"]["Train"]["dataset"]["cls_label_path"] = dir + "/relabelled.txt";
+  refused(other, "label list differs");
+
+  // Methods that need the teacher's features.
+  other = recipe;
+  other["Loss"]["Train"].push_back({{"DistillationPairLoss",
+                                     {{"weight", 0.5}, {"base_loss_name", "MGDLoss"},
+                                      {"model_name_pairs", json::array({json::array({"Student", "Teacher"})})},
+                                      {"s_keys", {"stages[1]"}}, {"t_keys", {"stages[1]"}}, {"student_channels", 16},
+                                      {"teacher_channels", 24}}}});
+  expect_error([&] { train::Trainer t(other, std::cout); }, {"Loss.Train[2].DistillationPairLoss", "features", "logits only"});
+  other = recipe;
+  other["Loss"]["Train"].push_back(pair_loss("DistillationDistanceLoss"));
+  expect_error([&] { train::Trainer t(other, std::cout); }, {"Loss.Train[2].DistillationDistanceLoss", "logits only"});
+
+  // Damaged caches: a corrupt shard, a missing one, no manifest.
+  const auto shard = dir + "/cache/shard_00001.bin";
+  const auto good = read_file(shard);
+  auto bad = good;
+  bad[100] = static_cast<char>(bad[100] ^ 1);
+  std::ofstream(shard, std::ios::binary | std::ios::trunc) << bad;
+  expect_error([&] { train::Trainer t(recipe, std::cout); }, {"shard_00001.bin", "checksum", "corrupt"});
+  std::filesystem::remove(shard);
+  expect_error([&] { train::Trainer t(recipe, std::cout); }, {"shard_00001.bin", "missing", "images 16-31"});
+  std::ofstream(shard, std::ios::binary) << good;
+  std::filesystem::remove(dir + "/cache/manifest.json");
+  expect_error([&] { train::Trainer t(recipe, std::cout); }, {"manifest.json", "no teacher cache here"});
+  // No frozen model to cache; a cache beside replay_views.
+  other = recipe;
+  other["Arch"]["freeze_params_list"] = {false, false};
+  expect_error([&] { make_cache(other, dir + "/none", 2, 2); }, {"Arch.freeze_params_list", "no frozen model"});
+  other = recipe;
+  other["Global"]["replay_views"] = 2;
+  expect_error([&] { train::trainer_options(other); }, {"Global.replay_views", "not both"});
 }

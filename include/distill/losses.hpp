@@ -10,6 +10,7 @@
 #include "distill/losses/kd.hpp"
 #include "distill/losses/mgd.hpp"
 #include "distill/losses/pefd.hpp"
+#include "distill/losses/topk.hpp"
 #include "distill/losses/rkd.hpp"
 #include "distill/losses/skd.hpp"
 #include "distill/losses/wsl.hpp"

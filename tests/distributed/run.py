@@ -8,6 +8,10 @@ equivalence  2 workers with batch B/2 end with the weights of 1 process with bat
              only rank 0 writes files; 2 "machines" (--nnodes 2 on loopback) equal --nproc 2.
 resume       --nproc 2 for 1 epoch, resumed to 2 epochs, equals 2 epochs straight (bitwise);
              resuming with another worker count is refused.
+cache        a teacher cache made by 2 workers is byte for byte the one 1 process makes; a cache
+             run killed between shards and run again keeps the finished shards and ends equal;
+             training from the cache with 2 workers x batch 8 equals 1 process x batch 16
+             (1e-5); a cached run killed during epoch 2 and resumed equals a straight run.
 failure      a killed, a stopped (hung) and a failing worker make the other exit within the
              bound with an error naming the rank and the reason; the launcher reports it too.
 """
@@ -205,6 +209,78 @@ def expect_exit(proc, since, patterns, label):
             fail("%s: the error should match %r" % (label, p))
 
 
+def same_files(x, y, label):
+    names = sorted(os.listdir(x))
+    if names != sorted(os.listdir(y)):
+        fail("%s: %s holds %s, %s holds %s" % (label, x, names, y, sorted(os.listdir(y))))
+    for name in names:
+        if open(os.path.join(x, name), "rb").read() != open(os.path.join(y, name), "rb").read():
+            fail("%s: %s differs" % (label, name))
+    print("%s: %d files equal byte for byte" % (label, len(names)))
+
+
+def cache(a):
+    w = os.path.join(a.work, "cache")
+    shutil.rmtree(w, ignore_errors=True)
+    os.makedirs(w)
+    data = ["-c", RECIPE, "-o", "DataLoader.Train.dataset.limit=1024"]
+    make = [a.distill, "cache"] + data + ["--views", "3", "--topk", "4", "--shard-images", "32"]
+    one, two, cut = (os.path.join(w, d) for d in ("one", "two", "interrupted"))
+    must(make + ["--out", one])
+    must(make[:2] + ["--nproc", "2"] + make[2:] + ["--out", two])
+    same_files(one, two, "1 process vs --nproc 2")
+
+    # Killed once three shards are there; the second run keeps them and finishes.
+    proc = subprocess.Popen(make + ["--out", cut], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    while proc.poll() is None and not os.path.exists(os.path.join(cut, "shard_00002.bin")):
+        time.sleep(0.01)
+    proc.kill()
+    proc.wait()
+    if os.path.exists(os.path.join(cut, "manifest.json")):
+        fail("the cache run ended before it was killed; nothing was tested")
+    out = must(make + ["--out", cut])
+    kept = re.search(r"\((\d+) kept from an earlier run\)", out)
+    if not kept or int(kept.group(1)) < 3:
+        fail("the resumed cache run should keep the shards already made")
+    same_files(one, cut, "interrupted and resumed vs straight")
+
+    # Training from the cache: 2 workers equal 1 process.
+    train = [a.distill, "train"] + data + ["-o", "Global.teacher_cache=" + one, "-o", "Global.print_batch_step=1"]
+    p1, p2 = os.path.join(w, "train1"), os.path.join(w, "train2")
+    must(train + ["-o", "Global.epochs=1", "-o", "Global.output_dir=" + p1, "-o", "DataLoader.Train.sampler.batch_size=16"])
+    must(train[:2] + ["--nproc", "2"] + train[2:] + ["-o", "Global.epochs=1", "-o", "Global.output_dir=" + p2,
+                                                     "-o", "DataLoader.Train.sampler.batch_size=8"])
+    worst, where = worst_relative(student(p1 + "/latest.pt"), student(p2 + "/latest.pt"))
+    print("from the cache, 1 process x batch 16 vs 2 processes x batch 8: worst relative difference %.3g (%s)" % (worst, where))
+    if worst > 1e-5:
+        fail("data-parallel training from the cache should equal one process")
+    if any("Teacher" in k for k in torch.load(p1 + "/latest.pt")):
+        fail("a run from the cache should hold no teacher")
+
+    # Killed during epoch 2, resumed from latest.pt: equal to 2 epochs straight.
+    straight, resumed = os.path.join(w, "straight"), os.path.join(w, "resumed")
+    two_epochs = train + ["-o", "Global.epochs=2", "-o", "DataLoader.Train.sampler.batch_size=16"]
+    must(two_epochs + ["-o", "Global.output_dir=" + straight])
+    proc = subprocess.Popen(two_epochs + ["-o", "Global.output_dir=" + resumed], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    for line in proc.stdout:
+        if line.startswith("epoch 2/2 step 8/"):
+            proc.kill()
+            break
+    proc.wait()
+    if not os.path.exists(resumed + "/epoch_1.pt") or os.path.exists(resumed + "/epoch_2.pt"):
+        fail("the run should have been killed during epoch 2")
+    out = must(two_epochs + ["-o", "Global.output_dir=" + resumed, "-o", "Global.checkpoints=" + resumed + "/latest.pt"])
+    if "resumed from" not in out:
+        fail("the second run should resume")
+    a_state, b_state = torch.load(straight + "/latest.pt"), torch.load(resumed + "/latest.pt")
+    for k, v in a_state.items():
+        if v.is_floating_point() and not torch.equal(v, b_state[k]):
+            fail("resumed run differs from the straight one at " + k)
+    print("killed in epoch 2 and resumed: equal to the straight run (bitwise)")
+    print("PASS")
+
+
 def parent_of(pid):
     try:
         stat = open("/proc/%s/stat" % pid).read()
@@ -261,7 +337,7 @@ def failure(a):
 
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("case", choices=["equivalence", "resume", "failure"])
+    parser.add_argument("case", choices=["equivalence", "resume", "cache", "failure"])
     parser.add_argument("--distill", required=True)
     parser.add_argument("--report", required=True)
     parser.add_argument("--work", required=True)
@@ -272,7 +348,7 @@ def main():
     os.makedirs(a.work)
     os.chdir(a.work)
     torch.set_num_threads(1)
-    {"equivalence": equivalence, "resume": resume, "failure": failure}[a.case](a)
+    {"equivalence": equivalence, "resume": resume, "cache": cache, "failure": failure}[a.case](a)
 
 
 if __name__ == "__main__":

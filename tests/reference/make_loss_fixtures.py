@@ -378,8 +378,56 @@ s, t = randn(6, 4), randn(6, 5)
 add("rkd_distance/exclude_diagonal", "rkd_distance", {"exclude_diagonal": True}, {"student": s, "teacher": t},
     ref_rkd_distance_original(s, t))
 
+# Top-k teachers (a teacher cache): the teacher keeps its k largest logits; every other class
+# gets the logit r = logsumexp(those left out) - log(C - k), which spreads the mass left out
+# evenly over them (FKD's marginal smoothing). Expected: each loss on those dense smoothed
+# logits, written out here; the C++ side gets (values, indices, rest) and builds the sparse form.
+topk_cases = []
+gen.manual_seed(20261130)
+
+
+def smoothed(zt, k):
+    values, indices = zt.detach().topk(k, dim=1)
+    c = zt.shape[1]
+    if k == c:
+        return values, indices, None, zt.detach()
+    left = zt.detach().scatter(1, indices, float("-inf"))
+    rest = left.logsumexp(1) - math.log(c - k)
+    dense = rest.unsqueeze(1).expand(-1, c).scatter(1, indices, values)
+    return values, indices, rest, dense
+
+
+def add_topk(case_id, loss, options, k, formula, with_label=True):
+    s, t, y = randn(N, C), randn(N, C, scale=3.0), labels(N, C)
+    values, indices, rest, dense = smoothed(t, k)
+    value = formula(s, dense, y if with_label else None)
+    (grad,) = torch.autograd.grad(value, [s])
+    case = {"id": f"topk/k={k}/{case_id}", "loss": loss, "options": options, "k": k,
+            "student": enc(s), "values": enc(values), "indices": enc(indices),
+            "value": value.item(), "grad": enc(grad)}
+    if rest is not None:
+        case["rest"] = enc(rest)
+    if with_label:
+        case["target"] = enc(y)
+    topk_cases.append(case)
+
+
+for k in (1, 3, C):
+    for T in (4.0, 1.0):
+        add_topk(f"kd/T={T}", "kd", {"temperature": T}, k, lambda s, t, y, T=T: ref_kd(s, t, T), with_label=False)
+    add_topk("dkd/T=4/b=8", "dkd", {"temperature": 4.0, "alpha": 1.0, "beta": 8.0}, k,
+             lambda s, t, y: ref_dkd(s, t, y, 4.0, 1.0, 8.0))
+    add_topk("dist/tau=1", "dist", {"beta": 1.0, "gamma": 2.0, "tau": 1.0}, k,
+             lambda s, t, y: ref_dist(s, t, 1.0, 2.0), with_label=False)
+    add_topk("wsl/T=2", "wsl", {"temperature": 2.0}, k, lambda s, t, y: ref_wsl(s, t, y, 2.0))
+    add_topk("skd/T=1", "skd", {"temperature": 1.0, "multiplier": 2.0, "alpha": 0.9}, k,
+             lambda s, t, y: ref_skd(s, t, y, 1.0, 2.0, 0.9))
+    add_topk("ce/soft", "ce", {"label_smoothing": 0.0}, k, lambda s, t, y: ref_ce(s, t, 0.0), with_label=False)
+    add_topk("dml/softmax", "dml", {"act": "softmax", "eps": 1e-12, "sum_across_class_dim": False}, k,
+             lambda s, t, y: ref_dml(s, t, "softmax", 1e-12, False), with_label=False)
+
 with open(sys.argv[1], "w") as out:
     json.dump({"generator": "tests/reference/make_loss_fixtures.py", "torch": torch.__version__,
-               "cases": cases}, out, indent=None, separators=(",", ":"))
+               "cases": cases, "topk_cases": topk_cases}, out, indent=None, separators=(",", ":"))
     out.write("\n")
 print(f"wrote {len(cases)} cases to {sys.argv[1]}")

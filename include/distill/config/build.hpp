@@ -84,7 +84,17 @@ inline std::pair<std::string, const json*> single_entry(const json& entry, const
 
 struct Context {
   std::optional<int64_t> class_num;  // Arch.class_num: the default of sub-models without one
+  /// Set for a DistillationModel's own members: each is initialised from libtorch's seed and
+  /// its name (see build_model).
+  std::optional<uint64_t> member_seed;
 };
+
+/// The seed a member named `name` is initialised from, given the generator's seed.
+inline uint64_t member_seed(uint64_t seed, const std::string& name) {
+  uint64_t h = 0xcbf29ce484222325ULL;
+  for (unsigned char c : name) h = (h ^ c) * 0x100000001b3ULL;
+  return (seed ^ h) & ((uint64_t{1} << 63) - 1);
+}
 
 std::shared_ptr<FeatureModel> build_feature_model(const json& options, const std::string& path, const Context& context);
 
@@ -117,7 +127,10 @@ void build_group(Group& group, const Reader& r, const Context& context) {
     // Not a structured binding: clang before 16 cannot capture one in the lambda below.
     const auto entry = single_entry(models[i], entry_path);
     const std::string& name = entry.first;
-    auto model = build_feature_model(*entry.second, entry_path + "." + name, context);
+    if (context.member_seed) torch::manual_seed(member_seed(*context.member_seed, name));
+    Context inner = context;
+    inner.member_seed.reset();
+    auto model = build_feature_model(*entry.second, entry_path + "." + name, inner);
     with_context(entry_path, [&] { group.add(name, model, freeze[i].is_boolean() && freeze[i].template get<bool>()); });
   }
   // The reference's pretrained_list never worked (docs/reference.md §7.3); here it loads, after all models
@@ -157,7 +170,9 @@ inline std::shared_ptr<FeatureModel> build_feature_model(const json& options, co
 /// LinearTransform*), with `freeze_params_list`, `pretrained_list` (paths or nulls; it works
 /// here, unlike the reference's), `infer_model_name` (default "Student") and `class_num` (the
 /// default of models without their own; the reference ignores it). `frozen_mode` ("train",
-/// the reference's, or "eval") is distill's own key (see FrozenMode).
+/// the reference's, or "eval") is distill's own key (see FrozenMode). Each model is initialised
+/// from libtorch's current seed (torch::manual_seed) and its name, so a model's initial weights
+/// do not depend on the models listed before it.
 ///
 ///   auto recipe = distill::config::load_file("examples/recipes/dkd.json");
 ///   auto model = distill::config::build_model(recipe["Arch"]);
@@ -171,7 +186,13 @@ inline std::shared_ptr<DistillationModelImpl> build_model(const json& arch, cons
   if (r.has("class_num")) context.class_num = r.get<int64_t>("class_num");
   r.use("class_num");
   auto model = std::make_shared<DistillationModelImpl>(r.get<std::string>("infer_model_name", "Student"));
+  // Each model starts from (seed, its name), not from where the models before it left the
+  // generator: a student's initial weights are then the same whatever teacher the recipe has,
+  // with no teacher (a baseline) and with a teacher cache (which does not build the teacher).
+  const uint64_t seed = at::detail::getDefaultCPUGenerator().current_seed();
+  context.member_seed = seed;
   detail::build_group(*model, r, context);
+  torch::manual_seed(seed);  // what follows (dropout, MGD's masks) starts from the seed too
   r.done();
   const auto names = model->model_names();
   if (std::find(names.begin(), names.end(), model->infer_model_name()) == names.end())

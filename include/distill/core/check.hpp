@@ -49,6 +49,12 @@ inline void check_logits(const char* loss, std::string_view arg, const torch::Te
 inline void check_same_kind(const char* loss, std::string_view a_name, const torch::Tensor& a,
                             std::string_view b_name, const torch::Tensor& b) {
   check_floating(loss, b_name, b);
+  // A top-k teacher (losses/topk.hpp) reaches a loss that has no use for one: say so, rather
+  // than let a dense operation fail on a sparse tensor.
+  if (a.is_sparse() || b.is_sparse())
+    fail(loss, ": '", b.is_sparse() ? b_name : a_name, "' is a top-k teacher (a sparse tensor, e.g. from a teacher cache); ",
+         "this loss needs dense outputs of the teacher itself. Only the logit losses (KD, DKD, DIST, WSL, SKD, CE with ",
+         "soft targets, DML with softmax) take a top-k teacher");
   if (a.scalar_type() != b.scalar_type() || a.device() != b.device())
     fail(loss, ": '", b_name, "' is ", describe(b), " but '", a_name, "' is ", describe(a),
          "; dtype and device must match");

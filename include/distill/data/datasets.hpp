@@ -51,6 +51,14 @@ class Dataset {
   /// What was skipped while the dataset was built (with skip_bad), for the user ("" if nothing).
   virtual std::string build_report() const { return ""; }
 
+  /// Hashes of the samples (their list or contents) and of the labels, in order: how a
+  /// teacher cache tells that it was made from this dataset. 0: unknown (a dataset that does
+  /// not say; then only its size is compared).
+  struct Fingerprint {
+    uint64_t samples = 0, labels = 0;
+  };
+  virtual Fingerprint fingerprint() const { return {}; }
+
  protected:
   virtual Sample load(size_t index, Rng& rng) = 0;
 
@@ -76,6 +84,7 @@ class ImageListDataset : public Dataset {
   int64_t bad_lines() const { return bad_lines_; }
   const std::vector<size_t>& bad_line_numbers() const { return bad_line_numbers_; }
   std::string build_report() const override;
+  Fingerprint fingerprint() const override;
   int64_t max_label() const;
 
  protected:
@@ -109,6 +118,7 @@ class FashionMNIST : public Dataset {
   /// uint8 [N, 28, 28] and int64 [N], for direct use.
   const torch::Tensor& images() const { return images_; }
   const torch::Tensor& labels() const { return labels_; }
+  Fingerprint fingerprint() const override;
 
  protected:
   Sample load(size_t index, Rng& rng) override;

@@ -7,6 +7,7 @@
 
 #include <condition_variable>
 #include <exception>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -19,9 +20,14 @@
 namespace distill::data {
 
 struct Batch {
-  torch::Tensor images;  // float [B, C, H, W]
-  torch::Tensor labels;  // int64 [B]
+  torch::Tensor images;   // float [B, C, H, W]
+  torch::Tensor labels;   // int64 [B]
+  torch::Tensor indices;  // int64 [B]: each sample's dataset index
+  torch::Tensor views;    // int64 [B]: each sample's view (LoaderOptions::views), -1 without views
 };
+
+/// The augmentation seed of view `view` of sample `index` (see LoaderOptions::views).
+using ViewSeeds = std::function<uint64_t(size_t index, int64_t view)>;
 
 /// Options of DataLoader; batch_size is per rank.
 struct LoaderOptions {
@@ -40,6 +46,12 @@ struct LoaderOptions {
   /// this off: a rank that dropped a batch would stop stepping with the others, so such a
   /// batch is an error there.
   TORCH_ARG(bool, drop_empty_batches) = true;
+  /// K > 0: every sample has K fixed augmentations ("views"), and each epoch shows it one of
+  /// them, chosen by (seed, epoch, index) (view_of). View v of sample i is augmented with the
+  /// generator seeded by view_seeds(i, v), by default view_seed(seed, i, v): the seeds a
+  /// teacher cache recorded (train/teacher_cache.hpp) replay exactly the views it saw.
+  TORCH_ARG(int64_t, views) = 0;
+  TORCH_ARG(ViewSeeds, view_seeds);
 };
 
 namespace detail {
@@ -51,6 +63,17 @@ inline uint64_t mix(uint64_t x) {
   return x ^ (x >> 31);
 }
 }  // namespace detail
+
+/// The default augmentation seed of view `view` of sample `index` (LoaderOptions::views).
+inline uint64_t view_seed(uint64_t seed, size_t index, int64_t view) {
+  return detail::mix(seed ^ detail::mix(0x76696577ULL ^ detail::mix((static_cast<uint64_t>(index) << 20) ^ static_cast<uint64_t>(view))));
+}
+
+/// The view that sample `index` shows in `epoch` among `views`.
+inline int64_t view_of(uint64_t seed, int64_t epoch, size_t index, int64_t views) {
+  const uint64_t x = detail::mix(seed ^ detail::mix((static_cast<uint64_t>(epoch) << 40) ^ detail::mix(index ^ 0x6f66ULL)));
+  return static_cast<int64_t>(x % static_cast<uint64_t>(views));
+}
 
 /// Loads batches of a dataset for one epoch at a time.
 ///

@@ -3,6 +3,7 @@
 
 #include "distill/losses/common.hpp"
 #include "distill/losses/rows.hpp"
+#include "distill/losses/topk.hpp"
 
 namespace distill {
 
@@ -80,6 +81,8 @@ inline torch::Tensor ce_loss(const torch::Tensor& logits, const torch::Tensor& t
   detail::check_options(options);
   detail::check_logits(kLoss, "logits", logits);
   const double eps = options.label_smoothing();
+  // A top-k teacher densified (no top-k kernel of its own yet; the rest classes at logit 0).
+  if (is_topk_teacher(target)) return ce_loss(logits, detail::dense_teacher(kLoss, logits, target), options);
   if (target.defined() && target.is_floating_point()) {
     detail::check_same(kLoss, "logits", logits, "target", target);
     return detail::CEFunction::apply(detail::compute(logits), detail::compute(target).detach(), eps,

@@ -3,6 +3,7 @@
 
 #include "distill/losses/common.hpp"
 #include "distill/losses/rows.hpp"
+#include "distill/losses/topk.hpp"
 
 namespace distill {
 
@@ -149,6 +150,8 @@ inline torch::Tensor dist_loss(const torch::Tensor& student, const torch::Tensor
   constexpr const char* kLoss = "dist_loss";
   detail::check_options(options);
   detail::check_logits(kLoss, "student", student);
+  // A top-k teacher densified (no top-k kernel of its own yet; the rest classes at logit 0).
+  if (is_topk_teacher(teacher)) return dist_loss(student, detail::dense_teacher(kLoss, student, teacher), options);
   detail::check_same(kLoss, "student", student, "teacher", teacher);
   auto zs = detail::compute(student), zt = detail::compute(teacher);
   const double tau = options.tau();

@@ -3,6 +3,7 @@
 
 #include "distill/losses/common.hpp"
 #include "distill/losses/rows.hpp"
+#include "distill/losses/topk.hpp"
 
 namespace distill {
 
@@ -100,6 +101,8 @@ inline torch::Tensor dkd_loss(const torch::Tensor& student, const torch::Tensor&
   constexpr const char* kLoss = "dkd_loss";
   detail::check_options(options);
   detail::check_logits(kLoss, "student", student, /*min_classes=*/2);
+  // A top-k teacher densified (no top-k kernel of its own yet; the rest classes at logit 0).
+  if (is_topk_teacher(teacher)) return dkd_loss(student, detail::dense_teacher(kLoss, student, teacher), target, options);
   detail::check_same(kLoss, "student", student, "teacher", teacher);
   auto zt = detail::compute(teacher).detach();
   auto index = detail::target_or_argmax(kLoss, options.use_target_as_gt() ? torch::Tensor() : target, zt);

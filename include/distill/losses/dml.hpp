@@ -3,6 +3,7 @@
 
 #include "distill/losses/common.hpp"
 #include "distill/losses/rows.hpp"
+#include "distill/losses/topk.hpp"
 
 namespace distill {
 
@@ -83,6 +84,14 @@ inline torch::Tensor dml_loss(const torch::Tensor& student, const torch::Tensor&
   constexpr const char* kLoss = "dml_loss";
   detail::check_options(options);
   detail::check_floating(kLoss, "student", student);
+  if (is_topk_teacher(teacher)) {
+    // Only softmax leaves a top-k teacher's shift (losses/topk.hpp) without effect.
+    if (options.act() != Act::softmax)
+      fail(kLoss, ": a top-k teacher (from a teacher cache) needs act softmax; with act none or sigmoid the loss reads ",
+           "absolute logits, which top-k logits do not keep");
+    detail::check_logits(kLoss, "student", student);
+    return dml_loss(student, detail::dense_teacher(kLoss, student, teacher), options);
+  }
   detail::check_same(kLoss, "student", student, "teacher", teacher);
   if (student.dim() == 0 || student.numel() == 0)
     fail(kLoss, ": 'student' must be a non-empty tensor with a class axis, got ", detail::describe(student));

@@ -3,6 +3,7 @@
 
 #include "distill/losses/common.hpp"
 #include "distill/losses/rows.hpp"
+#include "distill/losses/topk.hpp"
 
 namespace distill {
 
@@ -40,6 +41,32 @@ struct KDFunction : public FusedFunction<KDFunction, 4> {
   }
 };
 
+/// KD against a top-k teacher (losses/topk.hpp) without a dense teacher: the teacher's
+/// softmax is p on its k classes and p_0 on each of the other R = C - k, so per row
+///   sum_c p_t (log p_t - log q) = sum_k p (log p - log q_k) + R p_0 log p_0 - p_0 (sum_c log q - sum_k log q_k)
+/// and d loss / d z_s = T / N (q - p_0 - scatter(p - p_0)). One exponential pass over [N, C].
+struct KDTopKFunction : public FusedFunction<KDTopKFunction, 6> {
+  static constexpr const char* kLoss = "kd_loss";
+  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& student,
+                               const torch::Tensor& values, const torch::Tensor& indices, double t,
+                               int64_t classes, int64_t wanted) {
+    const double k = t / static_cast<double>(student.size(0));
+    auto teacher = topk_softmax(TopK{values, indices, classes}, t);
+    const double rest = static_cast<double>(classes - values.size(1));
+    auto grad = gradient_buffer(wanted & 1, 2, student);
+    shift_into(grad, student, 1 / t);  // y_s; log q = y_s - log S
+    auto y_sum = grad.sum(1, true), y_kept = grad.gather(1, indices);
+    auto log_s = exp_rows(grad).log();
+    auto log_q_kept = y_kept - log_s, log_q_sum = y_sum - log_s * static_cast<double>(classes);
+    auto entropy = (teacher.p * teacher.log_p).sum(1, true) + teacher.p_rest * teacher.log_p_rest * rest;
+    auto cross = (teacher.p * log_q_kept).sum(1, true) + teacher.p_rest * (log_q_sum - log_q_kept.sum(1, true));
+    auto loss = (entropy - cross).sum() * (t * k);
+    if (wanted & 1)
+      keep_gradients(ctx, grad.mul_(k / log_s.exp()).sub_(teacher.p_rest * k).scatter_add_(1, indices, (teacher.p_rest - teacher.p) * k));
+    return loss;
+  }
+};
+
 }  // namespace detail
 
 namespace functional {
@@ -47,7 +74,8 @@ namespace functional {
 /// T^2 / N * sum_{n,c} p_t (log p_t - log softmax(z_s / T)) with p_t = softmax(z_t / T).
 /// Logits are [N, C]. Like the reference's KL op, no gradient reaches the teacher.
 /// Computed by a fused function (detail::KDFunction): an underflowed p_t contributes 0, as the
-/// reference skips p_t <= 0, and nothing becomes inf for logits of any size.
+/// reference skips p_t <= 0, and nothing becomes inf for logits of any size. The teacher may be
+/// a top-k teacher (distill::topk_teacher): then no dense teacher is formed (KDTopKFunction).
 ///
 ///   auto loss = distill::functional::kd_loss(student_logits, teacher_logits,
 ///                                            distill::KDOptions().temperature(4));
@@ -56,6 +84,12 @@ inline torch::Tensor kd_loss(const torch::Tensor& student, const torch::Tensor& 
   constexpr const char* kLoss = "kd_loss";
   detail::check_options(options);
   detail::check_logits(kLoss, "student", student);
+  if (is_topk_teacher(teacher)) {
+    auto top = detail::unpack_topk(kLoss, student, teacher);
+    auto zs = detail::compute(student);
+    return detail::KDTopKFunction::apply(zs, top.values.to(zs.scalar_type()), top.indices, options.temperature(),
+                                         top.classes, detail::wanted_gradients(zs, top.values));
+  }
   detail::check_same(kLoss, "student", student, "teacher", teacher);
   auto zs = detail::compute(student), zt = detail::compute(teacher).detach();
   return detail::KDFunction::apply(zs, zt, options.temperature(), detail::wanted_gradients(zs, zt));

@@ -3,6 +3,7 @@
 
 #include "distill/losses/common.hpp"
 #include "distill/losses/rows.hpp"
+#include "distill/losses/topk.hpp"
 
 namespace distill {
 
@@ -122,6 +123,8 @@ inline torch::Tensor skd_loss(const torch::Tensor& student, const torch::Tensor&
   constexpr const char* kLoss = "skd_loss";
   detail::check_options(options);
   detail::check_logits(kLoss, "student", student);
+  // A top-k teacher densified (no top-k kernel of its own yet; the rest classes at logit 0).
+  if (is_topk_teacher(teacher)) return skd_loss(student, detail::dense_teacher(kLoss, student, teacher), target, options);
   detail::check_same(kLoss, "student", student, "teacher", teacher);
   auto index = detail::target_or_argmax(kLoss, target, teacher.detach());
   auto zs = detail::compute(student), zt = detail::compute(teacher);

@@ -74,6 +74,13 @@ struct TrainerOptions {
   TORCH_ARG(ScheduleFactory, schedule);
   TORCH_ARG(std::shared_ptr<data::Dataset>, train_data);
   TORCH_ARG(data::LoaderOptions, train_loader);
+  /// A teacher cache directory (train/teacher_cache.hpp; Global.teacher_cache): the models it
+  /// holds are not part of the model; their stored logits join the model's outputs, for the
+  /// views the loader replays. The cache must have been made from train_data.
+  TORCH_ARG(std::string, teacher_cache);
+  /// K > 0: replay K fixed views per image with the default view seeds (Global.replay_views),
+  /// as a teacher cache of K views does, with the teacher run online (data::LoaderOptions::views).
+  TORCH_ARG(int64_t, replay_views) = 0;
   /// Optional: without it there is no evaluation.
   TORCH_ARG(std::shared_ptr<data::Dataset>, eval_data);
   TORCH_ARG(data::LoaderOptions, eval_loader);
