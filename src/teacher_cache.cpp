@@ -315,7 +315,8 @@ void make_teacher_cache(const json& recipe, const CacheOptions& c, std::ostream&
       auto images = b->images.to(device);
       auto record = torch::empty({rows, static_cast<int64_t>(rb)}, torch::kUInt8);
       std::vector<int64_t> seeds;
-      for (int64_t r = 0; r < rows; ++r) seeds.push_back(static_cast<int64_t>(views->seed_of(static_cast<size_t>(b->indices[r].item<int64_t>()))));
+      const int64_t* items = b->indices.data_ptr<int64_t>();
+      for (int64_t r = 0; r < rows; ++r) seeds.push_back(static_cast<int64_t>(views->seed_of(static_cast<size_t>(items[r]))));
       int64_t offset = 0;
       auto put = [&](const torch::Tensor& field) {
         auto raw = field.contiguous().view(torch::kUInt8).view({rows, -1});
@@ -498,10 +499,13 @@ Named<torch::Tensor> TeacherCache::lookup(const torch::Tensor& indices, const to
   if (indices.dim() != 1 || views.sizes() != indices.sizes())
     fail_at(m.dir, "lookup needs indices and views of shape [B], got ", indices.sizes(), " and ", views.sizes());
   const int64_t rows = indices.size(0);
-  auto index = indices.to(torch::kLong).contiguous(), view = views.to(torch::kLong).contiguous();
+  auto index = indices.to(torch::kLong).cpu().contiguous(), view = views.to(torch::kLong).cpu().contiguous();
   auto records = torch::empty({rows, static_cast<int64_t>(m.record)}, torch::kUInt8);
+  const int64_t* at_index = index.data_ptr<int64_t>();
+  const int64_t* at_view = view.data_ptr<int64_t>();
+  uint8_t* to = records.data_ptr<uint8_t>();
   for (int64_t r = 0; r < rows; ++r)
-    std::memcpy(records[r].data_ptr(), m.record_of(static_cast<size_t>(index[r].item<int64_t>()), view[r].item<int64_t>()), m.record);
+    std::memcpy(to + static_cast<size_t>(r) * m.record, m.record_of(static_cast<size_t>(at_index[r]), at_view[r]), m.record);
   Named<torch::Tensor> out;
   int64_t offset = 8;
   auto take = [&](int64_t width, torch::Dtype dtype, int64_t columns) {

@@ -16,6 +16,7 @@
 #include <type_traits>
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include "distill/config/build.hpp"
 #include "distill/io/torchscript.hpp"
@@ -907,6 +908,12 @@ struct Trainer::Impl {
                                  group ? fmt::format(" x {} workers", group->world_size()) : ""));
     for (const auto* loader : {train_loader.get(), eval_loader.get()})
       if (loader && !loader->dataset().build_report().empty()) progress.message(loader->dataset().build_report());
+    if (cache)
+      progress.message(fmt::format("teacher{} {} from the cache {}: {} views per image, top-{} of {} logits (not built, not run)",
+                                   cache->teachers().size() > 1 ? "s" : "", fmt::join(cache->teachers(), ", "), cache->dir(),
+                                   cache->views(), cache->topk(), cache->classes()));
+    else if (o.replay_views() > 0)
+      progress.message(fmt::format("replaying {} fixed views per image (Global.replay_views)", o.replay_views()));
     const auto run_start = std::chrono::steady_clock::now();
     const int64_t start_epoch = state.epoch;
     const std::string best_path = o.output_dir() + "/best_model.pt";

@@ -81,8 +81,14 @@ inline torch::Tensor ce_loss(const torch::Tensor& logits, const torch::Tensor& t
   detail::check_options(options);
   detail::check_logits(kLoss, "logits", logits);
   const double eps = options.label_smoothing();
-  // A top-k teacher densified (no top-k kernel of its own yet; the rest classes at logit 0).
-  if (is_topk_teacher(target)) return ce_loss(logits, detail::dense_teacher(kLoss, logits, target), options);
+  if (is_topk_teacher(target)) {  // -sum_c y_c log q_c with y in top-k form: no dense teacher
+    auto z = detail::compute(logits);
+    auto top = detail::with_dtype(detail::unpack_topk(kLoss, logits, target), z.scalar_type());
+    auto y = detail::topk_softmax(top, 1.0);
+    const double uniform = eps / static_cast<double>(top.classes);
+    return -detail::topk_rowdot(torch::log_softmax(z, 1), y.p * (1 - eps) + uniform, y.p_rest * (1 - eps) + uniform, top)
+                .mean();
+  }
   if (target.defined() && target.is_floating_point()) {
     detail::check_same(kLoss, "logits", logits, "target", target);
     return detail::CEFunction::apply(detail::compute(logits), detail::compute(target).detach(), eps,

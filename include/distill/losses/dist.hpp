@@ -135,6 +135,46 @@ struct DISTFunction : public FusedFunction<DISTFunction, 5> {
   }
 };
 
+/// DIST against a top-k teacher (losses/topk.hpp) without a dense teacher, composed of ATen ops
+/// (autograd forms the student's gradient). The teacher's probabilities are p on the kept
+/// classes and p0 (per row) on the others, so every sum over a row or a column splits into a
+/// sum as if all were p0 and corrections at the kept entries; the column sums land in [C]
+/// vectors. Squares of deviations are summed as such (never as sum x^2 - N mean^2).
+inline torch::Tensor dist_topk(const torch::Tensor& zs, const TopK& top_logits, double tau, double beta, double gamma) {
+  const int64_t n = zs.size(0), c = zs.size(1);
+  const double rest = static_cast<double>(top_logits.rest_count());
+  auto root = [](const torch::Tensor& x) {  // sqrt with a zero gradient at 0 (a constant slice)
+    auto positive = x > 0;
+    return torch::where(positive, torch::where(positive, x, torch::ones_like(x)).sqrt(), torch::zeros_like(x));
+  };
+  auto top = TopK{top_logits.values, top_logits.indices, top_logits.classes};
+  auto t = topk_softmax(top, tau);
+  auto ps = torch::softmax(zs, 1);
+  auto kept = [&](const torch::Tensor& x) { return x.gather(1, top.indices); };
+  auto scatter_columns = [&](const torch::Tensor& x) {  // [N, k] values summed into their classes, [1, C]
+    return torch::zeros({1, c}, x.options()).scatter_add_(1, top.indices.reshape({1, -1}), x.reshape({1, -1}));
+  };
+  // Rows (inter-class): centred by their means.
+  auto us = ps - ps.mean(1, true);
+  auto mt = (t.p.sum(1, true) + t.p_rest * rest) / static_cast<double>(c);
+  auto us_kept = kept(us);
+  auto row_uv = (us_kept * (t.p - mt)).sum(1, true) + (t.p_rest - mt) * (us.sum(1, true) - us_kept.sum(1, true));
+  auto row_uu = us.square().sum(1, true);
+  auto row_vv = (t.p - mt).square().sum(1, true) + (t.p_rest - mt).square() * rest;
+  auto row_rho = row_uv / (root(row_uu) * root(row_vv) + 1e-8);
+  // Columns (intra-class): per class over the batch.
+  auto uc = ps - ps.mean(0, true);
+  auto p0_mean = t.p_rest.mean();
+  auto col_mt = (t.p_rest.sum() + scatter_columns(t.p - t.p_rest)) / static_cast<double>(n);
+  auto col_uv = torch::matmul(t.p_rest.t(), uc) - col_mt * uc.sum(0, true) + scatter_columns(kept(uc) * (t.p - t.p_rest));
+  auto col_uu = uc.square().sum(0, true);
+  auto mt_kept = col_mt.expand({n, c}).gather(1, top.indices);
+  auto col_vv = (t.p_rest - p0_mean).square().sum() + (p0_mean - col_mt).square() * static_cast<double>(n) +
+                scatter_columns((t.p - t.p_rest) * (t.p + t.p_rest - 2 * mt_kept));
+  auto col_rho = col_uv / (root(col_uu) * root(col_vv) + 1e-8);
+  return beta * (1 - row_rho.mean()) + gamma * (1 - col_rho.mean());
+}
+
 }  // namespace detail
 
 namespace functional {
@@ -150,8 +190,13 @@ inline torch::Tensor dist_loss(const torch::Tensor& student, const torch::Tensor
   constexpr const char* kLoss = "dist_loss";
   detail::check_options(options);
   detail::check_logits(kLoss, "student", student);
-  // A top-k teacher densified (no top-k kernel of its own yet; the rest classes at logit 0).
-  if (is_topk_teacher(teacher)) return dist_loss(student, detail::dense_teacher(kLoss, student, teacher), options);
+  if (is_topk_teacher(teacher)) {
+    auto zs = detail::compute(student);
+    auto top = detail::with_dtype(detail::unpack_topk(kLoss, student, teacher), zs.scalar_type());
+    const double tau = options.tau();
+    auto loss = detail::dist_topk(tau != 1.0 ? zs / tau : zs, top, tau, options.beta(), options.gamma());
+    return tau != 1.0 ? loss * (tau * tau) : loss;
+  }
   detail::check_same(kLoss, "student", student, "teacher", teacher);
   auto zs = detail::compute(student), zt = detail::compute(teacher);
   const double tau = options.tau();

@@ -80,6 +80,41 @@ struct DKDFunction : public FusedFunction<DKDFunction, 7> {
   }
 };
 
+/// DKD against a top-k teacher (losses/topk.hpp) without a dense teacher, composed of ATen ops
+/// (autograd forms the student's gradient). The teacher's non-target distribution keeps the
+/// top-k form: its kept classes but the target, and R' = C - k rest classes (one fewer when
+/// the target is one of them) at logit 0; the -1000 of the dense form is exp(-1000) = 0 here.
+inline torch::Tensor dkd_topk(const torch::Tensor& zs, const TopK& top, const torch::Tensor& index, const DKDOptions& o) {
+  const double t = o.temperature();
+  const auto inf = std::numeric_limits<double>::infinity();
+  // Student: binary log-probabilities and the non-target log-softmax, dense.
+  auto ys = zs / t;
+  auto lse_s = ys.logsumexp(1, true), ys_g = ys.gather(1, index);
+  auto nt_s = ys.scatter(1, index, -inf).logsumexp(1, true);
+  auto log_bs = ys_g - lse_s, log_rs = nt_s - lse_s;
+  auto lqs = ys - nt_s;
+  // Teacher, in top-k form.
+  auto a = top.values / t;
+  auto [mask, kept] = detail::topk_find(top, index);
+  auto a_g = torch::where(kept, a.masked_fill(~mask, 0).sum(1, true), torch::zeros_like(kept, a.options()));
+  auto a_nt = a.masked_fill(mask, -inf);
+  auto rest_nt = static_cast<double>(top.rest_count()) - (~kept).to(a.scalar_type());  // R', [N, 1]
+  auto max = a_nt.amax(1, true);
+  max = torch::where(rest_nt > 0, max.clamp_min(0), max);
+  auto lse_nt = ((a_nt - max).exp().sum(1, true) + rest_nt * (-max).exp()).log() + max;
+  auto lse_t = torch::logaddexp(lse_nt, a_g);
+  auto log_bt = a_g - lse_t, log_rt = lse_nt - lse_t;
+  auto tckd = log_bt.exp() * (log_bt - log_bs) + log_rt.exp() * (log_rt - log_rs);
+  auto lq_kept = (a_nt - lse_nt).masked_fill(mask, 0);
+  auto q_kept = (a_nt - lse_nt).exp();  // 0 at the target
+  auto lq0 = -lse_nt;
+  auto q0 = torch::where(rest_nt > 0, lq0.exp(), torch::zeros_like(lq0));
+  auto lqs_kept = lqs.gather(1, top.indices).masked_fill(mask, 0);
+  auto lqs_rest = lqs.sum(1, true) - lqs.gather(1, index) - lqs_kept.sum(1, true);  // over the R' rest classes
+  auto nckd = (q_kept * (lq_kept - lqs_kept)).sum(1, true) + q0 * (lq0 * rest_nt - lqs_rest);
+  return (o.alpha() * tckd.sum() + o.beta() * nckd.sum()) * (t * t / static_cast<double>(zs.size(0)));
+}
+
 }  // namespace detail
 
 namespace functional {
@@ -101,8 +136,13 @@ inline torch::Tensor dkd_loss(const torch::Tensor& student, const torch::Tensor&
   constexpr const char* kLoss = "dkd_loss";
   detail::check_options(options);
   detail::check_logits(kLoss, "student", student, /*min_classes=*/2);
-  // A top-k teacher densified (no top-k kernel of its own yet; the rest classes at logit 0).
-  if (is_topk_teacher(teacher)) return dkd_loss(student, detail::dense_teacher(kLoss, student, teacher), target, options);
+  if (is_topk_teacher(teacher)) {
+    auto zs = detail::compute(student);
+    auto top = detail::with_dtype(detail::unpack_topk(kLoss, student, teacher), zs.scalar_type());
+    auto index = target.defined() && !options.use_target_as_gt() ? detail::check_target(kLoss, target, student).unsqueeze(1)
+                                                                  : detail::topk_argmax(top);
+    return detail::dkd_topk(zs, top, index, options);
+  }
   detail::check_same(kLoss, "student", student, "teacher", teacher);
   auto zt = detail::compute(teacher).detach();
   auto index = detail::target_or_argmax(kLoss, options.use_target_as_gt() ? torch::Tensor() : target, zt);

@@ -90,7 +90,25 @@ inline torch::Tensor dml_loss(const torch::Tensor& student, const torch::Tensor&
       fail(kLoss, ": a top-k teacher (from a teacher cache) needs act softmax; with act none or sigmoid the loss reads ",
            "absolute logits, which top-k logits do not keep");
     detail::check_logits(kLoss, "student", student);
-    return dml_loss(student, detail::dense_teacher(kLoss, student, teacher), options);
+    // (q - p)(log(q + eps) - log(p + eps)) summed with q, the teacher's, in top-k form: each
+    // rest class contributes q0 l0 - q0 lp - p l0 + p lp, summed as (all - kept).
+    auto zs = detail::compute(student);
+    auto top = detail::with_dtype(detail::unpack_topk(kLoss, student, teacher), zs.scalar_type());
+    const double eps = options.eps(), classes = static_cast<double>(top.classes);
+    const double scale = options.sum_across_class_dim() ? classes / static_cast<double>(zs.size(0))
+                                                        : 1.0 / static_cast<double>(zs.size(0));
+    auto q = detail::topk_softmax(top, 1.0);
+    auto p = torch::softmax(zs, 1);
+    auto lp = (p + eps).log();
+    auto lq_kept = (q.p + eps).log(), lq_rest = (q.p_rest + eps).log();
+    auto p_kept = p.gather(1, top.indices), lp_kept = lp.gather(1, top.indices);
+    auto sum = ((q.p - p_kept) * (lq_kept - lp_kept)).sum(1, true);
+    if (top.rest_count() > 0) {
+      auto rest = [&](const torch::Tensor& x, const torch::Tensor& kept) { return x.sum(1, true) - kept.sum(1, true); };
+      sum = sum + q.p_rest * lq_rest * static_cast<double>(top.rest_count()) - q.p_rest * rest(lp, lp_kept) -
+            lq_rest * rest(p, p_kept) + rest(p * lp, p_kept * lp_kept);
+    }
+    return sum.sum() * (0.5 * scale);
   }
   detail::check_same(kLoss, "student", student, "teacher", teacher);
   if (student.dim() == 0 || student.numel() == 0)

@@ -123,8 +123,23 @@ inline torch::Tensor skd_loss(const torch::Tensor& student, const torch::Tensor&
   constexpr const char* kLoss = "skd_loss";
   detail::check_options(options);
   detail::check_logits(kLoss, "student", student);
-  // A top-k teacher densified (no top-k kernel of its own yet; the rest classes at logit 0).
-  if (is_topk_teacher(teacher)) return skd_loss(student, detail::dense_teacher(kLoss, student, teacher), target, options);
+  if (is_topk_teacher(teacher)) {
+    // Layer-normalising the smoothed logits (rest classes at 0) keeps the top-k form: each row
+    // shifted and scaled by m / sigma, so the teacher's side is KD on values * m / sigma.
+    auto zs = detail::compute(student);
+    auto top = detail::with_dtype(detail::unpack_topk(kLoss, student, teacher), zs.scalar_type());
+    const double t = options.temperature(), m = options.multiplier(), classes = static_cast<double>(top.classes);
+    auto index = target.defined() ? detail::check_target(kLoss, target, student).unsqueeze(1) : detail::topk_argmax(top);
+    auto mean = top.values.sum(1, true) / classes;
+    auto var = ((top.values - mean).square().sum(1, true) + mean.square() * static_cast<double>(top.rest_count())) / classes;
+    auto scaled = detail::TopK{top.values * (m / (var + 1e-7).sqrt()), top.indices, top.classes};
+    auto s_mean = zs.mean(1, true);
+    auto s2 = (zs - s_mean) * m / ((zs - s_mean).square().mean(1, true) + 1e-7).sqrt();
+    auto p = detail::topk_softmax(scaled, t);
+    auto kd = -detail::topk_rowdot(torch::log_softmax(s2 / t, 1), p.p, p.p_rest, scaled).mean() * (t * t);
+    auto ce = -torch::log_softmax(s2, 1).gather(1, index).mean();
+    return options.alpha() * kd + (1 - options.alpha()) * ce;
+  }
   detail::check_same(kLoss, "student", student, "teacher", teacher);
   auto index = detail::target_or_argmax(kLoss, target, teacher.detach());
   auto zs = detail::compute(student), zt = detail::compute(teacher);

@@ -8,7 +8,8 @@
 // the rest classes, and the whole row is the marginal-smoothed logits shifted by -r. Every logit
 // loss that accepts it (KD, DKD, DIST, WSL, SKD, CE with soft targets, DML with softmax) depends
 // on the teacher's logits only up to a constant per row (softmax, log-softmax, layer norm), so
-// the shift changes nothing. Losses that read absolute values (distances, features) refuse it.
+// the shift changes nothing, and none of them forms a dense teacher from it (docs/teacher-cache.md).
+// Losses that read absolute values (distances, features) refuse it.
 
 #include <cmath>
 
@@ -97,6 +98,31 @@ inline TopK unpack_topk(const char* loss, const torch::Tensor& student, const to
   parts.indices = coordinates[1].view({n, k});
   parts.classes = student.size(1);
   return parts;
+}
+
+/// `top` with its values in `dtype`.
+inline TopK with_dtype(TopK top, torch::Dtype dtype) {
+  top.values = top.values.to(dtype);
+  return top;
+}
+
+/// Per row, sum_c y_c x_c as [N, 1] for a dense x [N, C] and y in top-k form: y_kept [N, k] at
+/// the kept classes, y_rest [N, 1] at each of the others.
+inline torch::Tensor topk_rowdot(const torch::Tensor& x, const torch::Tensor& y_kept, const torch::Tensor& y_rest,
+                                 const TopK& top) {
+  auto x_kept = x.gather(1, top.indices);
+  auto out = (y_kept * x_kept).sum(1, true);
+  if (top.rest_count() == 0) return out;
+  return out + y_rest * (x.sum(1, true) - x_kept.sum(1, true));
+}
+
+/// Each row's class of largest logit, [N, 1]: a kept class (the rest logit is below them all).
+inline torch::Tensor topk_argmax(const TopK& top) { return top.indices.gather(1, top.values.argmax(1, true)); }
+
+/// Whether class `index` [N, 1] is among each row's kept classes ([N, k] mask, and [N, 1]).
+inline std::pair<torch::Tensor, torch::Tensor> topk_find(const TopK& top, const torch::Tensor& index) {
+  auto mask = top.indices == index;
+  return {mask, mask.any(1, true)};
 }
 
 /// The marginal-smoothed teacher logits as a dense [N, C] tensor (shifted: the rest classes

@@ -96,8 +96,20 @@ inline torch::Tensor wsl_loss(const torch::Tensor& student, const torch::Tensor&
   constexpr const char* kLoss = "wsl_loss";
   detail::check_options(options);
   detail::check_logits(kLoss, "student", student);
-  // A top-k teacher densified (no top-k kernel of its own yet; the rest classes at logit 0).
-  if (is_topk_teacher(teacher)) return wsl_loss(student, detail::dense_teacher(kLoss, student, teacher), target, options);
+  if (is_topk_teacher(teacher)) {  // the same formula on the top-k form: no dense teacher
+    auto zs = detail::compute(student);
+    auto top = detail::with_dtype(detail::unpack_topk(kLoss, student, teacher), zs.scalar_type());
+    const double t = options.temperature();
+    auto index = target.defined() ? detail::check_target(kLoss, target, student).unsqueeze(1) : detail::topk_argmax(top);
+    auto at_one = detail::topk_softmax(top, 1.0);
+    auto [mask, kept] = detail::topk_find(top, index);
+    auto ce_t = -torch::where(kept, at_one.log_p.masked_fill(~mask, 0).sum(1, true), at_one.log_p_rest);
+    auto ce_s = -torch::log_softmax(zs.detach(), 1).gather(1, index);
+    auto w = 1 - torch::exp(-(ce_s / (ce_t + 1e-7)).clamp_min(0));
+    auto p = detail::topk_softmax(top, t);
+    auto kd = -detail::topk_rowdot(torch::log_softmax(zs / t, 1), p.p, p.p_rest, top);
+    return (kd * w).mean() * (t * t);
+  }
   detail::check_same(kLoss, "student", student, "teacher", teacher);
   auto zs = detail::compute(student), zt = detail::compute(teacher);
   auto index = detail::target_or_argmax(kLoss, target, zt.detach());
