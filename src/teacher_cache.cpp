@@ -285,7 +285,8 @@ void make_teacher_cache(const json& recipe, const CacheOptions& c, std::ostream&
     std::ofstream(plan_path) << plan.dump(1) << '\n';
     out << fmt::format("teacher cache of {} ({}): {} images x {} views, top-{} of {} classes in {} -> {}\n",
                        frozen.size() == 1 ? frozen[0].name : std::to_string(frozen.size()) + " models", dataset->describe(), n,
-                       c.views(), k, classes, dtype, dir);
+                       c.views(), k, classes, dtype, dir)
+        << std::flush;
   }
   const size_t per_shard = static_cast<size_t>(c.shard_images());
   const size_t shards = (n + per_shard - 1) / per_shard;
@@ -342,7 +343,8 @@ void make_teacher_cache(const json& recipe, const CacheOptions& c, std::ostream&
       if (writer && std::chrono::duration<double>(now - last_report).count() > 2.0) {
         const double seconds = std::chrono::duration<double>(now - start).count();
         out << fmt::format("cache: shard {}/{}, {:.0f} views/s{}\n", s + 1, shards, done_images / seconds,
-                           world > 1 ? fmt::format(" on rank 0 of {}", world) : "");
+                           world > 1 ? fmt::format(" on rank 0 of {}", world) : "")
+            << std::flush;
         last_report = now;
       }
     }

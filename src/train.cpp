@@ -1085,9 +1085,13 @@ struct Trainer::Impl {
       {
         AutocastScope autocast(o.amp(), device, o.amp_dtype());
         auto outputs = model->forward(x);
-        if (cache)
+        if (cache) {
+          // Stored logits in the dtype the student's come out in (autocast: the teacher's would too).
+          const auto& student = outputs.at(model->infer_model_name());
+          const auto dtype = student.contains("logits") ? student.at("logits").scalar_type() : torch::kFloat;
           for (const auto& [name, logits] : cache->lookup(batch->indices, batch->views))
-            outputs.set(name, Features{{"logits", logits.to(device)}});
+            outputs.set(name, Features{{"logits", logits.to(device, dtype)}});
+        }
         terms = loss->forward(outputs, y);
       }
       const double lr = schedule(state.step);

@@ -868,6 +868,20 @@ TEST_CASE("training from a top-k cache (k < C) needs no teacher, and its KD term
   recipe["Global"]["teacher_cache"] = dir + "/cache";
   const auto log = quiet_run(recipe);
   CHECK(log.find("loss_kldiv_Student_Teacher") != std::string::npos);
+  CHECK(log.find("teacher Teacher from the cache") != std::string::npos);
+  // Under bfloat16 autocast the stored logits (dense at k = C, top-k below) follow the student's dtype.
+  make_cache(recipe, dir + "/all", 2, 0);
+  recipe["AMP"] = json::parse(R"({"use_amp": true, "dtype": "bfloat16", "level": "O1"})");
+  for (const char* cache_dir : {"/cache", "/all"}) {
+    INFO(cache_dir);
+    recipe["Global"]["teacher_cache"] = dir + cache_dir;
+    recipe["Global"]["output_dir"] = dir + "/bf16";
+    std::filesystem::remove_all(dir + "/bf16");
+    quiet_run(recipe);
+    auto records = read_jsonl(dir + "/bf16/metrics.jsonl");
+    REQUIRE(!records.empty());
+    CHECK(std::isfinite(records.front()["loss_kldiv_Student_Teacher"].get<double>()));
+  }
 }
 
 TEST_CASE("an interrupted cache is finished by running it again, keeping its complete shards", "[engine][cache]") {

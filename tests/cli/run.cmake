@@ -28,6 +28,12 @@ distill(0 "Resume: -o Global.checkpoints" train --help)
 distill(2 "usage: distill")
 distill(1 "Global.epoch: unknown key.*epochs" train -c ${recipes}/teacher.json -o Global.epoch=1)
 distill(1 "unknown command 'fit'" fit -c ${recipes}/teacher.json)
+distill(0 "distill cache -c RECIPE.json --out DIR.*Global.teacher_cache=DIR" cache --help)
+distill(1 "distill cache: --out DIR is required" cache -c ${recipes}/kd.json)
+distill(1 "--views, --topk, --dtype and --shard-images: only for distill cache" train -c ${recipes}/kd.json --views 3)
+distill(1 "option --dtype: expected float32 or float16, got 'int8'" cache -c ${recipes}/kd.json --out ${WORK}/c --dtype int8)
+distill(1 "Arch.freeze_params_list: no frozen model to cache" cache -c ${recipes}/teacher.json --out ${WORK}/c)
+distill(1 "none/manifest.json: no teacher cache here" train -c ${recipes}/kd.json -o Global.teacher_cache=${WORK}/none)
 
 distill(0 "epoch 1/1 step [0-9]+/4 \\| CELoss_Teacher [0-9.]+ \\| loss [0-9.]+ \\| lr .* img/s \\| ETA.*eval epoch 1 \\| top1"
         train -c ${recipes}/teacher.json ${small} -o Global.output_dir=${WORK}/teacher)
