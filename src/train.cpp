@@ -276,15 +276,26 @@ int64_t checkpoint_count(const io::StateDict& dict, const std::string& path, con
 /// Loads weights into a model for evaluation, inference or export, from a training
 /// checkpoint, a state dict of the whole DistillationModel, or a state dict of its
 /// infer_model_name model alone (e.g. an exported student).
-void load_model_weights(DistillationModelImpl& model, const std::string& given) {
+void load_model_weights(DistillationModelImpl& model, const std::string& given, const std::vector<std::string>& not_built) {
   const std::string path = io::weights_path(given);
+  // Entries of the models that are not built (a teacher cache's) are left out of a whole-model file.
+  auto without_absent = [&](io::StateDict dict) {
+    if (not_built.empty()) return dict;
+    io::StateDict kept;
+    for (const auto& item : dict) {
+      bool absent = false;
+      for (const auto& name : not_built) absent = absent || item.key().rfind(name + ".", 0) == 0;
+      if (!absent) kept.insert(item.key(), item.value());
+    }
+    return kept;
+  };
   if (io::is_torchscript(path)) {  // distill export: its parameters and buffers are the infer model's, by name
     io::load_state_dict(*model.infer_model(), io::torchscript_state_dict(io::load_torchscript(path)), {}, path);
     return;
   }
   const auto dict = io::read_state_dict(path);
   if (dict.contains("meta.epoch")) {
-    io::load_state_dict(model, detail::strip_prefix(dict, "model."), {}, path + " (model)");
+    io::load_state_dict(model, without_absent(detail::strip_prefix(dict, "model.")), {}, path + " (model)");
     return;
   }
   // PaddleClas's DistillationModel names its members as distill's does ("Student.fc.weight").
@@ -292,7 +303,8 @@ void load_model_weights(DistillationModelImpl& model, const std::string& given) 
   bool whole = false;
   for (const auto& item : dict) whole = whole || item.key().rfind(prefix, 0) == 0;
   torch::nn::Module& target = whole ? static_cast<torch::nn::Module&>(model) : *model.infer_model();
-  io::load_state_dict(target, io::is_pdparams(path) ? io::from_paddle(target, dict, path) : dict, {}, path);
+  const auto entries = whole ? without_absent(dict) : dict;
+  io::load_state_dict(target, io::is_pdparams(path) ? io::from_paddle(target, entries, path) : entries, {}, path);
 }
 
 torch::Tensor cpu_rng_state() { return detail::rng_state(detail::cpu_generator()); }
@@ -819,10 +831,6 @@ struct Trainer::Impl {
     this->model->to(device);
     this->loss->to(device);
     if (this->eval_loss) this->eval_loss->to(device);
-    if (!o.pretrained_model().empty()) load_model_weights(*this->model, o.pretrained_model());
-    groups = optimizer_parameters(*this->model, *this->loss);
-    optimizer = o.optimizer()(groups);
-    auto train_options = o.train_loader();
     if (!o.teacher_cache().empty()) {
       if (!cache) cache = TeacherCache::open(o.teacher_cache());
       with_context("Global.teacher_cache", [&] { cache->check_dataset(*o.train_data()); });
@@ -831,6 +839,14 @@ struct Trainer::Impl {
           if (member == name)
             fail_at("Global.teacher_cache", "the model has a member '", name, "', which the cache ", cache->dir(),
                     " stands in for; build the model without it");
+    }
+    // A whole-model file of the recipe may hold the cached teachers too: they are not built here.
+    if (!o.pretrained_model().empty())
+      load_model_weights(*this->model, o.pretrained_model(), cache ? cache->teachers() : std::vector<std::string>{});
+    groups = optimizer_parameters(*this->model, *this->loss);
+    optimizer = o.optimizer()(groups);
+    auto train_options = o.train_loader();
+    if (cache) {
       auto seeds = cache;  // the loader replays exactly the views the cache recorded
       train_options.views(cache->views()).view_seeds([seeds](size_t index, int64_t view) { return seeds->seed(index, view); });
     } else if (o.replay_views() > 0) {

@@ -869,6 +869,24 @@ TEST_CASE("training from a top-k cache (k < C) needs no teacher, and its KD term
   const auto log = quiet_run(recipe);
   CHECK(log.find("loss_kldiv_Student_Teacher") != std::string::npos);
   CHECK(log.find("teacher Teacher from the cache") != std::string::npos);
+  // Global.pretrained_model may be a whole-model file with the teacher in it: its Teacher.* entries are left out.
+  {
+    torch::manual_seed(11);
+    auto whole = distill::config::build_model(recipe["Arch"]);
+    distill::io::save_state_dict(*whole, dir + "/whole.pt");
+    auto from_whole = recipe;
+    from_whole.erase("AMP");
+    from_whole["Global"]["pretrained_model"] = dir + "/whole.pt";
+    // The teacher's weights come from that file now: the cache made without it is stale, one made with it fits.
+    expect_error([&] { train::Trainer t(from_whole, std::cout); }, {"stale teacher cache", "other weights"});
+    make_cache(from_whole, dir + "/whole_cache", 2, 2);
+    from_whole["Global"]["teacher_cache"] = dir + "/whole_cache";
+    train::Trainer trainer(from_whole, std::cout);
+    auto loaded = distill::io::state_dict(*trainer.model().infer_model());
+    auto expected = distill::io::state_dict(*whole->model("Student"));
+    REQUIRE(loaded.size() == expected.size());
+    for (const auto& item : expected) CHECK(torch::equal(item.value(), loaded[item.key()]));
+  }
   // Under bfloat16 autocast the stored logits (dense at k = C, top-k below) follow the student's dtype.
   make_cache(recipe, dir + "/all", 2, 0);
   recipe["AMP"] = json::parse(R"({"use_amp": true, "dtype": "bfloat16", "level": "O1"})");

@@ -5,6 +5,7 @@
 // into distill::engine (src/train.cpp).
 
 #include <string>
+#include <vector>
 
 #include "distill/compose/fwd.hpp"
 #include "distill/core/error.hpp"
@@ -48,8 +49,10 @@ TrainState load_checkpoint(const std::string& path, DistillationModelImpl& model
 
 /// Loads weights into a model for evaluation, inference or export, from a training
 /// checkpoint, a state dict of the whole DistillationModel, or a state dict of its
-/// infer_model_name model alone (e.g. an exported student).
-void load_model_weights(DistillationModelImpl& model, const std::string& path);
+/// infer_model_name model alone (e.g. an exported student). Entries of the models named in
+/// `not_built` (a teacher cache's, which a cached run does not build) are left out of a
+/// whole-model file.
+void load_model_weights(DistillationModelImpl& model, const std::string& path, const std::vector<std::string>& not_built = {});
 
 /// The state of the CPU's default generator, and setting it back.
 torch::Tensor cpu_rng_state();
