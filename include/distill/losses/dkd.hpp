@@ -1,6 +1,8 @@
 #pragma once
 // Decoupled knowledge distillation: target-class and non-target-class KD (docs/reference.md §2.6).
 
+#include <limits>
+
 #include "distill/losses/common.hpp"
 #include "distill/losses/rows.hpp"
 #include "distill/losses/topk.hpp"

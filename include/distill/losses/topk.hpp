@@ -12,6 +12,7 @@
 // Losses that read absolute values (distances, features) refuse it.
 
 #include <cmath>
+#include <utility>
 
 #include <torch/torch.h>
 
