@@ -114,8 +114,9 @@ Writes the Arch.infer_model_name model (the student) alone.
 };
 
 struct Args {
-  std::string command, config, out, format, dtype;
-  int64_t views = 10, topk = 10, shard_images = 2048;
+  std::string command, config, out, format;
+  distill::train::CacheOptions cache;  // its defaults are CacheOptions's
+  bool cache_options = false;          // whether any of them was given
   bool with_taps = false;
   std::vector<std::string> overrides, positional;
   std::vector<std::string> worker_arguments;  // everything but the launch options
@@ -181,10 +182,14 @@ Args parse(int argc, char** argv) {
     else if (arg == "--out") a.out = value();
     else if (arg == "--format") a.format = value();
     else if (arg == "--with-taps") a.with_taps = true;
-    else if (arg == "--views") a.views = integer(arg, value(), 1, 100000);
-    else if (arg == "--topk") a.topk = integer(arg, value(), 0, INT32_MAX);
-    else if (arg == "--dtype") a.dtype = value();
-    else if (arg == "--shard-images") a.shard_images = integer(arg, value(), 1, INT32_MAX);
+    else if (arg == "--views") a.cache.views(integer(arg, value(), 1, 100000)), a.cache_options = true;
+    else if (arg == "--topk") a.cache.topk(integer(arg, value(), 0, INT32_MAX)), a.cache_options = true;
+    else if (arg == "--shard-images") a.cache.shard_images(integer(arg, value(), 1, INT32_MAX)), a.cache_options = true;
+    else if (arg == "--dtype") {
+      const auto dtype = value();
+      if (dtype != "float32" && dtype != "float16") distill::fail("option --dtype: expected float32 or float16, got '", dtype, "'");
+      a.cache.dtype(dtype == "float16" ? torch::kHalf : torch::kFloat), a.cache_options = true;
+    }
     else if (arg == "--threads") a.threads = static_cast<int>(integer(arg, value(), 1, 1024));
     else if (!arg.empty() && arg[0] == '-') distill::fail("unknown option ", arg, " (see distill --help)");
     else if (a.command.empty()) a.command = arg;
@@ -444,21 +449,12 @@ int run_command(const Args& a) {
   if (a.threads > 0) torch::set_num_threads(a.threads);
   // A worker joins its peers first, so that even a bad recipe is reported to them.
   const bool cache = a.command == "cache";
-  if (!cache && (a.dtype.size() || a.views != 10 || a.topk != 10 || a.shard_images != 2048))
-    distill::fail("options --views, --topk, --dtype and --shard-images: only for distill cache");
+  if (!cache && a.cache_options) distill::fail("options --views, --topk, --dtype and --shard-images: only for distill cache");
   if (a.command == "train" || a.command == "eval" || cache) distill::train::ProcessGroup::world();
   const auto recipe = load_recipe(a);
   if (cache) {
-    if (a.out.empty()) distill::fail("distill cache: --out DIR is required");
-    if (!a.dtype.empty() && a.dtype != "float32" && a.dtype != "float16")
-      distill::fail("option --dtype: expected float32 or float16, got '", a.dtype, "'");
-    distill::train::make_teacher_cache(recipe, distill::train::CacheOptions()
-                                                   .views(a.views)
-                                                   .topk(a.topk)
-                                                   .dtype(a.dtype == "float16" ? torch::kHalf : torch::kFloat)
-                                                   .shard_images(a.shard_images)
-                                                   .out(a.out),
-                                       std::cout);
+    auto options = a.cache;
+    distill::train::make_teacher_cache(recipe, options.out(a.out), std::cout);
     if (auto group = distill::train::ProcessGroup::world_if_joined()) group->finish();
     return 0;
   }

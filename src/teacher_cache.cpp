@@ -173,28 +173,47 @@ class ViewDataset : public data::Dataset {
   uint64_t seed_;
 };
 
-// A complete shard file: the expected header and a footer equal to the checksum of the rest.
-// Returns the checksum, or nothing (with why) when the file is not one.
-std::optional<uint64_t> complete_shard(const std::string& path, const ShardHeader& expected, std::string* why = nullptr) {
+// The header of shard `s`: images [s * per_shard, ...) of `images`.
+ShardHeader shard_header(size_t s, size_t per_shard, size_t images, int64_t views, size_t record) {
+  ShardHeader header{};
+  std::memcpy(header.magic, kMagic, 8);
+  header.first = s * per_shard;
+  header.count = std::min(per_shard, images - header.first);
+  header.views = static_cast<uint64_t>(views);
+  header.record_bytes = record;
+  return header;
+}
+
+// A complete shard: the expected header and a footer equal to the checksum of the rest.
+// Returns the checksum, or nothing (with why) when the bytes are not one.
+std::optional<uint64_t> check_shard(const char* bytes, size_t size, const ShardHeader& expected, std::string* why) {
   auto no = [&](const std::string& reason) -> std::optional<uint64_t> {
     if (why) *why = reason;
     return std::nullopt;
   };
-  std::error_code ec;
-  if (!std::filesystem::exists(path, ec)) return no("it is missing");
-  const auto bytes = read_bytes(path);
   const size_t want = kHeaderBytes + expected.count * expected.views * expected.record_bytes + kFooterBytes;
-  if (bytes.size() != want) return no(fmt::format("it has {} bytes, {} expected (truncated or of another cache)", bytes.size(), want));
+  if (size != want) return no(fmt::format("it has {} bytes, {} expected (truncated or of another cache)", size, want));
   ShardHeader h;
-  std::memcpy(&h, bytes.data(), sizeof h);
+  std::memcpy(&h, bytes, sizeof h);
   if (std::memcmp(h.magic, kMagic, 8) != 0 || h.first != expected.first || h.count != expected.count ||
       h.views != expected.views || h.record_bytes != expected.record_bytes)
     return no("its header is not this cache's");
   uint64_t footer;
-  std::memcpy(&footer, bytes.data() + bytes.size() - kFooterBytes, 8);
-  const uint64_t sum = distill::detail::hash_bytes(bytes.data(), bytes.size() - kFooterBytes);
+  std::memcpy(&footer, bytes + size - kFooterBytes, 8);
+  const uint64_t sum = distill::detail::hash_bytes(bytes, size - kFooterBytes);
   if (sum != footer) return no("its checksum does not match its contents (corrupt)");
   return sum;
+}
+
+// check_shard on the file at `path`.
+std::optional<uint64_t> complete_shard(const std::string& path, const ShardHeader& expected, std::string* why = nullptr) {
+  std::error_code ec;
+  if (!std::filesystem::exists(path, ec)) {
+    if (why) *why = "it is missing";
+    return std::nullopt;
+  }
+  const auto bytes = read_bytes(path);
+  return check_shard(bytes.data(), bytes.size(), expected, why);
 }
 
 }  // namespace
@@ -299,10 +318,8 @@ void make_teacher_cache(const json& recipe, const CacheOptions& c, std::ostream&
   auto last_report = start;
   size_t done_images = 0, kept = 0;
   for (size_t s = static_cast<size_t>(rank); s < shards; s += static_cast<size_t>(world)) {
-    const size_t first = s * per_shard, count = std::min(per_shard, n - first);
-    ShardHeader header{};
-    std::memcpy(header.magic, kMagic, 8);
-    header.first = first, header.count = count, header.views = static_cast<uint64_t>(c.views()), header.record_bytes = rb;
+    const auto header = shard_header(s, per_shard, n, c.views(), rb);
+    const size_t first = header.first, count = header.count;
     const std::string path = dir + "/" + shard_name(s);
     if (complete_shard(path, header)) {
       ++kept;
@@ -365,14 +382,11 @@ void make_teacher_cache(const json& recipe, const CacheOptions& c, std::ostream&
   if (!writer) return;
   json list = json::array();
   for (size_t s = 0; s < shards; ++s) {
-    const size_t first = s * per_shard, count = std::min(per_shard, n - first);
-    ShardHeader header{};
-    std::memcpy(header.magic, kMagic, 8);
-    header.first = first, header.count = count, header.views = static_cast<uint64_t>(c.views()), header.record_bytes = rb;
+    const auto header = shard_header(s, per_shard, n, c.views(), rb);
     std::string why;
     const auto sum = complete_shard(dir + "/" + shard_name(s), header, &why);
     if (!sum) fail_at(dir + "/" + shard_name(s), "after making the cache: ", why);
-    list.push_back({{"file", shard_name(s)}, {"first", first}, {"count", count}, {"checksum", distill::detail::hex(*sum)}});
+    list.push_back({{"file", shard_name(s)}, {"first", header.first}, {"count", header.count}, {"checksum", distill::detail::hex(*sum)}});
   }
   plan["shards"] = list;
   {
@@ -457,27 +471,28 @@ std::shared_ptr<TeacherCache> TeacherCache::open(const std::string& dir) {
     if (list.size() != expected) fail_at(manifest_path, "lists ", list.size(), " shards, ", expected, " expected");
     for (size_t s = 0; s < expected; ++s) {
       const std::string path = dir + "/" + list[s].at("file").get<std::string>();
-      ShardHeader header{};
-      std::memcpy(header.magic, kMagic, 8);
-      header.first = s * impl->per_shard;
-      header.count = std::min(impl->per_shard, impl->images - header.first);
-      header.views = static_cast<uint64_t>(impl->views);
-      header.record_bytes = impl->record;
-      std::string why;
-      const auto sum = complete_shard(path, header, &why);
-      if (!sum)
+      const auto header = shard_header(s, impl->per_shard, impl->images, impl->views, impl->record);
+      auto refuse = [&](const std::string& why) {
         fail_at(path, "teacher cache shard (the views of images ", header.first, "-", header.first + header.count - 1, "): ", why,
                 "; make the cache again with distill cache");
-      if (distill::detail::hex(*sum) != list[s].at("checksum").get<std::string>())
-        fail_at(path, "teacher cache shard: its checksum is not the manifest's (a shard of another cache?)");
+      };
+      // Mapped once and checked on the mapping (the checksum reads it into the page cache for training).
       const int fd = ::open(path.c_str(), O_RDONLY);
-      if (fd < 0) fail_at(path, "cannot be opened: ", std::strerror(errno));
+      if (fd < 0) refuse(errno == ENOENT ? std::string("it is missing") : std::string("it cannot be opened: ") + std::strerror(errno));
       struct stat st;
       fstat(fd, &st);
-      void* data = mmap(nullptr, static_cast<size_t>(st.st_size), PROT_READ, MAP_SHARED, fd, 0);
+      const auto size = static_cast<size_t>(st.st_size);
+      void* data = size > 0 ? mmap(nullptr, size, PROT_READ, MAP_SHARED, fd, 0) : MAP_FAILED;
+      const int error = errno;
       ::close(fd);
-      if (data == MAP_FAILED) fail_at(path, "cannot be mapped: ", std::strerror(errno));
-      impl->shards.push_back({path, static_cast<const uint8_t*>(data), static_cast<size_t>(st.st_size)});
+      if (size == 0) refuse("it is empty (truncated)");
+      if (data == MAP_FAILED) refuse(std::string("it cannot be mapped: ") + std::strerror(error));
+      impl->shards.push_back({path, static_cast<const uint8_t*>(data), size});  // unmapped by ~Impl, also on an error below
+      std::string why;
+      const auto sum = check_shard(static_cast<const char*>(data), size, header, &why);
+      if (!sum) refuse(why);
+      if (distill::detail::hex(*sum) != list[s].at("checksum").get<std::string>())
+        fail_at(path, "teacher cache shard: its checksum is not the manifest's (a shard of another cache?)");
     }
   } catch (const json::exception& e) {
     fail_at(manifest_path, "is missing a field or has a wrong one (", e.what(), ")");

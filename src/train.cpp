@@ -832,8 +832,10 @@ struct Trainer::Impl {
     this->loss->to(device);
     if (this->eval_loss) this->eval_loss->to(device);
     if (!o.teacher_cache().empty()) {
-      if (!cache) cache = TeacherCache::open(o.teacher_cache());
-      with_context("Global.teacher_cache", [&] { cache->check_dataset(*o.train_data()); });
+      if (!cache) {  // given opened by the recipe constructor, which compared the whole recipe (dataset included)
+        cache = TeacherCache::open(o.teacher_cache());
+        with_context("Global.teacher_cache", [&] { cache->check_dataset(*o.train_data()); });
+      }
       for (const auto& name : cache->teachers())
         for (const auto& member : this->model->model_names())
           if (member == name)

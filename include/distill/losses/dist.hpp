@@ -140,14 +140,13 @@ struct DISTFunction : public FusedFunction<DISTFunction, 5> {
 /// classes and p0 (per row) on the others, so every sum over a row or a column splits into a
 /// sum as if all were p0 and corrections at the kept entries; the column sums land in [C]
 /// vectors. Squares of deviations are summed as such (never as sum x^2 - N mean^2).
-inline torch::Tensor dist_topk(const torch::Tensor& zs, const TopK& top_logits, double tau, double beta, double gamma) {
+inline torch::Tensor dist_topk(const torch::Tensor& zs, const TopK& top, double tau, double beta, double gamma) {
   const int64_t n = zs.size(0), c = zs.size(1);
-  const double rest = static_cast<double>(top_logits.rest_count());
+  const double rest = static_cast<double>(top.rest_count());
   auto root = [](const torch::Tensor& x) {  // sqrt with a zero gradient at 0 (a constant slice)
     auto positive = x > 0;
     return torch::where(positive, torch::where(positive, x, torch::ones_like(x)).sqrt(), torch::zeros_like(x));
   };
-  auto top = TopK{top_logits.values, top_logits.indices, top_logits.classes};
   auto t = topk_softmax(top, tau);
   auto ps = torch::softmax(zs, 1);
   auto kept = [&](const torch::Tensor& x) { return x.gather(1, top.indices); };

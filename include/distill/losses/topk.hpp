@@ -126,21 +126,6 @@ inline std::pair<torch::Tensor, torch::Tensor> topk_find(const TopK& top, const 
   return {mask, mask.any(1, true)};
 }
 
-/// The marginal-smoothed teacher logits as a dense [N, C] tensor (shifted: the rest classes
-/// at 0), for the losses without a top-k kernel of their own. No gradient reaches it.
-/// In the student's dtype, so that the dense path's checks see a matching pair.
-inline torch::Tensor dense_teacher(const char* loss, const torch::Tensor& student, const torch::Tensor& teacher) {
-  auto parts = unpack_topk(loss, student, teacher);
-  return torch::zeros(student.sizes(), student.options().requires_grad(false))
-      .scatter_(1, parts.indices, parts.values.to(student.scalar_type()));
-}
-
-/// `teacher` as the dense losses take it: a top-k teacher densified (dense_teacher), any other
-/// tensor as it is.
-inline torch::Tensor dense_logits(const char* loss, const torch::Tensor& student, const torch::Tensor& teacher) {
-  return is_topk_teacher(teacher) ? dense_teacher(loss, student, teacher) : teacher;
-}
-
 /// The teacher's softmax at temperature t in top-k form: the probabilities of the kept
 /// classes [N, k] and their logs, and the probability of each other class [N, 1] and its log.
 struct TopKSoftmax {
