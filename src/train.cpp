@@ -1089,6 +1089,7 @@ struct Trainer::Impl {
   void run_epoch(int64_t epoch, TrainState& state, Progress& progress, std::chrono::steady_clock::time_point run_start,
                  int64_t start_epoch) {
     model->train();
+    loss->set_epoch(epoch);  // stage-wise terms and scheduled losses (CTKD) follow the epoch
     train_loader->start(epoch);
     const auto batches = static_cast<int64_t>(train_loader->batches_per_epoch());
     const auto params = trainable();

@@ -66,7 +66,7 @@ torch::optim::SGD sgd(const Built& b) {
 
 }  // namespace
 
-TEST_CASE("the seven recipes build from JSON, run forward and backward, and name their terms", "[compose][recipes]") {
+TEST_CASE("the recipes build from JSON, run forward and backward, and name their terms", "[compose][recipes]") {
   const std::map<std::string, std::vector<std::string>> expected{
       {"ssld", {"DMLLoss_Student_Teacher", "loss"}},
       {"dml", {"CELoss_Student", "CELoss_Teacher", "DMLLoss_Student_Teacher", "loss"}},
@@ -74,7 +74,16 @@ TEST_CASE("the seven recipes build from JSON, run forward and backward, and name
       {"afd", {"CELoss_Student", "loss_kldiv_Student_Teacher", "loss_afd", "loss"}},
       {"dkd", {"CELoss_Student", "loss_dkd_Student_Teacher", "loss"}},
       {"dist", {"CELoss_Student", "loss_dist_Student_Teacher", "loss"}},
-      {"mgd", {"CELoss_Student", "loss_mgd_Student_Teacher_blocks[7]_blocks[15]", "loss"}}};
+      {"mgd", {"CELoss_Student", "loss_mgd_Student_Teacher_blocks[7]_blocks[15]", "loss"}},
+      // The methods of docs/methods.md.
+      {"nkd", {"CELoss_Student", "loss_nkd_Student_Teacher", "loss"}},
+      {"ctkd", {"CELoss_Student", "loss_ctkd_Student_Teacher", "loss"}},
+      {"kd_standardize", {"CELoss_Student", "loss_kldiv_Student_Teacher", "loss"}},
+      {"multi_teacher", {"CELoss_Student", "loss_kldiv_Student_ensemble", "loss"}},
+      {"fitnet", {"CELoss_Student", "loss_fitnet_Student_Teacher_blocks[3]_blocks[6]", "loss"}},
+      {"at",
+       {"CELoss_Student", "loss_at_Student_Teacher_blocks[1]_blocks[2]", "loss_at_Student_Teacher_blocks[3]_blocks[6]",
+        "loss_at_Student_Teacher_blocks[5]_blocks[12]", "loss_at_Student_Teacher_blocks[7]_blocks[15]", "loss"}}};
   torch::manual_seed(0);
   for (const auto& [name, keys] : expected) {
     INFO(name);
@@ -94,7 +103,7 @@ TEST_CASE("the seven recipes build from JSON, run forward and backward, and name
 
 TEST_CASE("a frozen teacher stays fixed while the student and the loss modules learn", "[compose][recipes]") {
   torch::manual_seed(1);
-  for (const char* name : {"mgd", "afd"}) {
+  for (const char* name : {"mgd", "afd", "fitnet", "ctkd"}) {
     INFO(name);
     auto b = build(recipe(name));
     b.model->train();
@@ -104,8 +113,11 @@ TEST_CASE("a frozen teacher stays fixed while the student and the loss modules l
     for (const auto& p : teacher->parameters()) (p.requires_grad() ? trainable : frozen).push_back(p);
     REQUIRE(!frozen.empty());
     auto student = b.model->model("Student")->parameters();
-    auto loss_params = b.loss->parameters();
-    REQUIRE(!loss_params.empty());  // MGD's generator, AFD's p_t and p_s
+    // FitNet's connector bias feeds a batch norm, so its gradient is zero by construction.
+    std::vector<torch::Tensor> loss_params;
+    for (const auto& p : b.loss->named_parameters())
+      if (p.key().find("conv.bias") == std::string::npos) loss_params.push_back(p.value());
+    REQUIRE(!loss_params.empty());  // MGD's generator, AFD's p_t and p_s, FitNet's connector, CTKD's temperature
     auto frozen0 = snapshot(frozen), student0 = snapshot(student), loss0 = snapshot(loss_params),
          trainable0 = snapshot(trainable);
     auto optimizer = sgd(b);
@@ -391,4 +403,115 @@ TEST_CASE("a loss and a backbone registered from outside the library work in rec
                {"Loss.Train[0].MarginLoss.margn", "unknown key", "margin"});
   expect_error([] { config::create_backbone("WideNet", {{"widht", 3}}, "Arch.models[0].Student"); },
                {"Arch.models[0].Student.widht", "unknown key", "width"});
+}
+
+// ---------------------------------------------------------------- methods of docs/methods.md
+
+namespace {
+json entries(const std::string& text) { return json::parse(text); }
+}  // namespace
+
+TEST_CASE("multi-teacher: the ensemble is the averaged soft targets, for KD, DKD and DIST", "[compose][methods]") {
+  namespace F = distill::functional;
+  torch::manual_seed(5);
+  auto s = torch::randn({6, 7}, torch::kDouble), t0 = 3 * torch::randn({6, 7}, torch::kDouble),
+       t1 = 3 * torch::randn({6, 7}, torch::kDouble);
+  auto y = torch::randint(0, 7, {6}, torch::kLong);
+  distill::ModelOutputs outputs{{"Student", {{"logits", s}}}, {"T0", {{"logits", t0}}}, {"T1", {{"logits", t1}}}};
+  // The ensemble's softmax at T is the weighted mean of the teachers' softmaxes at T.
+  auto z = F::ensemble_logits({t0, t1}, {3, 1}, 2.0);
+  CHECK(torch::allclose(torch::softmax(z / 2.0, 1), 0.75 * torch::softmax(t0 / 2.0, 1) + 0.25 * torch::softmax(t1 / 2.0, 1),
+                        1e-12, 1e-12));
+  // A weight of zero leaves the other teacher alone: the loss equals the single-teacher loss.
+  auto built = config::build_loss(entries(R"([
+      {"DistillationMultiTeacherLoss": {"weight": 1.0, "base_loss_name": "DKDLoss", "teachers": ["T0", "T1"],
+                                        "teacher_weights": [1.0, 0.0], "temperature": 4.0, "beta": 8.0}},
+      {"DistillationMultiTeacherLoss": {"weight": 1.0, "base_loss_name": "DISTLoss", "teachers": ["T0", "T1"],
+                                        "tau": 2.0, "name": "loss_dist"}},
+      {"DistillationMultiTeacherLoss": {"weight": 1.0, "base_loss_name": "KLDivLoss", "teachers": ["T0", "T1"],
+                                        "temperature": 3.0}}])"));
+  auto terms = built->forward(outputs, y);
+  CHECK(terms.keys() == std::vector<std::string>{"loss_dkd_Student_ensemble", "loss_dist_Student_ensemble",
+                                                 "loss_kldiv_Student_ensemble", "loss"});
+  CHECK(terms["loss_dkd_Student_ensemble"].item<double>() ==
+        Approx(F::dkd_loss(s, t0, y, distill::DKDOptions().temperature(4).beta(8)).item<double>()).epsilon(1e-12));
+  // DIST averages at its tau; KD at its temperature (equal weights by default).
+  CHECK(terms["loss_dist_Student_ensemble"].item<double>() ==
+        Approx(F::dist_loss(s, F::ensemble_logits({t0, t1}, {}, 2.0), distill::DISTOptions().tau(2)).item<double>()));
+  auto p = 0.5 * torch::softmax(t0 / 3.0, 1) + 0.5 * torch::softmax(t1 / 3.0, 1);
+  auto expected_kd = 9.0 / 6 * (p * (p.log() - torch::log_softmax(s / 3.0, 1))).sum();
+  CHECK(terms["loss_kldiv_Student_ensemble"].item<double>() == Approx(expected_kd.item<double>()).epsilon(1e-12));
+  // Errors name the entry.
+  expect_error([] { config::build_loss(entries(R"([{"DistillationMultiTeacherLoss": {"weight": 1.0, "base_loss_name": "MGDLoss",
+                     "teachers": ["T0", "T1"], "student_channels": 1, "teacher_channels": 1}}])")); },
+               {"Loss.Train[0].DistillationMultiTeacherLoss.base_loss_name", "does not soften a teacher"});
+  expect_error([] { config::build_loss(entries(R"([{"DistillationMultiTeacherLoss": {"weight": 1.0, "base_loss_name": "KLDivLoss",
+                     "teachers": ["T0"]}}])")); },
+               {"Loss.Train[0].DistillationMultiTeacherLoss", "at least two teachers"});
+  expect_error([] { config::build_loss(entries(R"([{"DistillationMultiTeacherLoss": {"weight": 1.0, "base_loss_name": "KLDivLoss",
+                     "teachers": ["T0", "T1"], "teacher_weights": [1.0]}}])")); },
+               {"1 teacher_weights for 2 teachers"});
+  auto missing = config::build_loss(entries(R"([{"DistillationMultiTeacherLoss": {"weight": 1.0, "base_loss_name": "KLDivLoss",
+                     "teachers": ["T0", "T2"]}}])"));
+  expect_error([&] { missing->forward(outputs, y); }, {"no model 'T2'"});
+  expect_error([&] { F::ensemble_logits({t0, t1.narrow(1, 0, 6)}); }, {"ensemble_logits", "teachers[1]", "[6, 6]"});
+  expect_error([&] { F::ensemble_logits({t0, t1}, {-1, 1}); }, {"ensemble_logits", "teacher weight"});
+}
+
+TEST_CASE("CTKD: the temperature ascends the distillation loss, as strongly as the epoch's lambda", "[compose][methods]") {
+  torch::manual_seed(6);
+  auto s = torch::randn({8, 10}), t = 2 * torch::randn({8, 10});
+  distill::CTKDOptions o;
+  distill::CTKDLoss ctkd(o);
+  CHECK(ctkd->lambda == Approx(distill::ctkd_lambda(o, 1)));
+  CHECK(distill::ctkd_lambda(o, 0) == 0.0);      // lambda_max
+  CHECK(distill::ctkd_lambda(o, 5) == Approx(-1.0));  // lambda_min after lambda_epochs
+  CHECK(distill::ctkd_lambda(o, 50) == Approx(-1.0));
+  auto grad_at = [&](int64_t epoch) {
+    ctkd->set_epoch(epoch);
+    ctkd->zero_grad();
+    ctkd(s, t).backward();
+    return ctkd->theta.grad().item<double>();
+  };
+  const double g3 = grad_at(3), g5 = grad_at(5);
+  CHECK(g3 / g5 == Approx(distill::ctkd_lambda(o, 3) / distill::ctkd_lambda(o, 5)));
+  // A descent step on theta raises the loss (the reversed gradient); without reversal it would fall.
+  const double before = ctkd(s, t).item<double>();
+  {
+    torch::NoGradGuard no_grad;
+    ctkd->theta -= 0.5 * ctkd->theta.grad();
+  }
+  CHECK(ctkd(s, t).item<double>() > before);
+  expect_error([] { distill::CTKDLoss(distill::CTKDOptions().lambda_epochs(0)); }, {"CTKDLoss", "lambda_epochs"});
+  expect_error([&] { ctkd(s.to(torch::kDouble), t.to(torch::kDouble)); }, {"CTKDLoss", "move the loss"});
+}
+
+TEST_CASE("loss entries count in their epochs, and the epoch reaches CTKD through a recipe", "[compose][methods]") {
+  torch::manual_seed(7);
+  auto loss = config::build_loss(entries(R"([
+      {"DistillationGTCELoss": {"weight": 1.0, "epochs": [3, 4]}},
+      {"DistillationATLoss": {"weight": 1.0, "key": "f", "epochs": [1, 2]}},
+      {"DistillationCTKDLoss": {"weight": 1.0, "lambda_epochs": 4}}])"));
+  distill::ModelOutputs outputs{{"Student", {{"logits", torch::randn({2, 5})}, {"f", torch::randn({2, 3, 4, 4})}}},
+                                {"Teacher", {{"logits", torch::randn({2, 5})}, {"f", torch::randn({2, 6, 4, 4})}}}};
+  auto y = torch::tensor({1, 2}, torch::kLong);
+  // Before set_epoch every term counts.
+  CHECK(loss->forward(outputs, y).keys().size() == 4);
+  loss->set_epoch(2);
+  CHECK(loss->forward(outputs, y).keys() ==
+        std::vector<std::string>{"loss_at_Student_Teacher_f", "loss_ctkd_Student_Teacher", "loss"});
+  loss->set_epoch(4);
+  CHECK(loss->forward(outputs, y).keys() == std::vector<std::string>{"CELoss_Student", "loss_ctkd_Student_Teacher", "loss"});
+  const distill::CTKDLossImpl* ctkd = nullptr;
+  for (const auto& m : loss->modules())
+    if (auto* found = dynamic_cast<const distill::CTKDLossImpl*>(m.get())) ctkd = found;
+  REQUIRE(ctkd != nullptr);
+  CHECK(ctkd->lambda == Approx(distill::ctkd_lambda(distill::CTKDOptions().lambda_epochs(4), 4)));
+  auto only_ce = config::build_loss(entries(R"([{"DistillationGTCELoss": {"weight": 1.0, "epochs": [1, 2]}}])"));
+  only_ce->set_epoch(3);
+  expect_error([&] { only_ce->forward(outputs, y); }, {"no loss term counts at epoch 3"});
+  expect_error([] { config::build_loss(entries(R"([{"DistillationGTCELoss": {"weight": 1.0, "epochs": [2]}}])")); },
+               {"Loss.Train[0].DistillationGTCELoss.epochs", "[first, last]"});
+  expect_error([] { config::build_loss(entries(R"([{"DistillationGTCELoss": {"weight": 1.0, "epochs": [3, 2]}}])")); },
+               {"Loss.Train[0].DistillationGTCELoss", "1 <= first <= last"});
 }

@@ -130,3 +130,32 @@ TEST_CASE("temperatures and weights beyond float32's range are errors, not libto
   distill_test::expect_error([&] { F::dkd_loss(s, t, y, distill::DKDOptions().beta(1e300)); }, {"beta", "float32"});
   CHECK(std::isfinite(F::kd_loss(s, t, distill::KDOptions().temperature(1e-6)).item<double>()));
 }
+
+TEST_CASE("the methods of docs/methods.md name what is wrong", "[losses][errors][methods]") {
+  const auto wider = torch::randn({4, 11});
+  expect_error([&] { F::nkd_loss(s, wider, y); }, {"nkd_loss", "[4, 11]"});
+  expect_error([&] { F::nkd_loss(torch::randn({4, 1}), torch::randn({4, 1}), {}); }, {"nkd_loss", "at least 2 classes"});
+  expect_error([&] { F::nkd_loss(s, t, torch::tensor({0, 1, 10, 2}, torch::kLong)); }, {"nkd_loss", "class index 10"});
+  expect_error([] { distill::NKDLoss(distill::NKDOptions().temperature(0)); }, {"nkd_loss", "temperature"});
+  // Standardisation reads every logit: a top-k teacher and a single class are refused.
+  auto [values, indices] = t.topk(3);
+  auto rest = torch::zeros({4});
+  auto topk = distill::topk_teacher(values, indices, rest, 10);
+  expect_error([&] { F::kd_loss(s, topk, distill::KDOptions().standardize(true)); }, {"kd_loss", "standardize", "top-k"});
+  expect_error([&] { F::dist_loss(s, topk, distill::DISTOptions().standardize(true)); }, {"dist_loss", "standardize"});
+  expect_error([&] { F::kd_loss(torch::randn({4, 1}), torch::randn({4, 1}), distill::KDOptions().standardize(true)); },
+               {"kd_loss", "standardize needs at least 2 classes"});
+  // CTKD: a temperature of one value; options in range.
+  expect_error([&] { F::kd_loss_at(s, t, torch::ones({2})); }, {"kd_loss_at", "'temperature'", "one value"});
+  expect_error([] { distill::CTKDLoss(distill::CTKDOptions().t_start(0)); }, {"CTKDLoss", "t_start"});
+  // FitNet: shapes the connector cannot map, and inputs that differ from the declared shapes.
+  expect_error([] { distill::FitNetLoss(distill::FitNetOptions({8, 4, 4}, {8, 7, 7})); },
+               {"FitNetLoss", "no connector", "[8, 4, 4]", "[8, 7, 7]"});
+  expect_error([] { distill::FitNetLoss(distill::FitNetOptions({8, 4}, {8, 4, 4})); }, {"FitNetLoss", "[C, H, W]"});
+  distill::FitNetLoss fitnet(distill::FitNetOptions({3, 4, 4}, {5, 4, 4}));
+  expect_error([&] { fitnet(torch::randn({2, 3, 4, 4}), torch::randn({2, 6, 4, 4})); },
+               {"FitNetLoss", "expected student [N, [3, 4, 4]]", "[2, 6, 4, 4]"});
+  // AT: maps that give attention maps of different sizes.
+  expect_error([&] { F::at_loss(torch::randn({2, 3, 4, 4}), torch::randn({2, 3, 4, 5})); }, {"at_loss", "[2, 3, 4, 5]"});
+  expect_error([&] { F::at_loss(torch::randn({2, 3, 4}), torch::randn({2, 3, 4, 4})); }, {"at_loss", "[N, C, H, W]"});
+}

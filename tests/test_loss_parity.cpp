@@ -18,7 +18,10 @@ void check_all(torch::Dtype dtype, double rtol) {
   for (const auto& spec : fixture()) {
     auto c = distill_test::make_case(spec, dtype);
     INFO(c.id);
-    for (const auto& failure : distill_test::check_parity(c, rtol)) FAIL_CHECK(failure);
+    // CTKD's temperature gradient is a small difference of T-derivatives: python3-torch's own
+    // float32 run of the same formula is 7.6e-4 (relative) from float64 on these inputs.
+    const double tol = dtype == torch::kFloat && c.loss == "ctkd" ? 2e-3 : rtol;
+    for (const auto& failure : distill_test::check_parity(c, tol)) FAIL_CHECK(failure);
   }
 }
 
@@ -27,8 +30,9 @@ void check_all(torch::Dtype dtype, double rtol) {
 TEST_CASE("the fixture covers every loss", "[losses][parity]") {
   std::set<std::string> seen;
   for (const auto& spec : fixture()) seen.insert(spec.at("loss").get<std::string>());
-  const std::set<std::string> all{"afd", "ce",  "dist", "distance", "dkd", "dml", "kd",
-                                  "mgd", "pefd", "rkd_angle", "rkd_distance", "skd", "wsl"};
+  const std::set<std::string> all{"afd",         "at",  "ce",     "ctkd",      "dist",         "distance",
+                                  "dkd",         "dml", "fitnet", "kd",        "mgd",          "nkd",
+                                  "ensemble_kd", "pefd", "rkd_angle", "rkd_distance", "skd", "wsl"};
   CHECK(seen == all);
 }
 

@@ -55,10 +55,12 @@ Tensors autograd_gradients(const distill_test::LossCase& c) {
   return grads;
 }
 
-/// Inputs that, by the reference's semantics, get no gradient: the teacher of KL-type losses.
+/// Inputs that, by the reference's semantics, get no gradient: the teacher of KL-type losses
+/// (KD, DKD, CE, and NKD and CTKD, whose official teachers run without gradient) and the
+/// teachers of an ensemble.
 bool gradient_blocked(const distill_test::LossCase& c, const std::string& input) {
-  const bool kl_type = c.loss == "kd" || c.loss == "dkd" || c.loss == "ce";
-  return kl_type && input == "teacher";
+  const bool kl_type = c.loss == "kd" || c.loss == "dkd" || c.loss == "ce" || c.loss == "nkd" || c.loss == "ctkd";
+  return (kl_type && input == "teacher") || input.rfind("teachers.", 0) == 0;
 }
 
 template <class Fn>

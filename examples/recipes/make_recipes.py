@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Writes examples/recipes/{ssld,dml,udml,afd,dkd,dist,mgd}.json: the reference's seven
-published ImageNet recipes (docs/reference.md §5) in its vocabulary.
+published ImageNet recipes (docs/reference.md §5) in its vocabulary; and the recipes of the
+methods in docs/methods.md (nkd, ctkd, kd_standardize, multi_teacher, fitnet, at).
 Run from the repository root: python3 examples/recipes/make_recipes.py"""
 import json
 t34 = [f"blocks[{i}]" for i in range(16)]
@@ -98,6 +99,42 @@ recipes = {
                                             "student_channels": 512, "teacher_channels": 512}}],
              100, 64, 256, momentum(piecewise, wd=1e-4)),
 }
+# The methods of docs/methods.md (not published as PaddleClas recipes): each with its official
+# ImageNet ResNet34 -> ResNet18 setting where the paper reports one (docs/methods.md says which).
+pair = [["Student", "Teacher"]]
+r34_stages = ["blocks[2]", "blocks[6]", "blocks[12]", "blocks[15]"]
+r18_stages = ["blocks[1]", "blocks[3]", "blocks[5]", "blocks[7]"]
+kd_pair = lambda: arch([{"Teacher": r34()}, {"Student": r18()}], [True, False])
+recipes.update({
+ "nkd": full("nkd", kd_pair(),
+             [gt, {"DistillationNKDLoss": {"weight": 1.0, "model_name_pairs": pair, "temperature": 1.0, "gamma": 1.5}}],
+             100, 32, 64, momentum(multistep(0.1), wd=1e-4)),
+ "ctkd": full("ctkd", kd_pair(),
+              [gt, {"DistillationCTKDLoss": {"weight": 1.0, "model_name_pairs": pair, "t_start": 1.0, "t_end": 20.0,
+                                             "lambda_max": 0.0, "lambda_min": -1.0, "lambda_epochs": 5, "schedule": "cosine"}}],
+              120, 32, 64, momentum(multistep(0.1), wd=1e-4)),
+ "kd_standardize": full("kd_standardize", kd_pair(),
+                        [gt, {"DistillationKLDivLoss": {"weight": 9.0, "model_name_pairs": pair, "temperature": 2.0,
+                                                        "standardize": True}}],
+                        100, 64, 64, momentum(multistep(0.2), wd=1e-4)),
+ "multi_teacher": full("multi_teacher",
+                       arch([{"Teacher0": {"name": "ResNet50", "layout": "torchvision", "class_num": 1000, "pretrained": "weights/resnet50.pth"}},
+                             {"Teacher1": r34()}, {"Student": r18()}], [True, True, False]),
+                       [gt, {"DistillationMultiTeacherLoss": {"weight": 1.0, "base_loss_name": "KLDivLoss", "student": "Student",
+                                                              "teachers": ["Teacher0", "Teacher1"], "teacher_weights": [1.0, 1.0],
+                                                              "temperature": 4.0}}],
+                       100, 64, 64, momentum(multistep(0.2), wd=1e-4)),
+ "fitnet": full("fitnet", arch([{"Teacher": r34({"return_patterns": ["blocks[6]"]})}, {"Student": r18({"return_patterns": ["blocks[3]"]})}],
+                               [True, False]),
+                [gt, {"DistillationFitNetLoss": {"weight": 100.0, "model_name_pairs": pair, "s_keys": ["blocks[3]"],
+                                                 "t_keys": ["blocks[6]"], "student_shape": [128, 28, 28], "teacher_shape": [128, 28, 28]}}],
+                100, 64, 64, momentum(multistep(0.2), wd=1e-4)),
+ "at": full("at", arch([{"Teacher": r34({"return_patterns": r34_stages})}, {"Student": r18({"return_patterns": r18_stages})}],
+                       [True, False]),
+            [gt, {"DistillationATLoss": {"weight": 1000.0, "model_name_pairs": pair, "s_keys": r18_stages, "t_keys": r34_stages,
+                                         "p": 2.0}}],
+            100, 64, 64, momentum(multistep(0.2), wd=1e-4)),
+})
 for name, recipe in recipes.items():
     with open(f"examples/recipes/{name}.json", "w") as f:
         json.dump(recipe, f, indent=1)

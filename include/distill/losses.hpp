@@ -2,13 +2,18 @@
 // Every distillation loss, functional and module form. Needs only libtorch.
 
 #include "distill/losses/afd.hpp"
+#include "distill/losses/at.hpp"
 #include "distill/losses/ce.hpp"
+#include "distill/losses/ctkd.hpp"
 #include "distill/losses/distance.hpp"
 #include "distill/losses/dist.hpp"
 #include "distill/losses/dkd.hpp"
 #include "distill/losses/dml.hpp"
+#include "distill/losses/ensemble.hpp"
+#include "distill/losses/fitnet.hpp"
 #include "distill/losses/kd.hpp"
 #include "distill/losses/mgd.hpp"
+#include "distill/losses/nkd.hpp"
 #include "distill/losses/pefd.hpp"
 #include "distill/losses/topk.hpp"
 #include "distill/losses/rkd.hpp"

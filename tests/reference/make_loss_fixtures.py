@@ -223,9 +223,11 @@ def ref_afd(bk, svals, query, tvals, p_t, p_s, groups, qk):  # 2.14, loops over 
 cases = []
 
 
-def add(case_id, loss, options, inputs, value, target=None, params=None, seed=None):
+def add(case_id, loss, options, inputs, value, target=None, params=None, seed=None, unchecked=()):
+    # unchecked: parameters whose gradient is zero by construction (a bias before a batch norm);
+    # both sides hold only rounding noise there, so no relative comparison can be made.
     leaves = dict(inputs)
-    leaves.update({f"param:{k}": v for k, v in (params or {}).items()})
+    leaves.update({f"param:{k}": v for k, v in (params or {}).items() if k not in unchecked})
     grads = torch.autograd.grad(value, list(leaves.values()), allow_unused=True)
     case = {"id": case_id, "loss": loss, "options": options,
             "inputs": {k: enc(v) for k, v in inputs.items()},
@@ -377,6 +379,143 @@ def ref_rkd_distance_original(fs, ft):  # the RKD paper's code: zero diagonal, m
 s, t = randn(6, 4), randn(6, 5)
 add("rkd_distance/exclude_diagonal", "rkd_distance", {"exclude_diagonal": True}, {"student": s, "teacher": t},
     ref_rkd_distance_original(s, t))
+
+# ---------------------------------------------------------------- methods of docs/methods.md
+# Each written from its official code (repository, commit and path in docs/methods.md).
+
+def normalize(z):  # logit standardisation: sunshangquan/logit-standardization-KD, KD.py
+    return (z - z.mean(dim=-1, keepdim=True)) / (1e-7 + z.std(dim=-1, keepdim=True))
+
+
+for T in (2.0, 1.0):
+    s, t = randn(N, C), randn(N, C)
+    add(f"kd/standardize/T={T}", "kd", {"temperature": T, "standardize": True}, {"student": s, "teacher": t},
+        ref_kd(normalize(s), normalize(t), T))
+s, t, y = randn(N, C), randn(N, C), labels(N, C)
+add("dkd/standardize", "dkd", {"temperature": 2.0, "alpha": 1.0, "beta": 8.0, "use_target_as_gt": False, "standardize": True},
+    {"student": s, "teacher": t}, ref_dkd(normalize(s), normalize(t), y, 2.0, 1.0, 8.0), target=y)
+s, t = randn(N, C), randn(N, C)
+add("dist/standardize", "dist", {"beta": 1.0, "gamma": 2.0, "tau": 2.0, "standardize": True}, {"student": s, "teacher": t},
+    4.0 * ref_dist(normalize(s) / 2.0, normalize(t) / 2.0, 1.0, 2.0))
+s, t, y = randn(N, C), randn(N, C), labels(N, C)
+add("wsl/standardize", "wsl", {"temperature": 2.0, "standardize": True}, {"student": s, "teacher": t},
+    ref_wsl(normalize(s), normalize(t), y, 2.0), target=y)
+
+
+def ref_nkd(zs, zt, label, T, gamma):  # yzd-v/cls_KD, mmcls/models/dis_losses/nkd.py
+    zt = zt.detach()
+    label = (zt.argmax(dim=1) if label is None else label).view(-1, 1)
+    n = zs.shape[0]
+    s_t = torch.gather(F.log_softmax(zs, dim=1), 1, label)
+    t_t = torch.gather(F.softmax(zt, dim=1), 1, label)
+    loss_t = -(t_t * s_t).mean()
+    mask = torch.ones_like(zs).scatter_(1, label, 0).bool()
+    S = F.log_softmax(zs[mask].reshape(n, -1) / T, dim=1)
+    Tn = F.softmax(zt[mask].reshape(n, -1) / T, dim=1)
+    return loss_t - gamma * T ** 2 * (Tn * S).sum(dim=1).mean()
+
+
+for T, gamma, with_label in ((1.0, 1.5, True), (2.0, 1.0, True), (1.0, 1.5, False)):
+    s, t, y = randn(N, C), randn(N, C), labels(N, C)
+    add(f"nkd/T={T}/gamma={gamma}/label={with_label}", "nkd", {"temperature": T, "gamma": gamma},
+        {"student": s, "teacher": t}, ref_nkd(s, t, y if with_label else None, T, gamma),
+        target=y if with_label else None)
+
+
+class Reverse(torch.autograd.Function):  # CTKD's gradient reversal: backward multiplies by lambda
+    @staticmethod
+    def forward(ctx, x, lam):
+        ctx.lam = lam
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, g):
+        return ctx.lam * g, None
+
+
+def ctkd_lambda(epoch, lmax, lmin, loops):  # zhengli97/CTKD, train_student.py CosineDecay
+    i = min(max(epoch, 0), loops)
+    return (math.cos(i * math.pi / loops) + 1.0) * 0.5 * (lmax - lmin) + lmin
+
+
+def ref_ctkd(zs, zt, theta, lam, t_start, t_end, stand):  # CTKD: Global_T + DistillKL (batchmean KL * T^2)
+    if stand:
+        zs, zt = normalize(zs), normalize(zt.detach())
+    T = t_start + t_end * torch.sigmoid(Reverse.apply(theta, lam))
+    kl = F.kl_div(F.log_softmax(zs / T, dim=1), F.softmax(zt.detach() / T, dim=1), reduction="batchmean")
+    return (kl * T * T).reshape(())
+
+
+for epoch, theta0, stand in ((1, 1.0, False), (3, -0.5, False), (9, 0.3, True)):
+    s, t = randn(N, C), randn(N, C)
+    theta = torch.tensor([theta0], requires_grad=True)
+    lam = ctkd_lambda(epoch, 0.0, -1.0, 5)
+    add(f"ctkd/epoch={epoch}/standardize={stand}", "ctkd",
+        {"t_start": 1.0, "t_end": 20.0, "lambda_max": 0.0, "lambda_min": -1.0, "lambda_epochs": 5, "epoch": epoch,
+         "standardize": stand},
+        {"student": s, "teacher": t}, ref_ctkd(s, t, theta, lam, 1.0, 20.0, stand), params={"global_t": theta})
+
+
+def ref_ensemble_kd(zs, teachers, weights, T):  # soft targets averaged, then KD against them
+    w = [x / sum(weights) for x in weights]
+    p = sum(wi * F.softmax(zt.detach() / T, dim=1) for wi, zt in zip(w, teachers))
+    return T * T / zs.shape[0] * (p * (torch.log(p) - F.log_softmax(zs / T, dim=1))).sum()
+
+
+for weights, T in (([1.0, 1.0], 4.0), ([3.0, 1.0, 0.5], 2.0)):
+    s = randn(N, C)
+    teachers = [randn(N, C, scale=3.0) for _ in weights]
+    inputs = {"student": s}
+    inputs.update({f"teachers.{i}": z for i, z in enumerate(teachers)})
+    add(f"ensemble_kd/{len(weights)}-teachers/T={T}", "ensemble_kd", {"teacher_weights": weights, "temperature": T},
+        inputs, ref_ensemble_kd(s, teachers, weights, T))
+
+
+def ref_fitnet(fs, ft, params, kind, relu):  # megvii-research/mdistiller, distillers/_common.py ConvReg + MSE
+    if kind == "down":
+        x = F.conv2d(fs, params["conv.weight"], params["conv.bias"], stride=2, padding=1)
+    elif kind == "up":
+        x = F.conv_transpose2d(fs, params["conv.weight"], params["conv.bias"], stride=2, padding=1)
+    else:
+        x = F.conv2d(fs, params["conv.weight"], params["conv.bias"])
+    x = F.batch_norm(x, None, None, params["bn.weight"], params["bn.bias"], training=True, eps=1e-5)
+    if relu:
+        x = F.relu(x)
+    return F.mse_loss(x, ft)
+
+
+for kind, s_shape, t_shape, relu in (("down", (4, 6, 6), (5, 3, 3), True), ("up", (3, 2, 2), (4, 4, 4), True),
+                                     ("same", (3, 4, 5), (6, 3, 3), False)):
+    cs, ct = s_shape[0], t_shape[0]
+    if kind == "down":
+        w = randn(ct, cs, 3, 3, scale=0.3)
+    elif kind == "up":
+        w = randn(cs, ct, 4, 4, scale=0.3)
+    else:
+        w = randn(ct, cs, 1 + s_shape[1] - t_shape[1], 1 + s_shape[2] - t_shape[2], scale=0.3)
+    params = {"conv.weight": w, "conv.bias": randn(ct, scale=0.1), "bn.weight": (1 + 0.2 * torch.randn(ct, generator=gen)).requires_grad_(),
+              "bn.bias": randn(ct, scale=0.1)}
+    fs, ft = randn(3, *s_shape), randn(3, *t_shape)
+    add(f"fitnet/{kind}/relu={relu}", "fitnet", {"student_shape": list(s_shape), "teacher_shape": list(t_shape), "relu": relu},
+        {"student": fs, "teacher": ft}, ref_fitnet(fs, ft, params, kind, relu), params=params,
+        unchecked=("conv.bias",))
+
+
+def ref_at(fs, ft, p):  # megvii-research/mdistiller, distillers/AT.py single_stage_at_loss
+    def at(f):
+        return F.normalize(f.pow(p).mean(1).reshape(f.size(0), -1))
+    sh, th = fs.shape[2], ft.shape[2]
+    if sh > th:
+        fs = F.adaptive_avg_pool2d(fs, (th, th))
+    elif sh < th:
+        ft = F.adaptive_avg_pool2d(ft, (sh, sh))
+    return (at(fs) - at(ft)).pow(2).mean()
+
+
+for p_at, s_shape, t_shape in ((2.0, (3, 4, 4), (5, 4, 4)), (2.0, (3, 6, 6), (5, 3, 3)), (2.0, (3, 2, 2), (4, 4, 4)),
+                               (3.0, (2, 3, 3), (3, 3, 3))):
+    fs, ft = randn(4, *s_shape), randn(4, *t_shape)
+    add(f"at/p={p_at}/{s_shape[1]}->{t_shape[1]}", "at", {"p": p_at}, {"student": fs, "teacher": ft}, ref_at(fs, ft, p_at))
 
 # Top-k teachers (a teacher cache): the teacher keeps its k largest logits; every other class
 # gets the logit r = logsumexp(those left out) - log(C - k), which spreads the mass left out

@@ -82,7 +82,7 @@ inline LossCase make_case(const json& spec, torch::Dtype dtype = torch::kDouble,
   const std::string& loss = c.loss;
 
   if (loss == "kd") {
-    auto opt = distill::KDOptions().temperature(o.at("temperature"));
+    auto opt = distill::KDOptions().temperature(o.at("temperature")).standardize(o.value("standardize", false));
     c.evaluate = [=](const Tensors& in) { return F::kd_loss(in.at("student"), in.at("teacher"), opt); };
   } else if (loss == "ce") {
     auto opt = distill::CEOptions().label_smoothing(o.at("label_smoothing"));
@@ -107,13 +107,15 @@ inline LossCase make_case(const json& spec, torch::Dtype dtype = torch::kDouble,
                    .temperature(o.at("temperature"))
                    .alpha(o.at("alpha"))
                    .beta(o.at("beta"))
-                   .use_target_as_gt(o.at("use_target_as_gt"));
+                   .use_target_as_gt(o.at("use_target_as_gt"))
+                   .standardize(o.value("standardize", false));
     c.evaluate = [=](const Tensors& in) { return F::dkd_loss(in.at("student"), in.at("teacher"), target, opt); };
   } else if (loss == "dist") {
-    auto opt = distill::DISTOptions().beta(o.at("beta")).gamma(o.at("gamma")).tau(o.value("tau", 1.0));
+    auto opt = distill::DISTOptions().beta(o.at("beta")).gamma(o.at("gamma")).tau(o.value("tau", 1.0)).standardize(
+        o.value("standardize", false));
     c.evaluate = [=](const Tensors& in) { return F::dist_loss(in.at("student"), in.at("teacher"), opt); };
   } else if (loss == "wsl") {
-    auto opt = distill::WSLOptions().temperature(o.at("temperature"));
+    auto opt = distill::WSLOptions().temperature(o.at("temperature")).standardize(o.value("standardize", false));
     c.evaluate = [=](const Tensors& in) { return F::wsl_loss(in.at("student"), in.at("teacher"), target, opt); };
   } else if (loss == "skd") {
     auto opt = distill::SKDOptions().temperature(o.at("temperature")).multiplier(o.at("multiplier")).alpha(o.at("alpha"));
@@ -155,6 +157,37 @@ inline LossCase make_case(const json& spec, torch::Dtype dtype = torch::kDouble,
       return afd->forward(in.at("bilinear_key"), numbered(in, "student_values."), in.at("query"),
                           numbered(in, "teacher_values."));
     };
+  } else if (loss == "nkd") {
+    auto opt = distill::NKDOptions().temperature(o.at("temperature")).gamma(o.at("gamma"));
+    c.evaluate = [=](const Tensors& in) { return F::nkd_loss(in.at("student"), in.at("teacher"), target, opt); };
+  } else if (loss == "ctkd") {
+    auto ctkd = std::make_shared<distill::CTKDLossImpl>(distill::CTKDOptions()
+                                                            .t_start(o.at("t_start"))
+                                                            .t_end(o.at("t_end"))
+                                                            .lambda_max(o.at("lambda_max"))
+                                                            .lambda_min(o.at("lambda_min"))
+                                                            .lambda_epochs(o.at("lambda_epochs"))
+                                                            .standardize(o.at("standardize")));
+    load_parameters(*ctkd, spec.at("params"), dtype);
+    ctkd->set_epoch(o.at("epoch"));
+    c.module = ctkd;
+    c.evaluate = [=](const Tensors& in) { return ctkd->forward(in.at("student"), in.at("teacher")); };
+  } else if (loss == "ensemble_kd") {
+    const std::vector<double> weights = o.at("teacher_weights");
+    const double t = o.at("temperature");
+    c.evaluate = [=](const Tensors& in) {
+      return F::kd_loss(in.at("student"), F::ensemble_logits(numbered(in, "teachers."), weights, t),
+                        distill::KDOptions().temperature(t));
+    };
+  } else if (loss == "fitnet") {
+    auto fitnet = std::make_shared<distill::FitNetLossImpl>(
+        distill::FitNetOptions(o.at("student_shape"), o.at("teacher_shape")).relu(o.at("relu")));
+    load_parameters(*fitnet, spec.at("params"), dtype);
+    c.module = fitnet;
+    c.evaluate = [=](const Tensors& in) { return fitnet->forward(in.at("student"), in.at("teacher")); };
+  } else if (loss == "at") {
+    auto opt = distill::ATOptions().p(o.at("p"));
+    c.evaluate = [=](const Tensors& in) { return F::at_loss(in.at("student"), in.at("teacher"), opt); };
   } else {
     throw std::runtime_error("unknown loss in fixture: " + loss);
   }

@@ -8,8 +8,9 @@
 
 namespace distill_test {
 
-/// Every "pretrained" path becomes false, every "class_num" becomes `classes`, and the AFD
-/// [C, H, W] shapes (t_shapes, s_shapes) are scaled from 224x224 inputs to `size`.
+/// Every "pretrained" path becomes false, every "class_num" becomes `classes`, and the
+/// [C, H, W] shapes (AFD's t_shapes and s_shapes lists, FitNet's student_shape and
+/// teacher_shape) are scaled from 224x224 inputs to `size`.
 inline void shrink_recipe(nlohmann::json& node, int64_t classes, int64_t size) {
   if (node.is_object()) {
     for (auto& [key, value] : node.items()) {
@@ -20,7 +21,10 @@ inline void shrink_recipe(nlohmann::json& node, int64_t classes, int64_t size) {
           shape[1] = shape[1].get<int64_t>() * size / 224;
           shape[2] = shape[2].get<int64_t>() * size / 224;
         }
-      else shrink_recipe(value, classes, size);
+      else if ((key == "student_shape" || key == "teacher_shape") && value.is_array()) {
+        value[1] = value[1].get<int64_t>() * size / 224;
+        value[2] = value[2].get<int64_t>() * size / 224;
+      } else shrink_recipe(value, classes, size);
     }
   } else if (node.is_array()) {
     for (auto& item : node) shrink_recipe(item, classes, size);

@@ -3,6 +3,7 @@
 // the parameters an optimizer trains.
 
 #include <cmath>
+#include <limits>
 #include <memory>
 #include <string>
 #include <unordered_set>
@@ -12,6 +13,13 @@
 #include "distill/compose/models.hpp"
 
 namespace distill {
+
+/// The epochs (1-based, both ends included) in which a loss term counts: stage-wise training
+/// (FitNets' hint stage, then the task) gives its terms consecutive ranges.
+struct EpochRange {
+  int64_t first = 1, last = std::numeric_limits<int64_t>::max();
+  bool contains(int64_t epoch) const { return epoch >= first && epoch <= last; }
+};
 
 /// Weighted sum of loss terms. forward() returns every term multiplied by its weight and
 /// their sum under "loss".
@@ -29,18 +37,30 @@ namespace distill {
 ///   terms["loss"].backward();
 class CombinedLossImpl : public torch::nn::Module {
  public:
-  /// Adds `term` with `weight` (finite and >= 0: a negative weight would ascend its term).
-  void add(std::shared_ptr<LossTerm> term, double weight = 1.0) {
+  /// Adds `term` with `weight` (finite and >= 0: a negative weight would ascend its term),
+  /// counted in the epochs `epochs` (all by default; see set_epoch).
+  void add(std::shared_ptr<LossTerm> term, double weight = 1.0, EpochRange epochs = {}) {
     if (!term) fail("CombinedLoss: the term is null");
     if (!(weight >= 0) || !std::isfinite(weight))
       fail_at(term->origin(), "weight must be a finite number >= 0, got ", weight);
+    if (epochs.first < 1 || epochs.last < epochs.first)
+      fail_at(term->origin(), "epochs must be [first, last] with 1 <= first <= last, got [", epochs.first, ", ",
+              epochs.last, "]");
     register_module("term" + std::to_string(terms_.size()), term);
-    terms_.push_back({std::move(term), weight});
+    terms_.push_back({std::move(term), weight, epochs});
   }
   /// Adds a term given as its module holder: Pair<...>, GroundTruth<...>, AFDTerm, ...
   template <class Holder, class = std::enable_if_t<std::is_base_of_v<LossTerm, typename Holder::ContainedType>>>
-  void add(const Holder& term, double weight = 1.0) {
-    add(std::static_pointer_cast<LossTerm>(term.ptr()), weight);
+  void add(const Holder& term, double weight = 1.0, EpochRange epochs = {}) {
+    add(std::static_pointer_cast<LossTerm>(term.ptr()), weight, epochs);
+  }
+
+  /// The epoch (1-based) that starts: terms outside their range stop counting, and losses
+  /// with a schedule (CTKD) move on. The trainer calls it at the start of every epoch; before
+  /// any call every term counts.
+  void set_epoch(int64_t epoch) {
+    epoch_ = epoch;
+    for (auto& weighted : terms_) weighted.term->set_epoch(epoch);
   }
 
   LossTerms forward(const ModelOutputs& outputs, const torch::Tensor& labels) {
@@ -48,7 +68,8 @@ class CombinedLossImpl : public torch::nn::Module {
     LossTerms all;
     std::vector<std::pair<std::string, const LossTerm*>> producers;
     torch::Tensor total;
-    for (auto& [term, weight] : terms_)
+    for (auto& [term, weight, epochs] : terms_) {
+      if (epoch_ > 0 && !epochs.contains(epoch_)) continue;
       for (const auto& [name, value] : term->forward(outputs, labels)) {
         if (name == "loss") fail_at(term->origin(), "a term may not be named 'loss' (the total)");
         for (const auto& [other, producer] : producers)
@@ -60,6 +81,8 @@ class CombinedLossImpl : public torch::nn::Module {
         producers.emplace_back(name, term.get());
         total = total.defined() ? total + weighted : weighted;
       }
+    }
+    if (!total.defined()) fail("CombinedLoss: no loss term counts at epoch ", epoch_, " (see each term's epochs)");
     all.set("loss", total);
     return all;
   }
@@ -70,8 +93,10 @@ class CombinedLossImpl : public torch::nn::Module {
   struct Weighted {
     std::shared_ptr<LossTerm> term;
     double weight;
+    EpochRange epochs;
   };
   std::vector<Weighted> terms_;
+  int64_t epoch_ = 0;
 };
 TORCH_MODULE(CombinedLoss);
 

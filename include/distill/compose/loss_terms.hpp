@@ -23,6 +23,8 @@ using LossTerms = Named<torch::Tensor>;
 class LossTerm : public torch::nn::Module {
  public:
   virtual LossTerms forward(const ModelOutputs& outputs, const torch::Tensor& labels) = 0;
+  /// Called at the start of every epoch (1-based) for losses with a schedule (CTKD).
+  virtual void set_epoch(int64_t) {}
 
   /// Where the term was configured (e.g. "Loss.Train[1].DistillationKLDivLoss"); messages
   /// about missing models or keys name it.
@@ -70,6 +72,12 @@ torch::Tensor call_pair(Base& base, const torch::Tensor& a, const torch::Tensor&
   else return base(a, b);
 }
 /// A base loss applied to a model's output and the labels.
+/// Passes the epoch to a base loss that has a schedule.
+template <class Base>
+void set_base_epoch(Base& base, int64_t epoch) {
+  if constexpr (std::is_same_v<Base, AnyLoss>) base.set_epoch(epoch);
+  else if constexpr (has_epoch<typename Base::ContainedType>::value) base->set_epoch(epoch);
+}
 template <class Base>
 torch::Tensor call_ground_truth(Base& base, const torch::Tensor& x, const torch::Tensor& labels) {
   if constexpr (std::is_same_v<Base, AnyLoss>) return base(x, labels);
@@ -178,6 +186,7 @@ class PairImpl : public LossTerm {
       }
     return terms;
   }
+  void set_epoch(int64_t epoch) override { detail::set_base_epoch(base, epoch); }
 
   Base base;
   PairOptions options;
@@ -280,6 +289,53 @@ class AFDTermImpl : public LossTerm {
 };
 TORCH_MODULE(AFDTerm);
 
+/// Options of MultiTeacher: the student, the teachers and their weights (empty: equal), which
+/// output of each, the temperature at which soft targets are averaged, the term's name.
+struct MultiTeacherOptions {
+  explicit MultiTeacherOptions(std::vector<std::string> teachers = {}) : teachers_(std::move(teachers)) {}
+  TORCH_ARG(std::vector<std::string>, teachers);
+  TORCH_ARG(std::vector<double>, teacher_weights);
+  TORCH_ARG(std::string, student) = "Student";
+  TORCH_ARG(std::string, key) = "logits";
+  TORCH_ARG(double, temperature) = 1.0;
+  TORCH_ARG(std::string, name) = "loss";
+};
+
+/// A logit loss against several frozen teachers at once: base(student, ensemble, labels) with
+/// the ensemble of functional::ensemble_logits (their soft targets averaged at `temperature`,
+/// which should be the base loss's own). One term, "<name>_<student>_ensemble".
+///
+///   distill::MultiTeacher kd(distill::AnyLoss(distill::KDLoss(distill::KDOptions().temperature(4))),
+///                            distill::MultiTeacherOptions({"Teacher0", "Teacher1"}).temperature(4).name("loss_kldiv"));
+class MultiTeacherImpl : public LossTerm {
+ public:
+  MultiTeacherImpl(AnyLoss base, MultiTeacherOptions options) : base(std::move(base)), options(std::move(options)) {
+    register_module("base", this->base.ptr());
+    const auto& o = this->options;
+    if (o.teachers().size() < 2) fail("MultiTeacher: needs at least two teachers, got ", o.teachers().size());
+    if (!o.teacher_weights().empty() && o.teacher_weights().size() != o.teachers().size())
+      fail("MultiTeacher: ", o.teacher_weights().size(), " teacher_weights for ", o.teachers().size(), " teachers");
+    double total = 0;
+    for (double w : o.teacher_weights()) detail::check_weight("MultiTeacher", "a teacher weight", w), total += w;
+    if (!o.teacher_weights().empty() && !(total > 0)) fail("MultiTeacher: the teacher weights sum to 0");
+  }
+
+  LossTerms forward(const ModelOutputs& outputs, const torch::Tensor& labels) override {
+    const auto& o = options;
+    const auto& student = select(outputs, o.student(), o.key());
+    std::vector<torch::Tensor> teachers;
+    for (const auto& t : o.teachers()) teachers.push_back(select(outputs, t, o.key()));
+    return LossTerms{{o.name() + "_" + o.student() + "_ensemble", guarded([&] {
+                        return base(student, functional::ensemble_logits(teachers, o.teacher_weights(), o.temperature()), labels);
+                      })}};
+  }
+  void set_epoch(int64_t epoch) override { base.set_epoch(epoch); }
+
+  AnyLoss base;
+  MultiTeacherOptions options;
+};
+TORCH_MODULE(MultiTeacher);
+
 /// Several terms as one (e.g. the reference's DistillationRKDLoss: an angle and a distance
 /// term per pair). Their names must differ.
 class TermGroupImpl : public LossTerm {
@@ -296,6 +352,9 @@ class TermGroupImpl : public LossTerm {
         all.set(name, value);
       }
     return all;
+  }
+  void set_epoch(int64_t epoch) override {
+    for (auto& term : terms_) term->set_epoch(epoch);
   }
 
  private:
@@ -395,6 +454,24 @@ inline const bool terms_registered =
                     group->add(std::make_shared<PairImpl<RKDAngleLoss>>(RKDAngleLoss(), PairOptions(options).name("loss_angle")));
                     group->add(std::make_shared<PairImpl<RKDDistanceLoss>>(RKDDistanceLoss(rkd), PairOptions(options).name("loss_dist")));
                     return group;
+                  }) &&
+    register_term("DistillationMultiTeacherLoss",
+                  [](Schema& s) -> std::shared_ptr<LossTerm> {
+                    std::string base;
+                    s.required("base_loss_name", base);
+                    const auto& spec = loss_registry().at(base, s.path_of("base_loss_name"));
+                    if (!spec.temperature)
+                      fail_at(s.path_of("base_loss_name"), "'", base, "' does not soften a teacher; a multi-teacher ",
+                              "entry takes a logit loss (KLDivLoss, DKDLoss, DISTLoss, WSLLoss, NKDLoss)");
+                    auto [loss, term_name] = spec.make(s);
+                    MultiTeacherOptions options;
+                    s.required("teachers", options.teachers());
+                    s.field("teacher_weights", options.teacher_weights());
+                    s.field("student", options.student());
+                    s.field("key", options.key());
+                    options.name(term_name).temperature(spec.temperature(s));
+                    s.field("name", options.name());
+                    return std::make_shared<MultiTeacherImpl>(std::move(loss), options);
                   }) &&
     register_term("AFDLoss", [](Schema& s) -> std::shared_ptr<LossTerm> {
       FeatureShapes s_shapes, t_shapes;

@@ -206,7 +206,8 @@ inline std::shared_ptr<DistillationModelImpl> build_model(const json& arch, cons
 /// KLDivLoss, DMLLoss, DistanceLoss, DKDLoss, DISTLoss, WSLLoss, SKDLoss, MGDLoss, PEFDLoss,
 /// RKdAngle, RkdDistance, and any registered with distill::register_loss) the names
 /// "DistillationX", "DistillationGTX" (CELoss) and "X" work (see make_term); besides them
-/// AFDLoss, DistillationRKDLoss and DistillationPairLoss (base_loss_name: any X).
+/// AFDLoss, DistillationRKDLoss and DistillationPairLoss (base_loss_name: any X). Any entry
+/// may give `epochs: [first, last]`, the epochs in which it counts (stage-wise training).
 ///
 ///   auto loss = distill::config::build_loss(recipe["Loss"]["Train"]);
 ///   distill::LossTerms terms = loss->forward(model->forward(images), labels);
@@ -222,10 +223,17 @@ inline std::shared_ptr<CombinedLossImpl> build_loss(const json& losses, const st
     JsonSchema s(options->is_null() ? json::object() : *options, where);
     double weight = 0;
     s.required("weight", weight);
+    EpochRange epochs;
+    if (s.has("epochs")) {
+      std::vector<int64_t> range;
+      s.field("epochs", range);
+      if (range.size() != 2) fail_at(s.path_of("epochs"), "expected [first, last] (1-based, both included), got ", range.size(), " numbers");
+      epochs = {range[0], range[1]};
+    }
     auto term = with_context(where, [&] { return make_term(name, s); });
     s.done();
     term->set_origin(where);
-    with_context(where, [&] { combined->add(term, weight); });
+    with_context(where, [&] { combined->add(term, weight, epochs); });
   }
   return combined;
 }

@@ -64,6 +64,24 @@ inline torch::Tensor safe_normalize(const torch::Tensor& x, int64_t dim) {
   return x / torch::where(norm > 0, norm, torch::ones_like(norm));
 }
 
+/// Logit standardisation (Sun et al., CVPR 2024; docs/methods.md): each row's z-score
+/// (z - mean) / (1e-7 + std) with the unbiased standard deviation, as the official code's
+/// `normalize`. Applied to both inputs of a loss whose `standardize` option is set.
+inline torch::Tensor standardize(const torch::Tensor& z) {
+  auto mean = z.mean(1, /*keepdim=*/true);
+  auto std = z.std(1, /*unbiased=*/true, /*keepdim=*/true);
+  return (z - mean) / (std + 1e-7);
+}
+
+/// A loss with `standardize` set needs a dense teacher (the z-score reads every logit) and at
+/// least two classes (the unbiased std of one value is undefined).
+inline void check_standardize(const char* loss, const torch::Tensor& student, const torch::Tensor& teacher) {
+  if (teacher.is_sparse())
+    fail(loss, ": standardize needs the teacher's dense logits (a top-k teacher keeps only k of them); ",
+         "make the teacher cache with --topk equal to the number of classes, or drop standardize");
+  if (student.size(1) < 2) fail(loss, ": standardize needs at least 2 classes, got ", describe(student));
+}
+
 /// A loss with parameters computes in their dtype and on their device: features computed as
 /// `x` (see compute()) must match, otherwise the user is told to move the loss.
 inline void check_parameters_match(const char* loss, const torch::nn::Module& module,

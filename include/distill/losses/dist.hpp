@@ -15,6 +15,8 @@ struct DISTOptions {
   TORCH_ARG(double, beta) = 1.0;
   TORCH_ARG(double, gamma) = 1.0;
   TORCH_ARG(double, tau) = 1.0;
+  /// Logit standardisation (docs/methods.md): both inputs become per-row z-scores first.
+  TORCH_ARG(bool, standardize) = false;
 };
 
 namespace detail {
@@ -189,6 +191,7 @@ inline torch::Tensor dist_loss(const torch::Tensor& student, const torch::Tensor
   constexpr const char* kLoss = "dist_loss";
   detail::check_options(options);
   detail::check_logits(kLoss, "student", student);
+  if (options.standardize()) detail::check_standardize(kLoss, student, teacher);
   if (is_topk_teacher(teacher)) {
     auto zs = detail::compute(student);
     auto top = detail::with_dtype(detail::unpack_topk(kLoss, student, teacher), zs.scalar_type());
@@ -198,6 +201,7 @@ inline torch::Tensor dist_loss(const torch::Tensor& student, const torch::Tensor
   }
   detail::check_same(kLoss, "student", student, "teacher", teacher);
   auto zs = detail::compute(student), zt = detail::compute(teacher);
+  if (options.standardize()) zs = detail::standardize(zs), zt = detail::standardize(zt);
   const double tau = options.tau();
   if (tau != 1.0) zs = zs / tau, zt = zt / tau;
   auto loss = detail::DISTFunction::apply(zs, zt, options.beta(), options.gamma(), detail::wanted_gradients(zs, zt));
@@ -223,14 +227,17 @@ class DISTLossImpl : public detail::LossModule<DISTLossImpl> {
 };
 TORCH_MODULE(DISTLoss);
 
-/// Recipe keys of DISTLoss (its wrapper's terms: "loss_dist_<A>_<B>"): beta, gamma, tau.
+/// Recipe keys of DISTLoss (its wrapper's terms: "loss_dist_<A>_<B>"): beta, gamma, tau,
+/// standardize.
 inline void describe(Schema& s, DISTOptions& o) {
   s.field("beta", o.beta());
   s.field("gamma", o.gamma());
   s.field("tau", o.tau());
+  s.field("standardize", o.standardize());
 }
 namespace detail {
-inline const bool dist_registered = register_loss<DISTLoss>("DISTLoss", DISTOptions(), LossTraits{"loss_dist"});
+inline const bool dist_registered = register_loss<DISTLoss>("DISTLoss", DISTOptions(), LossTraits{"loss_dist"}, nullptr,
+                                                    [](const DISTOptions& o) { return o.tau(); });
 }
 
 }  // namespace distill

@@ -17,6 +17,8 @@ struct DKDOptions {
   TORCH_ARG(double, alpha) = 1.0;
   TORCH_ARG(double, beta) = 1.0;
   TORCH_ARG(bool, use_target_as_gt) = false;
+  /// Logit standardisation (docs/methods.md): both inputs become per-row z-scores first.
+  TORCH_ARG(bool, standardize) = false;
 };
 
 namespace detail {
@@ -138,6 +140,7 @@ inline torch::Tensor dkd_loss(const torch::Tensor& student, const torch::Tensor&
   constexpr const char* kLoss = "dkd_loss";
   detail::check_options(options);
   detail::check_logits(kLoss, "student", student, /*min_classes=*/2);
+  if (options.standardize()) detail::check_standardize(kLoss, student, teacher);
   if (is_topk_teacher(teacher)) {
     auto zs = detail::compute(student);
     auto top = detail::with_dtype(detail::unpack_topk(kLoss, student, teacher), zs.scalar_type());
@@ -149,6 +152,7 @@ inline torch::Tensor dkd_loss(const torch::Tensor& student, const torch::Tensor&
   auto zt = detail::compute(teacher).detach();
   auto index = detail::target_or_argmax(kLoss, options.use_target_as_gt() ? torch::Tensor() : target, zt);
   auto zs = detail::compute(student);
+  if (options.standardize()) zs = detail::standardize(zs), zt = detail::standardize(zt);
   return detail::DKDFunction::apply(zs, zt, index, options.temperature(), options.alpha(), options.beta(),
                                     detail::wanted_gradients(zs, zt));
 }
@@ -174,15 +178,17 @@ class DKDLossImpl : public detail::LossModule<DKDLossImpl> {
 TORCH_MODULE(DKDLoss);
 
 /// Recipe keys of DKDLoss (its wrapper's terms: "loss_dkd_<A>_<B>"): temperature, alpha, beta,
-/// use_target_as_gt.
+/// use_target_as_gt, standardize.
 inline void describe(Schema& s, DKDOptions& o) {
   s.field("temperature", o.temperature());
   s.field("alpha", o.alpha());
   s.field("beta", o.beta());
   s.field("use_target_as_gt", o.use_target_as_gt());
+  s.field("standardize", o.standardize());
 }
 namespace detail {
-inline const bool dkd_registered = register_loss<DKDLoss>("DKDLoss", DKDOptions(), LossTraits{"loss_dkd"});
+inline const bool dkd_registered = register_loss<DKDLoss>("DKDLoss", DKDOptions(), LossTraits{"loss_dkd"}, nullptr,
+                                                    [](const DKDOptions& o) { return o.temperature(); });
 }
 
 }  // namespace distill

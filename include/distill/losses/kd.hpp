@@ -10,6 +10,8 @@ namespace distill {
 /// Options of kd_loss / KDLoss. The reference's KLDivLoss and its wrapper both default to T = 4.
 struct KDOptions {
   TORCH_ARG(double, temperature) = 4.0;
+  /// Logit standardisation (docs/methods.md): both inputs become per-row z-scores first.
+  TORCH_ARG(bool, standardize) = false;
 };
 
 namespace detail {
@@ -71,7 +73,8 @@ struct KDTopKFunction : public FusedFunction<KDTopKFunction, 6> {
 
 namespace functional {
 
-/// T^2 / N * sum_{n,c} p_t (log p_t - log softmax(z_s / T)) with p_t = softmax(z_t / T).
+/// T^2 / N * sum_{n,c} p_t (log p_t - log softmax(z_s / T)) with p_t = softmax(z_t / T)
+/// (z-scores of the logits instead with `standardize`).
 /// Logits are [N, C]. Like the reference's KL op, no gradient reaches the teacher.
 /// Computed by a fused function (detail::KDFunction): an underflowed p_t contributes 0, as the
 /// reference skips p_t <= 0, and nothing becomes inf for logits of any size. The teacher may be
@@ -84,6 +87,7 @@ inline torch::Tensor kd_loss(const torch::Tensor& student, const torch::Tensor& 
   constexpr const char* kLoss = "kd_loss";
   detail::check_options(options);
   detail::check_logits(kLoss, "student", student);
+  if (options.standardize()) detail::check_standardize(kLoss, student, teacher);
   if (is_topk_teacher(teacher)) {
     auto top = detail::unpack_topk(kLoss, student, teacher);
     auto zs = detail::compute(student);
@@ -92,6 +96,7 @@ inline torch::Tensor kd_loss(const torch::Tensor& student, const torch::Tensor& 
   }
   detail::check_same(kLoss, "student", student, "teacher", teacher);
   auto zs = detail::compute(student), zt = detail::compute(teacher).detach();
+  if (options.standardize()) zs = detail::standardize(zs), zt = detail::standardize(zt);
   return detail::KDFunction::apply(zs, zt, options.temperature(), detail::wanted_gradients(zs, zt));
 }
 
@@ -115,10 +120,14 @@ class KDLossImpl : public detail::LossModule<KDLossImpl> {
 TORCH_MODULE(KDLoss);
 
 /// Recipe keys of KDLoss, registered as the reference's "KLDivLoss" (its wrapper
-/// "DistillationKLDivLoss" names terms "loss_kldiv_<A>_<B>"): temperature.
-inline void describe(Schema& s, KDOptions& o) { s.field("temperature", o.temperature()); }
+/// "DistillationKLDivLoss" names terms "loss_kldiv_<A>_<B>"): temperature, standardize.
+inline void describe(Schema& s, KDOptions& o) {
+  s.field("temperature", o.temperature());
+  s.field("standardize", o.standardize());
+}
 namespace detail {
-inline const bool kd_registered = register_loss<KDLoss>("KLDivLoss", KDOptions(), LossTraits{"loss_kldiv"});
+inline const bool kd_registered = register_loss<KDLoss>("KLDivLoss", KDOptions(), LossTraits{"loss_kldiv"}, nullptr,
+                                                    [](const KDOptions& o) { return o.temperature(); });
 }
 
 }  // namespace distill

@@ -30,6 +30,21 @@ template <class Impl>
 struct takes_labels<Impl, std::void_t<decltype(std::declval<Impl&>().forward(
                               std::declval<torch::Tensor>(), std::declval<torch::Tensor>(), std::declval<torch::Tensor>()))>>
     : std::true_type {};
+
+/// T itself, in a context where a template argument is not deduced (so that a lambda can be
+/// passed for a std::function of the options deduced from another argument).
+template <class T>
+struct same {
+  using type = T;
+};
+template <class T>
+using same_t = typename same<T>::type;
+
+/// Whether a loss module follows a schedule by epoch (CTKD): it has set_epoch(int64_t).
+template <class Impl, class = void>
+struct has_epoch : std::false_type {};
+template <class Impl>
+struct has_epoch<Impl, std::void_t<decltype(std::declval<Impl&>().set_epoch(int64_t{}))>> : std::true_type {};
 }  // namespace detail
 
 /// A loss module of any type behind one call, loss(a, b, labels): what a recipe builds.
@@ -46,6 +61,8 @@ class AnyLoss {
       if constexpr (detail::takes_labels<typename Holder::ContainedType>::value) return loss->forward(a, b, labels);
       else return loss->forward(a, b);
     };
+    if constexpr (detail::has_epoch<typename Holder::ContainedType>::value)
+      epoch_ = [loss](int64_t epoch) mutable { loss->set_epoch(epoch); };
   }
 
   torch::Tensor operator()(const torch::Tensor& a, const torch::Tensor& b, const torch::Tensor& labels = {}) const {
@@ -57,10 +74,15 @@ class AnyLoss {
   /// The module, to register as a child (its parameters reach the optimiser).
   const std::shared_ptr<torch::nn::Module>& ptr() const { return module_; }
   bool is_empty() const { return !module_; }
+  /// Tells a loss with a schedule (CTKD) the current epoch (1-based); others ignore it.
+  void set_epoch(int64_t epoch) const {
+    if (epoch_) epoch_(epoch);
+  }
 
  private:
   std::shared_ptr<torch::nn::Module> module_;
   std::function<torch::Tensor(const torch::Tensor&, const torch::Tensor&, const torch::Tensor&)> call_;
+  std::function<void(int64_t)> epoch_;
   bool labels_ = false;
 };
 
@@ -84,6 +106,10 @@ struct LossSpec {
   /// depend on the options, e.g. "loss_l2").
   std::function<std::pair<AnyLoss, std::string>(Schema&)> make;
   LossTraits traits;
+  /// Losses that soften their teacher (KD, DKD, DIST, WSL, NKD): the temperature an entry's
+  /// keys give, at which a multi-teacher entry averages the teachers' soft targets. Empty for
+  /// the others.
+  std::function<double(Schema&)> temperature;
 };
 
 /// Every registered loss, by name.
@@ -94,13 +120,15 @@ inline Registry<LossSpec>& loss_registry() {
 
 /// Registers loss module `Holder` (e.g. distill::KDLoss) under `name`. Its options are read
 /// by `describe(Schema&, Options&)`, found next to the options (argument-dependent lookup),
-/// starting from `defaults`; `term_name` may compute the wrapper's term name from the options.
+/// starting from `defaults`; `term_name` may compute the wrapper's term name from the options;
+/// `temperature` reads the temperature at which the loss softens its teacher (see LossSpec).
 /// Returns true, so that a header can register at static initialisation.
 ///
 ///   inline const bool registered = distill::register_loss<MyLoss>("MyLoss", MyOptions());
 template <class Holder, class Options>
 bool register_loss(const std::string& name, Options defaults, LossTraits traits = {},
-                   std::function<std::string(const Options&)> term_name = nullptr) {
+                   detail::same_t<std::function<std::string(const Options&)>> term_name = nullptr,
+                   detail::same_t<std::function<double(const Options&)>> temperature = nullptr) {
   if (traits.term_name.empty()) traits.term_name = name;
   const std::string fixed = traits.term_name;
   LossSpec spec;
@@ -110,6 +138,12 @@ bool register_loss(const std::string& name, Options defaults, LossTraits traits 
     describe(s, options);
     return std::pair<AnyLoss, std::string>(AnyLoss(Holder(options)), term_name ? term_name(options) : fixed);
   };
+  if (temperature)
+    spec.temperature = [defaults, temperature](Schema& s) {
+      Options options = defaults;
+      describe(s, options);
+      return temperature(options);
+    };
   return loss_registry().add(name, std::move(spec));
 }
 

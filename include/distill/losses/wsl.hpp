@@ -10,6 +10,9 @@ namespace distill {
 /// Options of wsl_loss / WSLLoss; the reference's default temperature is 2.
 struct WSLOptions {
   TORCH_ARG(double, temperature) = 2.0;
+  /// Logit standardisation (docs/methods.md): both inputs become per-row z-scores first (the
+  /// sample weights then come from the z-scores too).
+  TORCH_ARG(bool, standardize) = false;
 };
 
 namespace detail {
@@ -96,6 +99,7 @@ inline torch::Tensor wsl_loss(const torch::Tensor& student, const torch::Tensor&
   constexpr const char* kLoss = "wsl_loss";
   detail::check_options(options);
   detail::check_logits(kLoss, "student", student);
+  if (options.standardize()) detail::check_standardize(kLoss, student, teacher);
   if (is_topk_teacher(teacher)) {  // the same formula on the top-k form: no dense teacher
     auto zs = detail::compute(student);
     auto top = detail::with_dtype(detail::unpack_topk(kLoss, student, teacher), zs.scalar_type());
@@ -112,6 +116,7 @@ inline torch::Tensor wsl_loss(const torch::Tensor& student, const torch::Tensor&
   }
   detail::check_same(kLoss, "student", student, "teacher", teacher);
   auto zs = detail::compute(student), zt = detail::compute(teacher);
+  if (options.standardize()) zs = detail::standardize(zs), zt = detail::standardize(zt);
   auto index = detail::target_or_argmax(kLoss, target, zt.detach());
   return detail::WSLFunction::apply(zs, zt, index, options.temperature(), detail::wanted_gradients(zs, zt));
 }
@@ -136,10 +141,14 @@ class WSLLossImpl : public detail::LossModule<WSLLossImpl> {
 };
 TORCH_MODULE(WSLLoss);
 
-/// Recipe keys of WSLLoss (its wrapper's terms: "wsl_loss_<A>_<B>"): temperature.
-inline void describe(Schema& s, WSLOptions& o) { s.field("temperature", o.temperature()); }
+/// Recipe keys of WSLLoss (its wrapper's terms: "wsl_loss_<A>_<B>"): temperature, standardize.
+inline void describe(Schema& s, WSLOptions& o) {
+  s.field("temperature", o.temperature());
+  s.field("standardize", o.standardize());
+}
 namespace detail {
-inline const bool wsl_registered = register_loss<WSLLoss>("WSLLoss", WSLOptions(), LossTraits{"wsl_loss"});
+inline const bool wsl_registered = register_loss<WSLLoss>("WSLLoss", WSLOptions(), LossTraits{"wsl_loss"}, nullptr,
+                                                    [](const WSLOptions& o) { return o.temperature(); });
 }
 
 }  // namespace distill
