@@ -831,6 +831,7 @@ struct Trainer::Impl {
     this->model->to(device);
     this->loss->to(device);
     if (this->eval_loss) this->eval_loss->to(device);
+    this->loss->bind(*this->model);  // terms that read the models (OFD's margins)
     if (!o.teacher_cache().empty()) {
       if (!cache) {  // given opened by the recipe constructor, which compared the whole recipe (dataset included)
         cache = TeacherCache::open(o.teacher_cache());

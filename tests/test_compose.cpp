@@ -26,7 +26,11 @@ struct Built {
   std::shared_ptr<distill::CombinedLossImpl> loss;
 };
 
-Built build(const json& r) { return {config::build_model(r["Arch"]), config::build_loss(r["Loss"]["Train"])}; }
+Built build(const json& r) {
+  Built b{config::build_model(r["Arch"]), config::build_loss(r["Loss"]["Train"])};
+  b.loss->bind(*b.model);  // as the trainer does (OFD reads the teacher's batch norms)
+  return b;
+}
 
 std::vector<torch::Tensor> snapshot(const std::vector<torch::Tensor>& params) {
   std::vector<torch::Tensor> copy;
@@ -81,6 +85,7 @@ TEST_CASE("the recipes build from JSON, run forward and backward, and name their
       {"kd_standardize", {"CELoss_Student", "loss_kldiv_Student_Teacher", "loss"}},
       {"multi_teacher", {"CELoss_Student", "loss_kldiv_Student_ensemble", "loss"}},
       {"fitnet", {"CELoss_Student", "loss_fitnet_Student_Teacher_blocks[3]_blocks[6]", "loss"}},
+      {"ofd", {"CELoss_Student", "loss_ofd", "loss"}},
       {"at",
        {"CELoss_Student", "loss_at_Student_Teacher_blocks[1]_blocks[2]", "loss_at_Student_Teacher_blocks[3]_blocks[6]",
         "loss_at_Student_Teacher_blocks[5]_blocks[12]", "loss_at_Student_Teacher_blocks[7]_blocks[15]", "loss"}}};
@@ -103,7 +108,7 @@ TEST_CASE("the recipes build from JSON, run forward and backward, and name their
 
 TEST_CASE("a frozen teacher stays fixed while the student and the loss modules learn", "[compose][recipes]") {
   torch::manual_seed(1);
-  for (const char* name : {"mgd", "afd", "fitnet", "ctkd"}) {
+  for (const char* name : {"mgd", "afd", "fitnet", "ctkd", "ofd"}) {
     INFO(name);
     auto b = build(recipe(name));
     b.model->train();
@@ -514,4 +519,71 @@ TEST_CASE("loss entries count in their epochs, and the epoch reaches CTKD throug
                {"Loss.Train[0].DistillationGTCELoss.epochs", "[first, last]"});
   expect_error([] { config::build_loss(entries(R"([{"DistillationGTCELoss": {"weight": 1.0, "epochs": [3, 2]}}])")); },
                {"Loss.Train[0].DistillationGTCELoss", "1 <= first <= last"});
+}
+
+TEST_CASE("pre-ReLU taps: a block's sum before its last ReLU, and the batch norm before it", "[compose][methods]") {
+  namespace models = distill::models;
+  torch::manual_seed(8);
+  auto images = torch::randn({2, 3, 64, 64});
+  auto module_named = [](const torch::nn::Module& net, const std::string& name) {
+    for (const auto& item : net.named_modules())
+      if (item.key() == name) return item.value().get();
+    return static_cast<torch::nn::Module*>(nullptr);
+  };
+  for (auto layout : {models::ResNetLayout::paddle, models::ResNetLayout::torchvision}) {
+    models::ResNet net(models::ResNetOptions(18).layout(layout).class_num(10));
+    net->eval();
+    net->set_return_patterns({"blocks[3]", "blocks[3]:pre_relu", "blocks[7]:pre_relu"});
+    auto out = net->forward(images);
+    const auto& pre = out["blocks[3]:pre_relu"];
+    CHECK(torch::equal(torch::relu(pre), out["blocks[3]"]));  // the input of the block's last ReLU
+    CHECK((pre < 0).any().item<bool>());                     // and not its output
+    CHECK(out["blocks[7]:pre_relu"].sizes() == torch::IntArrayRef({2, 512, 2, 2}));
+    const bool paddle = layout == models::ResNetLayout::paddle;
+    CHECK(net->norm_before_relu("blocks[3]:pre_relu").get() == module_named(*net, paddle ? "blocks.3.conv1.bn" : "layer2.1.bn2"));
+  }
+  models::ConvNet conv(models::ConvNetOptions({4, 8}).depth(2));
+  conv->eval();
+  conv->set_return_patterns({"stages[1]", "stages[1]:pre_relu"});
+  auto out = conv->forward(torch::randn({2, 3, 16, 16}));
+  CHECK(torch::equal(torch::relu(out["stages[1]:pre_relu"]), out["stages[1]"]));
+  CHECK(conv->norm_before_relu("stages[1]:pre_relu").get() == module_named(*conv, "stages.1.1.bn"));
+  // Taps the network cannot give are errors that say what it can.
+  models::ResNet net(models::ResNetOptions(18));
+  expect_error([&] { net->set_return_patterns({"stem:pre_relu"}); }, {"ResNet18", "must name a residual block"});
+  expect_error([&] { net->set_return_patterns({"blocks[99]:pre_relu"}); }, {"ResNet18", "'blocks[99]' names no layer"});
+  auto mobile = distill::models::MobileNetV3(distill::models::MobileNetV3Options(distill::models::MobileNetV3Size::small));
+  expect_error([&] { mobile->set_return_patterns({"blocks[0]:pre_relu"}); }, {"has no pre-ReLU taps"});
+}
+
+TEST_CASE("OFD from a recipe: margins from the teacher's batch norms, partial L2 through the connectors", "[compose][methods]") {
+  namespace F = distill::functional;
+  torch::manual_seed(9);
+  auto b = build(recipe("ofd"));
+  b.model->train();
+  auto images = torch::randn({2, 3, 64, 64});
+  auto outputs = b.model->forward(images);
+  auto terms = b.loss->forward(outputs, torch::randint(0, 10, {2, 1}));
+  // The same value by hand: each pair through its connector, the teacher's margin from its norm.
+  auto teacher = std::dynamic_pointer_cast<distill::Backbone>(b.model->model("Teacher"));
+  const std::vector<std::string> s_keys{"blocks[1]", "blocks[3]", "blocks[5]", "blocks[7]"},
+      t_keys{"blocks[2]", "blocks[6]", "blocks[12]", "blocks[15]"};
+  distill::OFDLossImpl* ofd = nullptr;
+  for (const auto& m : b.loss->modules())
+    if (auto* found = dynamic_cast<distill::OFDLossImpl*>(m.get())) ofd = found;
+  REQUIRE(ofd != nullptr);
+  torch::Tensor expected = torch::zeros({});
+  for (size_t i = 0; i < 4; ++i) {
+    auto norm = teacher->norm_before_relu(t_keys[i] + ":pre_relu");
+    auto margin = F::ofd_margin(norm->weight, norm->bias);
+    auto s = ofd->connectors[i]->as<torch::nn::SequentialImpl>()->forward(outputs["Student"][s_keys[i] + ":pre_relu"]);
+    expected = expected + F::ofd_loss(s, outputs["Teacher"][t_keys[i] + ":pre_relu"], margin) / std::pow(2.0, 3.0 - i);
+  }
+  CHECK(terms["loss_ofd"].item<double>() == Approx(1e-4 * expected.item<double>()).epsilon(1e-5));
+  // Unbound, and with taps after the ReLU, the term says what is missing.
+  auto unbound = config::build_loss(recipe("ofd")["Loss"]["Train"]);
+  expect_error([&] { unbound->forward(outputs, torch::randint(0, 10, {2, 1})); }, {"Loss.Train[1].DistillationOFDLoss", "not bound"});
+  auto r = recipe("ofd");
+  r["Loss"]["Train"][1]["DistillationOFDLoss"]["t_keys"] = {"blocks[2]", "blocks[6]", "blocks[12]", "blocks[15]"};
+  expect_error([&] { config::build_loss(r["Loss"]["Train"]); }, {"t_keys", "not a pre-ReLU tap"});
 }

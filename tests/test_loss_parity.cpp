@@ -32,7 +32,7 @@ TEST_CASE("the fixture covers every loss", "[losses][parity]") {
   for (const auto& spec : fixture()) seen.insert(spec.at("loss").get<std::string>());
   const std::set<std::string> all{"afd",         "at",  "ce",     "ctkd",      "dist",         "distance",
                                   "dkd",         "dml", "fitnet", "kd",        "mgd",          "nkd",
-                                  "ensemble_kd", "pefd", "rkd_angle", "rkd_distance", "skd", "wsl"};
+                                  "ensemble_kd", "ofd", "pefd", "rkd_angle", "rkd_distance", "skd", "wsl"};
   CHECK(seen == all);
 }
 
@@ -149,4 +149,15 @@ TEST_CASE("KD against a top-k teacher forms no dense teacher: equal to the dense
   auto g_sparse = torch::autograd::grad({sparse}, {s})[0], g_dense = torch::autograd::grad({dense}, {s})[0];
   CHECK(std::abs(sparse.item<double>() - dense.item<double>()) <= 1e-5 * std::abs(dense.item<double>()));
   CHECK(distill_test::relative_error(g_sparse, g_dense) <= 1e-5);
+}
+
+TEST_CASE("OFD's margins equal the official formula, including the -3 sigma branch", "[losses][parity][methods]") {
+  const auto fixture = distill_test::load_json(DISTILL_TEST_DATA "/losses.json");
+  for (const auto& spec : fixture.at("ofd_margin_cases")) {
+    auto margin = distill::functional::ofd_margin(distill_test::decode(spec.at("weight")), distill_test::decode(spec.at("bias")));
+    CHECK(distill_test::relative_error(margin, distill_test::decode(spec.at("margin"))) <= 1e-12);
+  }
+  // A channel with scale 0 is a point mass at its shift: its negative part, or 0.
+  auto zero = distill::functional::ofd_margin(torch::zeros({2}, torch::kDouble), torch::tensor({-1.5, 2.0}, torch::kDouble));
+  CHECK(torch::equal(zero, torch::tensor({-1.5, 0.0}, torch::kDouble)));
 }

@@ -3,5 +3,6 @@
 
 #include "distill/compose/backbone.hpp"
 #include "distill/compose/combined_loss.hpp"
+#include "distill/compose/feature_terms.hpp"
 #include "distill/compose/loss_terms.hpp"
 #include "distill/compose/models.hpp"

@@ -14,6 +14,7 @@
 #include "distill/losses/kd.hpp"
 #include "distill/losses/mgd.hpp"
 #include "distill/losses/nkd.hpp"
+#include "distill/losses/ofd.hpp"
 #include "distill/losses/pefd.hpp"
 #include "distill/losses/topk.hpp"
 #include "distill/losses/rkd.hpp"

@@ -517,6 +517,57 @@ for p_at, s_shape, t_shape in ((2.0, (3, 4, 4), (5, 4, 4)), (2.0, (3, 6, 6), (5,
     fs, ft = randn(4, *s_shape), randn(4, *t_shape)
     add(f"at/p={p_at}/{s_shape[1]}->{t_shape[1]}", "at", {"p": p_at}, {"student": fs, "teacher": ft}, ref_at(fs, ft, p_at))
 
+
+def normal_cdf(x):
+    return 0.5 * math.erfc(-x / math.sqrt(2.0))
+
+
+def ref_ofd_margin(gamma, beta):  # clovaai/overhaul-distillation, ImageNet/distiller.py get_margin_from_BN
+    out = []
+    for s, m in zip(gamma.tolist(), beta.tolist()):
+        s = abs(s)
+        if normal_cdf(-m / s) > 0.001:
+            out.append(-s * math.exp(-(m / s) ** 2 / 2) / math.sqrt(2 * math.pi) / normal_cdf(-m / s) + m)
+        else:
+            out.append(-3 * s)
+    return torch.tensor(out)
+
+
+def ref_ofd(students, teachers, margins, params):  # distiller.py: connector, distillation_loss, 2^-(F-1-i); / batch
+    total, n = 0, len(students)
+    for i, (fs, ft, margin) in enumerate(zip(students, teachers, margins)):
+        x = F.conv2d(fs, params[f"connectors.{i}.0.weight"])
+        x = F.batch_norm(x, None, None, params[f"connectors.{i}.1.weight"], params[f"connectors.{i}.1.bias"], training=True)
+        target = torch.max(ft.detach(), margin.view(1, -1, 1, 1))
+        loss = F.mse_loss(x, target, reduction="none")
+        loss = torch.masked_select(loss, (x > target) | (target > 0))
+        total = total + loss.sum() / 2 ** (n - i - 1)
+    return total / students[0].shape[0]
+
+
+ofd_margin_cases = []
+gamma = torch.cat([torch.rand(6, generator=gen) * 2 + 0.1, torch.tensor([0.5, 0.2])])
+beta = torch.cat([torch.randn(6, generator=gen) * 2, torch.tensor([2.0, 1.0])])  # the last two: Phi(-beta/gamma) <= 0.001
+gamma[1] = -gamma[1]  # the official code takes |gamma|
+ofd_margin_cases.append({"weight": enc(gamma), "bias": enc(beta), "margin": enc(ref_ofd_margin(gamma, beta))})
+
+for channels in (((3, 4),), ((2, 3), (4, 5))):
+    students, teachers, margins, params, inputs = [], [], [], {}, {}
+    for i, (cs, ct) in enumerate(channels):
+        size = 4 // (i + 1)
+        students.append(randn(3, cs, size, size))
+        teachers.append(randn(3, ct, size, size))
+        g, b = torch.rand(ct, generator=gen) + 0.2, torch.randn(ct, generator=gen)
+        margins.append(ref_ofd_margin(g, b).to(torch.float64))
+        params[f"connectors.{i}.0.weight"] = randn(ct, cs, 1, 1, scale=0.5)
+        params[f"connectors.{i}.1.weight"] = (1 + 0.2 * torch.randn(ct, generator=gen)).requires_grad_()
+        params[f"connectors.{i}.1.bias"] = randn(ct, scale=0.3)
+        inputs.update({f"students.{i}": students[-1], f"teachers.{i}": teachers[-1]})
+    case_inputs = dict(inputs)
+    case = {"student_channels": [c[0] for c in channels], "teacher_channels": [c[1] for c in channels],
+            "margins": [m.tolist() for m in margins]}
+    add(f"ofd/{len(channels)}-maps", "ofd", case, case_inputs, ref_ofd(students, teachers, margins, params), params=params)
+
 # Top-k teachers (a teacher cache): the teacher keeps its k largest logits; every other class
 # gets the logit r = logsumexp(those left out) - log(C - k), which spreads the mass left out
 # evenly over them (FKD's marginal smoothing). Expected: each loss on those dense smoothed
@@ -567,6 +618,6 @@ for k in (1, 3, C):
 
 with open(sys.argv[1], "w") as out:
     json.dump({"generator": "tests/reference/make_loss_fixtures.py", "torch": torch.__version__,
-               "cases": cases, "topk_cases": topk_cases}, out, indent=None, separators=(",", ":"))
+               "cases": cases, "topk_cases": topk_cases, "ofd_margin_cases": ofd_margin_cases}, out, indent=None, separators=(",", ":"))
     out.write("\n")
 print(f"wrote {len(cases)} cases to {sys.argv[1]}")

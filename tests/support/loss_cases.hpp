@@ -185,6 +185,13 @@ inline LossCase make_case(const json& spec, torch::Dtype dtype = torch::kDouble,
     load_parameters(*fitnet, spec.at("params"), dtype);
     c.module = fitnet;
     c.evaluate = [=](const Tensors& in) { return fitnet->forward(in.at("student"), in.at("teacher")); };
+  } else if (loss == "ofd") {
+    auto ofd = std::make_shared<distill::OFDLossImpl>(distill::OFDOptions(o.at("student_channels"), o.at("teacher_channels")));
+    load_parameters(*ofd, spec.at("params"), dtype);
+    std::vector<torch::Tensor> margins;
+    for (const auto& m : o.at("margins")) margins.push_back(torch::tensor(m.get<std::vector<double>>(), torch::kDouble).to(dtype).to(device));
+    c.module = ofd;
+    c.evaluate = [=](const Tensors& in) { return ofd->forward(numbered(in, "students."), numbered(in, "teachers."), margins); };
   } else if (loss == "at") {
     auto opt = distill::ATOptions().p(o.at("p"));
     c.evaluate = [=](const Tensors& in) { return F::at_loss(in.at("student"), in.at("teacher"), opt); };

@@ -3,6 +3,7 @@
 // return_patterns, return_stages, stop_after, freeze_before; docs/reference.md §1.3).
 
 #include <map>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -13,7 +14,8 @@ namespace distill {
 
 /// A network with named feature taps (the reference's TheseusLayer). forward() returns
 /// Features: "logits" (the network's output) and one entry per return pattern, in pattern
-/// order. A subclass builds its layers, names its stages and implements forward_logits()
+/// order. A pattern "<block>:pre_relu" taps the block's output before its last ReLU (OFD's
+/// pre-ReLU features), where the backbone supports it (ResNet blocks, ConvNet stages). A subclass builds its layers, names its stages and implements forward_logits()
 /// with call()/run():
 ///
 ///   struct TinyNetImpl : distill::Backbone {
@@ -34,6 +36,30 @@ namespace distill {
 class Backbone : public FeatureModel {
  public:
   using FeatureModel::forward;
+
+  /// Where a pre-ReLU tap reads: the ReLU module whose input is the pre-activation, and the
+  /// batch norm whose output (plus the shortcut, in a residual block) that input is.
+  struct PreReLU {
+    const torch::nn::Module* relu = nullptr;
+    std::shared_ptr<torch::nn::BatchNorm2dImpl> norm;
+  };
+  /// The pre-ReLU point of the block at `path` ("blocks[15]"); backbones that have them
+  /// override this. The default refuses.
+  virtual PreReLU pre_relu(const std::string& path) const {
+    fail(name(), ": has no pre-ReLU taps ('", path, ":pre_relu'); ResNet blocks and ConvNet stages have them");
+  }
+  /// The batch norm before the ReLU of the pre-ReLU pattern `pattern` ("blocks[15]:pre_relu"):
+  /// OFD reads the teacher's margin from its scale and shift.
+  std::shared_ptr<torch::nn::BatchNorm2dImpl> norm_before_relu(const std::string& pattern) const {
+    return pre_relu(pre_relu_base(pattern)).norm;
+  }
+  /// "blocks[15]" of "blocks[15]:pre_relu"; an error for other patterns.
+  static std::string pre_relu_base(const std::string& pattern) {
+    const std::string suffix = ":pre_relu";
+    if (pattern.size() <= suffix.size() || pattern.compare(pattern.size() - suffix.size(), suffix.size(), suffix) != 0)
+      fail("'", pattern, "' is not a pre-ReLU tap (expected '<block>:pre_relu')");
+    return pattern.substr(0, pattern.size() - suffix.size());
+  }
   /// The paths `return_stages` indexes (the reference's stages_pattern).
   virtual std::vector<std::string> stage_patterns() const { return {}; }
 
@@ -91,11 +117,11 @@ class Backbone : public FeatureModel {
   /// "blocks[i]" and "avg_pool".
   virtual std::map<std::string, std::string> path_aliases() const { return {}; }
 
- private:
-  const torch::nn::Module* resolve(const std::string& pattern, const char* what) const {
-    std::map<std::string, const torch::nn::Module*> modules;
+  /// The layer a pattern names (aliases included), or an error listing the layers.
+  std::shared_ptr<torch::nn::Module> module_at(const std::string& pattern, const char* what = "pattern") const {
+    std::map<std::string, std::shared_ptr<torch::nn::Module>> modules;
     for (const auto& item : named_modules("", /*include_self=*/false))
-      modules[detail::reference_path(item.key())] = item.value().get();
+      modules[detail::reference_path(item.key())] = item.value();
     auto aliases = path_aliases();
     const std::string normalised = detail::reference_path(pattern);
     const std::string& path = aliases.count(normalised) ? aliases.at(normalised) : normalised;
@@ -103,6 +129,11 @@ class Backbone : public FeatureModel {
     fail(name(), ": ", what, " '", pattern, "' names no layer; the layers are ", describe_layers(),
                           aliases.empty() ? "" : " (plus the reference's names, e.g. 'blocks[0]')",
                           " and their children, e.g. '", example_child(), "'");
+  }
+
+ private:
+  const torch::nn::Module* resolve(const std::string& pattern, const char* what) const {
+    return module_at(pattern, what).get();
   }
 
   std::string example_child() const {
@@ -139,7 +170,14 @@ class Backbone : public FeatureModel {
     std::shared_ptr<detail::TapPlan> plan;
     if (!patterns_.empty() || !stop_.empty() || !freeze_.empty()) {
       plan = std::make_shared<detail::TapPlan>();
-      for (const auto& pattern : patterns_) plan->record[resolve(pattern, "return pattern")].push_back(pattern);
+      for (const auto& pattern : patterns_) {
+        if (pattern.find(':') != std::string::npos) {
+          const auto* relu = pre_relu(pre_relu_base(pattern)).relu;
+          plan->record_input[relu].push_back(pattern);
+        } else {
+          plan->record[resolve(pattern, "return pattern")].push_back(pattern);
+        }
+      }
       if (!stop_.empty()) plan->stop = resolve(stop_, "stop_after");
       if (!freeze_.empty()) plan->freeze = resolve(freeze_, "freeze_before");
     }

@@ -62,6 +62,11 @@ class CombinedLossImpl : public torch::nn::Module {
     epoch_ = epoch;
     for (auto& weighted : terms_) weighted.term->set_epoch(epoch);
   }
+  /// Lets terms that read the models (OFD: the teacher's batch norms) find them; the trainer
+  /// calls it once the models are built and loaded.
+  void bind(const DistillationModelImpl& model) {
+    for (auto& weighted : terms_) with_context(weighted.term->origin(), [&] { weighted.term->bind(model); });
+  }
 
   LossTerms forward(const ModelOutputs& outputs, const torch::Tensor& labels) {
     if (terms_.empty()) fail("CombinedLoss: no loss terms were added");

@@ -36,6 +36,9 @@ inline std::string reference_path(const std::string& dotted) {
 /// What one forward pass does at the tapped children; shared by every Layer of a network.
 struct TapPlan {
   std::unordered_map<const torch::nn::Module*, std::vector<std::string>> record;
+  /// Children whose input is recorded (pre-ReLU taps: the input of a block's last ReLU); a
+  /// child called more than once keeps its last input.
+  std::unordered_map<const torch::nn::Module*, std::vector<std::string>> record_input;
   const torch::nn::Module* stop = nullptr;    // stop_after: later children become identity
   const torch::nn::Module* freeze = nullptr;  // freeze_before: output cut from the graph
   std::unordered_map<std::string, torch::Tensor> outputs;
@@ -57,6 +60,7 @@ class Layer : public torch::nn::Module {
   template <class Child>
   torch::Tensor call(Child& child, const torch::Tensor& x) {
     if (plan_ && plan_->stopped) return x;
+    if (plan_ && !plan_->record_input.empty()) tap_input(*child, x);
     return tap(*child, child->forward(x));
   }
   torch::Tensor call(torch::nn::AnyModule& child, const torch::Tensor& x) {
@@ -77,6 +81,10 @@ class Layer : public torch::nn::Module {
       for (const auto& name : it->second) plan_->outputs[name] = y;
     if (&module == plan_->stop) plan_->stopped = true;
     return y;
+  }
+  void tap_input(const torch::nn::Module& module, const torch::Tensor& x) {
+    if (auto it = plan_->record_input.find(&module); it != plan_->record_input.end())
+      for (const auto& name : it->second) plan_->outputs[name] = x;
   }
 
  private:

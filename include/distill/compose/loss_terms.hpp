@@ -11,6 +11,7 @@
 #include <utility>
 #include <vector>
 
+#include "distill/compose/fwd.hpp"
 #include "distill/core/features.hpp"
 #include "distill/losses.hpp"
 
@@ -25,6 +26,8 @@ class LossTerm : public torch::nn::Module {
   virtual LossTerms forward(const ModelOutputs& outputs, const torch::Tensor& labels) = 0;
   /// Called at the start of every epoch (1-based) for losses with a schedule (CTKD).
   virtual void set_epoch(int64_t) {}
+  /// Called once the models exist, for terms that read them (OFD's teacher batch norms).
+  virtual void bind(const DistillationModelImpl&) {}
 
   /// Where the term was configured (e.g. "Loss.Train[1].DistillationKLDivLoss"); messages
   /// about missing models or keys name it.
@@ -355,6 +358,9 @@ class TermGroupImpl : public LossTerm {
   }
   void set_epoch(int64_t epoch) override {
     for (auto& term : terms_) term->set_epoch(epoch);
+  }
+  void bind(const DistillationModelImpl& model) override {
+    for (auto& term : terms_) term->bind(model);
   }
 
  private:

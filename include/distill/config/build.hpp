@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "distill/compose/combined_loss.hpp"
+#include "distill/compose/feature_terms.hpp"
 #include "distill/config/file.hpp"
 #include "distill/core/reader.hpp"
 #include "distill/io/state_dict.hpp"

@@ -71,6 +71,16 @@ class ConvNetImpl : public Backbone {
     return stages_list;
   }
 
+  /// "stages[k]:pre_relu": the stage's last unit before its ReLU (and so before the stage's
+  /// max-pool, at twice the stage's output size, except in the last stage).
+  PreReLU pre_relu(const std::string& path) const override {
+    auto* stage = dynamic_cast<torch::nn::SequentialImpl*>(module_at(path, "pre-ReLU tap").get());
+    if (stage && options.batch_norm())
+      for (size_t i = stage->size(); i-- > 0;)
+        if (auto unit = stage->ptr(i)->as<ConvBNImpl>()) return {unit->act.get(), unit->bn.ptr()};
+    distill::fail(name(), ": '", path, ":pre_relu' must name a stage (e.g. 'stages[2]:pre_relu') of a ConvNet with batch_norm");
+  }
+
   ConvNetOptions options;
   torch::nn::ModuleList stages{nullptr};
   torch::nn::AdaptiveAvgPool2d avg_pool{nullptr};

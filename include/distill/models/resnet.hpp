@@ -151,6 +151,17 @@ class ResNetImpl : public Backbone {
     return stages;
   }
 
+  /// "blocks[i]:pre_relu": the block's sum (residual + shortcut) before its last ReLU; the
+  /// batch norm before it is the residual branch's last one (conv1.bn / conv2.bn, bn2 / bn3).
+  PreReLU pre_relu(const std::string& path) const override {
+    auto module = module_at(path, "pre-ReLU tap");
+    if (auto* block = dynamic_cast<detail::PaddleBlockImpl*>(module.get()))
+      return {block->relu.get(), (block->conv2 ? block->conv2 : block->conv1)->bn.ptr()};
+    if (auto* block = dynamic_cast<detail::TorchvisionBlockImpl*>(module.get()))
+      return {block->relu.get(), (block->bn3 ? block->bn3 : block->bn2).ptr()};
+    distill::fail(name(), ": '", path, ":pre_relu' must name a residual block, e.g. 'blocks[3]:pre_relu'");
+  }
+
   ResNetOptions options;
   // paddle layout
   torch::nn::Sequential stem{nullptr}, blocks{nullptr};

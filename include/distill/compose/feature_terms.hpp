@@ -1,0 +1,93 @@
+#pragma once
+// Loss terms that read the models themselves, not only their outputs: OFD takes its margins
+// from the batch norms before the teacher's pre-ReLU taps (bound with CombinedLoss::bind).
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "distill/compose/backbone.hpp"
+#include "distill/compose/loss_terms.hpp"
+#include "distill/compose/models.hpp"
+#include "distill/losses/ofd.hpp"
+
+namespace distill {
+
+/// Options of OFDTerm: the (student, teacher) models, their pre-ReLU taps
+/// ("blocks[15]:pre_relu", paired one to one), and the term's name.
+struct OFDTermOptions {
+  TORCH_ARG(std::vector<std::string>, model_name_pair) = {"Student", "Teacher"};
+  TORCH_ARG(std::vector<std::string>, student_keys);
+  TORCH_ARG(std::vector<std::string>, teacher_keys);
+  TORCH_ARG(std::string, name) = "loss_ofd";
+};
+
+/// OFDLoss over the student's and teacher's tapped pre-ReLU maps, with each teacher map's
+/// margin computed (functional::ofd_margin) from the batch norm before that ReLU, read from the
+/// teacher backbone when the term is bound. One term, "<name>".
+///
+///   distill::OFDTerm ofd(distill::OFDLoss(distill::OFDOptions({512}, {512})),
+///                        distill::OFDTermOptions().student_keys({"blocks[7]:pre_relu"}).teacher_keys({"blocks[15]:pre_relu"}));
+///   combined->add(ofd.ptr(), 1e-4);
+///   combined->bind(*model);
+class OFDTermImpl : public LossTerm {
+ public:
+  OFDTermImpl(OFDLoss loss, OFDTermOptions options) : options(std::move(options)) {
+    ofd = register_module("ofd", std::move(loss));
+    const auto& o = this->options;
+    if (o.model_name_pair().size() != 2) fail("OFDTerm: model_name_pair takes two names");
+    if (o.student_keys().size() != o.teacher_keys().size() || o.student_keys().size() != ofd->connectors->size())
+      fail("OFDTerm: ", o.student_keys().size(), " student keys, ", o.teacher_keys().size(), " teacher keys and ",
+           ofd->connectors->size(), " connectors; they pair up one to one");
+  }
+
+  void bind(const DistillationModelImpl& model) override {
+    const auto& teacher = options.model_name_pair()[1];
+    auto* backbone = dynamic_cast<const Backbone*>(model.model(teacher).get());
+    if (!backbone)
+      fail("OFD reads the margins from the teacher backbone's batch norms; '", teacher, "' is a ", model.model(teacher)->name(),
+           ", not a backbone");
+    norms_.clear();
+    for (const auto& key : options.teacher_keys()) norms_.push_back(backbone->norm_before_relu(key));
+  }
+
+  LossTerms forward(const ModelOutputs& outputs, const torch::Tensor&) override {
+    if (norms_.size() != options.teacher_keys().size())
+      fail_at(origin(), "OFD's margins come from the teacher's batch norms, and the term was not bound to the models ",
+              "(CombinedLoss::bind; the trainer does it)");
+    std::vector<torch::Tensor> students, teachers, margins;
+    for (size_t i = 0; i < norms_.size(); ++i) {
+      students.push_back(select(outputs, options.model_name_pair()[0], options.student_keys()[i]));
+      teachers.push_back(select(outputs, options.model_name_pair()[1], options.teacher_keys()[i]));
+      margins.push_back(functional::ofd_margin(norms_[i]->weight, norms_[i]->bias));
+    }
+    return LossTerms{{options.name(), guarded([&] { return ofd->forward(students, teachers, margins); })}};
+  }
+
+  OFDLoss ofd{nullptr};
+  OFDTermOptions options;
+
+ private:
+  std::vector<std::shared_ptr<torch::nn::BatchNorm2dImpl>> norms_;
+};
+TORCH_MODULE(OFDTerm);
+
+namespace detail {
+inline const bool ofd_term_registered = register_term("DistillationOFDLoss", [](Schema& s) -> std::shared_ptr<LossTerm> {
+  OFDTermOptions options;
+  std::vector<int64_t> student_channels, teacher_channels;
+  s.field("model_name_pair", options.model_name_pair());
+  s.required("s_keys", options.student_keys());
+  s.required("t_keys", options.teacher_keys());
+  s.required("student_channels", student_channels);
+  s.required("teacher_channels", teacher_channels);
+  s.field("name", options.name());
+  for (const auto& key : options.teacher_keys())
+    if (key.find(":pre_relu") == std::string::npos)
+      fail_at(s.path_of("t_keys"), "'", key, "' is not a pre-ReLU tap; OFD compares the maps before the ReLU ",
+              "(e.g. 'blocks[15]:pre_relu', also in the teacher's return_patterns)");
+  return std::make_shared<OFDTermImpl>(OFDLoss(OFDOptions(student_channels, teacher_channels)), options);
+});
+}  // namespace detail
+
+}  // namespace distill
