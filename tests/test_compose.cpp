@@ -86,6 +86,7 @@ TEST_CASE("the recipes build from JSON, run forward and backward, and name their
       {"multi_teacher", {"CELoss_Student", "loss_kldiv_Student_ensemble", "loss"}},
       {"fitnet", {"CELoss_Student", "loss_fitnet_Student_Teacher_blocks[3]_blocks[6]", "loss"}},
       {"ofd", {"CELoss_Student", "loss_ofd", "loss"}},
+      {"reviewkd", {"CELoss_Student", "loss_reviewkd", "loss"}},
       {"at",
        {"CELoss_Student", "loss_at_Student_Teacher_blocks[1]_blocks[2]", "loss_at_Student_Teacher_blocks[3]_blocks[6]",
         "loss_at_Student_Teacher_blocks[5]_blocks[12]", "loss_at_Student_Teacher_blocks[7]_blocks[15]", "loss"}}};
@@ -108,7 +109,7 @@ TEST_CASE("the recipes build from JSON, run forward and backward, and name their
 
 TEST_CASE("a frozen teacher stays fixed while the student and the loss modules learn", "[compose][recipes]") {
   torch::manual_seed(1);
-  for (const char* name : {"mgd", "afd", "fitnet", "ctkd", "ofd"}) {
+  for (const char* name : {"mgd", "afd", "fitnet", "ctkd", "ofd", "reviewkd"}) {
     INFO(name);
     auto b = build(recipe(name));
     b.model->train();

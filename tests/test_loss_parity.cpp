@@ -32,7 +32,7 @@ TEST_CASE("the fixture covers every loss", "[losses][parity]") {
   for (const auto& spec : fixture()) seen.insert(spec.at("loss").get<std::string>());
   const std::set<std::string> all{"afd",         "at",  "ce",     "ctkd",      "dist",         "distance",
                                   "dkd",         "dml", "fitnet", "kd",        "mgd",          "nkd",
-                                  "ensemble_kd", "ofd", "pefd", "rkd_angle", "rkd_distance", "skd", "wsl"};
+                                  "ensemble_kd", "ofd", "pefd", "reviewkd", "rkd_angle", "rkd_distance", "skd", "wsl"};
   CHECK(seen == all);
 }
 

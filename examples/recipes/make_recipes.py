@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Writes examples/recipes/{ssld,dml,udml,afd,dkd,dist,mgd}.json: the reference's seven
 published ImageNet recipes (docs/reference.md §5) in its vocabulary; and the recipes of the
-methods in docs/methods.md (nkd, ctkd, kd_standardize, multi_teacher, fitnet, ofd, at).
+methods in docs/methods.md (nkd, ctkd, kd_standardize, multi_teacher, fitnet, ofd, reviewkd, at).
 Run from the repository root: python3 examples/recipes/make_recipes.py"""
 import json
 t34 = [f"blocks[{i}]" for i in range(16)]
@@ -135,6 +135,15 @@ recipes.update({
                                            "s_keys": [k + ":pre_relu" for k in r18_stages], "t_keys": [k + ":pre_relu" for k in r34_stages],
                                            "student_channels": [64, 128, 256, 512], "teacher_channels": [64, 128, 256, 512]}}],
              100, 256, 64, momentum(multistep(0.1), wd=1e-4)),
+ "reviewkd": full("reviewkd", arch([{"Teacher": r34({"return_patterns": [k + ":pre_relu" for k in r34_stages] + ["avg_pool"]})},
+                                    {"Student": r18({"return_patterns": [k + ":pre_relu" for k in r18_stages] + ["avg_pool"]})}],
+                                   [True, False]),
+                  [gt, {"DistillationReviewKDLoss": {"weight": 1.0, "model_name_pair": ["Student", "Teacher"],
+                                                     "s_keys": [k + ":pre_relu" for k in r18_stages] + ["avg_pool"],
+                                                     "t_keys": [k + ":pre_relu" for k in r34_stages] + ["avg_pool"],
+                                                     "student_channels": [64, 128, 256, 512, 512],
+                                                     "teacher_channels": [64, 128, 256, 512, 512], "warmup_epochs": 1}}],
+                  100, 32, 64, momentum(multistep(0.1), wd=1e-4)),
  "at": full("at", arch([{"Teacher": r34({"return_patterns": r34_stages})}, {"Student": r18({"return_patterns": r18_stages})}],
                        [True, False]),
             [gt, {"DistillationATLoss": {"weight": 1000.0, "model_name_pairs": pair, "s_keys": r18_stages, "t_keys": r34_stages,

@@ -16,6 +16,7 @@
 #include "distill/losses/nkd.hpp"
 #include "distill/losses/ofd.hpp"
 #include "distill/losses/pefd.hpp"
+#include "distill/losses/reviewkd.hpp"
 #include "distill/losses/topk.hpp"
 #include "distill/losses/rkd.hpp"
 #include "distill/losses/skd.hpp"

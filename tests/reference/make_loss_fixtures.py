@@ -568,6 +568,66 @@ for channels in (((3, 4),), ((2, 3), (4, 5))):
             "margins": [m.tolist() for m in margins]}
     add(f"ofd/{len(channels)}-maps", "ofd", case, case_inputs, ref_ofd(students, teachers, margins, params), params=params)
 
+
+def ref_hcl(fstudent, fteacher):  # megvii-research/mdistiller, distillers/ReviewKD.py hcl_loss
+    loss_all = 0.0
+    for fs, ft in zip(fstudent, fteacher):
+        n, c, h, w = fs.shape
+        loss = F.mse_loss(fs, ft, reduction="mean")
+        cnt, tot = 1.0, 1.0
+        for l in [4, 2, 1]:
+            if l >= h:
+                continue
+            cnt /= 2.0
+            loss += F.mse_loss(F.adaptive_avg_pool2d(fs, (l, l)), F.adaptive_avg_pool2d(ft, (l, l)), reduction="mean") * cnt
+            tot += cnt
+        loss_all = loss_all + loss / tot
+    return loss_all
+
+
+def ref_reviewkd(students, teachers, p):  # ReviewKD.py: ABF modules deepest first, then hcl_loss
+    def seq_bn(x, prefix, kernel):
+        x = F.conv2d(x, p[prefix + ".0.weight"], padding=kernel // 2)
+        return F.batch_norm(x, None, None, p[prefix + ".1.weight"], p[prefix + ".1.bias"], training=True)
+    n_levels = len(students)
+    results, res = [None] * n_levels, None
+    for k in reversed(range(n_levels)):
+        x = seq_bn(students[k], f"abfs.{k}.conv1", 1)
+        if res is not None:
+            n, _, h, w = x.shape
+            y = F.interpolate(res, (h, h), mode="nearest")
+            z = torch.sigmoid(F.conv2d(torch.cat([x, y], dim=1), p[f"abfs.{k}.att_conv.0.weight"], p[f"abfs.{k}.att_conv.0.bias"]))
+            x = x * z[:, 0].view(n, 1, h, w) + y * z[:, 1].view(n, 1, h, w)
+        out_shape = teachers[k].shape[-1]
+        if x.shape[-1] != out_shape:
+            x = F.interpolate(x, (out_shape, out_shape), mode="nearest")
+        results[k] = seq_bn(x, f"abfs.{k}.conv2", 3)
+        res = x
+    return ref_hcl(results, [t.detach() for t in teachers])
+
+
+# Levels shallow to deep: student sizes 4, 2, 1 (pooled), teacher sizes 8 (resized up), 2, 1.
+s_levels, t_levels = [(3, 4), (4, 2), (5, 1)], [(2, 8), (3, 2), (4, 1)]
+mid = min(512, s_levels[-1][0])
+params, inputs, students, teachers = {}, {}, [], []
+for i, ((cs, hs), (ct, ht)) in enumerate(zip(s_levels, t_levels)):
+    # 5 samples: a batch norm over the 1 x 1 level normalises 5 values (2 would make its
+    # float32 gradients mostly rounding).
+    students.append(randn(5, cs, hs, hs))
+    teachers.append(randn(5, ct, ht, ht))
+    inputs.update({f"students.{i}": students[-1], f"teachers.{i}": teachers[-1]})
+    params[f"abfs.{i}.conv1.0.weight"] = randn(mid, cs, 1, 1, scale=0.5)
+    params[f"abfs.{i}.conv1.1.weight"] = (1 + 0.2 * torch.randn(mid, generator=gen)).requires_grad_()
+    params[f"abfs.{i}.conv1.1.bias"] = randn(mid, scale=0.2)
+    params[f"abfs.{i}.conv2.0.weight"] = randn(ct, mid, 3, 3, scale=0.3)
+    params[f"abfs.{i}.conv2.1.weight"] = (1 + 0.2 * torch.randn(ct, generator=gen)).requires_grad_()
+    params[f"abfs.{i}.conv2.1.bias"] = randn(ct, scale=0.2)
+    if i + 1 < len(s_levels):
+        params[f"abfs.{i}.att_conv.0.weight"] = randn(2, 2 * mid, 1, 1, scale=0.5)
+        params[f"abfs.{i}.att_conv.0.bias"] = randn(2, scale=0.2)
+add("reviewkd/3-levels", "reviewkd", {"student_channels": [c for c, _ in s_levels], "teacher_channels": [c for c, _ in t_levels]},
+    inputs, ref_reviewkd(students, teachers, params), params=params)
+
 # Top-k teachers (a teacher cache): the teacher keeps its k largest logits; every other class
 # gets the logit r = logsumexp(those left out) - log(C - k), which spreads the mass left out
 # evenly over them (FKD's marginal smoothing). Expected: each loss on those dense smoothed

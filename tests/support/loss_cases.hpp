@@ -192,6 +192,12 @@ inline LossCase make_case(const json& spec, torch::Dtype dtype = torch::kDouble,
     for (const auto& m : o.at("margins")) margins.push_back(torch::tensor(m.get<std::vector<double>>(), torch::kDouble).to(dtype).to(device));
     c.module = ofd;
     c.evaluate = [=](const Tensors& in) { return ofd->forward(numbered(in, "students."), numbered(in, "teachers."), margins); };
+  } else if (loss == "reviewkd") {
+    auto review = std::make_shared<distill::ReviewKDLossImpl>(
+        distill::ReviewKDOptions(o.at("student_channels"), o.at("teacher_channels")));
+    load_parameters(*review, spec.at("params"), dtype);
+    c.module = review;
+    c.evaluate = [=](const Tensors& in) { return review->forward(numbered(in, "students."), numbered(in, "teachers.")); };
   } else if (loss == "at") {
     auto opt = distill::ATOptions().p(o.at("p"));
     c.evaluate = [=](const Tensors& in) { return F::at_loss(in.at("student"), in.at("teacher"), opt); };

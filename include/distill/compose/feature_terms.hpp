@@ -1,6 +1,7 @@
 #pragma once
-// Loss terms that read the models themselves, not only their outputs: OFD takes its margins
-// from the batch norms before the teacher's pre-ReLU taps (bound with CombinedLoss::bind).
+// Loss terms over several taps of a student and a teacher at once: OFD (which also reads the
+// models themselves: its margins come from the batch norms before the teacher's pre-ReLU taps,
+// bound with CombinedLoss::bind) and ReviewKD.
 
 #include <memory>
 #include <string>
@@ -10,6 +11,7 @@
 #include "distill/compose/loss_terms.hpp"
 #include "distill/compose/models.hpp"
 #include "distill/losses/ofd.hpp"
+#include "distill/losses/reviewkd.hpp"
 
 namespace distill {
 
@@ -72,7 +74,58 @@ class OFDTermImpl : public LossTerm {
 };
 TORCH_MODULE(OFDTerm);
 
+/// Options of ReviewKDTerm: the (student, teacher) models, their levels' output keys (shallow
+/// to deep, paired one to one), and the term's name.
+struct ReviewKDTermOptions {
+  TORCH_ARG(std::vector<std::string>, model_name_pair) = {"Student", "Teacher"};
+  TORCH_ARG(std::vector<std::string>, student_keys);
+  TORCH_ARG(std::vector<std::string>, teacher_keys);
+  TORCH_ARG(std::string, name) = "loss_reviewkd";
+};
+
+/// ReviewKDLoss over the listed levels of the student and the teacher. One term, "<name>".
+///
+///   distill::ReviewKDTerm review(distill::ReviewKDLoss(distill::ReviewKDOptions({64, 128}, {64, 128})),
+///                                distill::ReviewKDTermOptions().student_keys({"blocks[1]", "blocks[3]"})
+///                                                              .teacher_keys({"blocks[2]", "blocks[6]"}));
+class ReviewKDTermImpl : public LossTerm {
+ public:
+  ReviewKDTermImpl(ReviewKDLoss loss, ReviewKDTermOptions options) : options(std::move(options)) {
+    review = register_module("review", std::move(loss));
+    const auto& o = this->options;
+    if (o.model_name_pair().size() != 2) fail("ReviewKDTerm: model_name_pair takes two names");
+    if (o.student_keys().size() != o.teacher_keys().size() || o.student_keys().size() != review->abfs->size())
+      fail("ReviewKDTerm: ", o.student_keys().size(), " student keys, ", o.teacher_keys().size(), " teacher keys and ",
+           review->abfs->size(), " levels; they pair up one to one");
+  }
+
+  LossTerms forward(const ModelOutputs& outputs, const torch::Tensor&) override {
+    std::vector<torch::Tensor> students, teachers;
+    for (const auto& key : options.student_keys()) students.push_back(select(outputs, options.model_name_pair()[0], key));
+    for (const auto& key : options.teacher_keys()) teachers.push_back(select(outputs, options.model_name_pair()[1], key));
+    return LossTerms{{options.name(), guarded([&] { return review->forward(students, teachers); })}};
+  }
+  void set_epoch(int64_t epoch) override { review->set_epoch(epoch); }
+
+  ReviewKDLoss review{nullptr};
+  ReviewKDTermOptions options;
+};
+TORCH_MODULE(ReviewKDTerm);
+
 namespace detail {
+inline const bool review_term_registered = register_term("DistillationReviewKDLoss", [](Schema& s) -> std::shared_ptr<LossTerm> {
+  ReviewKDTermOptions options;
+  std::vector<int64_t> student_channels, teacher_channels;
+  s.field("model_name_pair", options.model_name_pair());
+  s.required("s_keys", options.student_keys());
+  s.required("t_keys", options.teacher_keys());
+  s.required("student_channels", student_channels);
+  s.required("teacher_channels", teacher_channels);
+  ReviewKDOptions review(student_channels, teacher_channels);
+  s.field("warmup_epochs", review.warmup_epochs());
+  s.field("name", options.name());
+  return std::make_shared<ReviewKDTermImpl>(ReviewKDLoss(review), options);
+});
 inline const bool ofd_term_registered = register_term("DistillationOFDLoss", [](Schema& s) -> std::shared_ptr<LossTerm> {
   OFDTermOptions options;
   std::vector<int64_t> student_channels, teacher_channels;
