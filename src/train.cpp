@@ -1112,6 +1112,7 @@ struct Trainer::Impl {
           for (const auto& [name, logits] : cache->lookup(batch->indices, batch->views))
             outputs.set(name, Features{{"logits", logits.to(device, dtype)}});
         }
+        loss->set_batch(batch->indices.to(device));  // CRD's memory rows
         terms = loss->forward(outputs, y);
       }
       const double lr = schedule(state.step);

@@ -54,6 +54,7 @@ bool all_changed(const std::vector<torch::Tensor>& params, const std::vector<tor
 distill::LossTerms step(Built& b, torch::optim::Optimizer& optimizer) {
   auto images = torch::randn({4, 3, 64, 64});
   auto labels = torch::randint(0, 10, {4, 1});
+  b.loss->set_batch(torch::arange(4));  // CRD's memory rows
   auto terms = b.loss->forward(b.model->forward(images), labels);
   optimizer.zero_grad();
   terms["loss"].backward();
@@ -87,6 +88,7 @@ TEST_CASE("the recipes build from JSON, run forward and backward, and name their
       {"fitnet", {"CELoss_Student", "loss_fitnet_Student_Teacher_blocks[3]_blocks[6]", "loss"}},
       {"ofd", {"CELoss_Student", "loss_ofd", "loss"}},
       {"reviewkd", {"CELoss_Student", "loss_reviewkd", "loss"}},
+      {"crd", {"CELoss_Student", "loss_crd", "loss"}},
       {"at",
        {"CELoss_Student", "loss_at_Student_Teacher_blocks[1]_blocks[2]", "loss_at_Student_Teacher_blocks[3]_blocks[6]",
         "loss_at_Student_Teacher_blocks[5]_blocks[12]", "loss_at_Student_Teacher_blocks[7]_blocks[15]", "loss"}}};
@@ -95,6 +97,7 @@ TEST_CASE("the recipes build from JSON, run forward and backward, and name their
     INFO(name);
     auto b = build(recipe(name));
     b.model->train();
+    b.loss->set_batch(torch::tensor({5, 9}));  // CRD's memory rows
     auto terms = b.loss->forward(b.model->forward(torch::randn({2, 3, 64, 64})), torch::randint(0, 10, {2, 1}));
     CHECK(terms.keys() == keys);
     torch::Tensor sum = torch::zeros({});
@@ -109,7 +112,7 @@ TEST_CASE("the recipes build from JSON, run forward and backward, and name their
 
 TEST_CASE("a frozen teacher stays fixed while the student and the loss modules learn", "[compose][recipes]") {
   torch::manual_seed(1);
-  for (const char* name : {"mgd", "afd", "fitnet", "ctkd", "ofd", "reviewkd"}) {
+  for (const char* name : {"mgd", "afd", "fitnet", "ctkd", "ofd", "reviewkd", "crd"}) {
     INFO(name);
     auto b = build(recipe(name));
     b.model->train();
@@ -587,4 +590,27 @@ TEST_CASE("OFD from a recipe: margins from the teacher's batch norms, partial L2
   auto r = recipe("ofd");
   r["Loss"]["Train"][1]["DistillationOFDLoss"]["t_keys"] = {"blocks[2]", "blocks[6]", "blocks[12]", "blocks[15]"};
   expect_error([&] { config::build_loss(r["Loss"]["Train"]); }, {"t_keys", "not a pre-ReLU tap"});
+}
+
+TEST_CASE("CRD from a recipe takes the batch's dataset indices and names what is missing", "[compose][methods]") {
+  torch::manual_seed(10);
+  auto b = build(recipe("crd"));
+  b.model->train();
+  auto outputs = b.model->forward(torch::randn({3, 3, 64, 64}));
+  auto labels = torch::randint(0, 10, {3, 1});
+  expect_error([&] { b.loss->forward(outputs, labels); }, {"Loss.Train[1].DistillationCRDLoss", "dataset indices"});
+  const distill::CRDLossImpl* crd = nullptr;
+  for (const auto& m : b.loss->modules())
+    if (auto* found = dynamic_cast<const distill::CRDLossImpl*>(m.get())) crd = found;
+  REQUIRE(crd != nullptr);
+  auto before = crd->memory_s.clone();
+  b.loss->set_batch(torch::tensor({4, 7, 63}));
+  auto terms = b.loss->forward(outputs, labels);
+  CHECK(std::isfinite(terms["loss_crd"].item<double>()));
+  // Only the batch's rows of the memory move, to unit length.
+  auto moved = (crd->memory_s != before).any(1);
+  CHECK(moved.nonzero().view(-1).equal(torch::tensor({4, 7, 63})));
+  CHECK(torch::allclose(crd->memory_s.index_select(0, torch::tensor({4, 7, 63})).norm(2, 1), torch::ones({3})));
+  b.loss->set_batch(torch::tensor({4, 7, 64}));
+  expect_error([&] { b.loss->forward(outputs, labels); }, {"CRDLoss", "dataset index 64", "[0, 64)", "n_data"});
 }

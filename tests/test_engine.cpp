@@ -1001,3 +1001,54 @@ TEST_CASE("a cache that does not fit is refused, naming the file and what differ
   other["Global"]["replay_views"] = 2;
   expect_error([&] { train::trainer_options(other); }, {"Global.replay_views", "not both"});
 }
+
+TEST_CASE("training with the new methods: epochs ranges, CTKD's schedule, OFD's binding and CRD's indices reach the losses",
+          "[engine][train][methods]") {
+  const auto out = scratch("methods");
+  std::filesystem::remove_all(out);
+  auto recipe = distill_test::synthetic_recipe(dataset_dir(), out, 2);
+  recipe["Arch"]["freeze_params_list"] = {true, false};
+  for (int i : {0, 1}) {
+    auto& model = recipe["Arch"]["models"][i];
+    model[i == 0 ? "Teacher" : "Student"]["return_patterns"] = {"stages[1]", "stages[1]:pre_relu", "avg_pool"};
+  }
+  const json pair = json::array({json::array({"Student", "Teacher"})});
+  recipe["Loss"]["Train"] = json::array(
+      {json{{"DistillationGTCELoss", {{"weight", 1.0}, {"epochs", {2, 2}}}}},
+       json{{"DistillationATLoss", {{"weight", 10.0}, {"key", "stages[1]"}, {"epochs", {1, 1}}}}},
+       json{{"DistillationCTKDLoss", {{"weight", 1.0}, {"lambda_epochs", 3}}}},
+       json{{"DistillationOFDLoss", {{"weight", 1e-3}, {"s_keys", {"stages[1]:pre_relu"}}, {"t_keys", {"stages[1]:pre_relu"}},
+                                     {"student_channels", {16}}, {"teacher_channels", {24}}}}},
+       json{{"DistillationCRDLoss", {{"weight", 0.5}, {"student_dim", 16}, {"teacher_dim", 24}, {"n_data", 40}, {"feat_dim", 8},
+                                     {"nce_k", 16}}}}});
+  std::ostringstream log;
+  train::Trainer trainer(recipe, log);
+  trainer.train();
+  // Epoch 1 trains AT and not CE; epoch 2 the other way round.
+  int seen = 0;
+  for (const auto& record : read_jsonl(out + "/metrics.jsonl")) {
+    if (record["type"] != "train") continue;
+    const bool first = record["epoch"] == 1;
+    CHECK(record.contains("loss_at_Student_Teacher_stages[1]") == first);
+    CHECK(record.contains("CELoss_Student") == !first);
+    CHECK(record.contains("loss_ofd"));
+    CHECK(record.contains("loss_crd"));
+    ++seen;
+  }
+  CHECK(seen >= 2);
+  const distill::CTKDLossImpl* ctkd = nullptr;
+  const distill::CRDLossImpl* crd = nullptr;
+  for (const auto& m : trainer.loss().modules()) {
+    if (auto* found = dynamic_cast<const distill::CTKDLossImpl*>(m.get())) ctkd = found;
+    if (auto* found = dynamic_cast<const distill::CRDLossImpl*>(m.get())) crd = found;
+  }
+  REQUIRE(ctkd != nullptr);
+  REQUIRE(crd != nullptr);
+  CHECK(ctkd->lambda == Approx(distill::ctkd_lambda(distill::CTKDOptions().lambda_epochs(3), 2)));
+  CHECK(ctkd->theta.item<double>() != 1.0);  // the temperature was trained
+  CHECK(crd->z.min().item<double>() > 0);     // normalisers fixed at the first batch
+  // The trained loss parts are in the checkpoint.
+  auto saved = distill::io::read_state_dict(out + "/latest.pt");
+  CHECK(saved.contains("loss.term2.base.global_t"));
+  CHECK(saved.contains("loss.term4.crd.memory_s"));
+}

@@ -30,7 +30,7 @@ void check_all(torch::Dtype dtype, double rtol) {
 TEST_CASE("the fixture covers every loss", "[losses][parity]") {
   std::set<std::string> seen;
   for (const auto& spec : fixture()) seen.insert(spec.at("loss").get<std::string>());
-  const std::set<std::string> all{"afd",         "at",  "ce",     "ctkd",      "dist",         "distance",
+  const std::set<std::string> all{"afd",         "at",  "ce",     "crd",  "ctkd",      "dist",         "distance",
                                   "dkd",         "dml", "fitnet", "kd",        "mgd",          "nkd",
                                   "ensemble_kd", "ofd", "pefd", "reviewkd", "rkd_angle", "rkd_distance", "skd", "wsl"};
   CHECK(seen == all);
@@ -160,4 +160,25 @@ TEST_CASE("OFD's margins equal the official formula, including the -3 sigma bran
   // A channel with scale 0 is a point mass at its shift: its negative part, or 0.
   auto zero = distill::functional::ofd_margin(torch::zeros({2}, torch::kDouble), torch::tensor({-1.5, 2.0}, torch::kDouble));
   CHECK(torch::equal(zero, torch::tensor({-1.5, 0.0}, torch::kDouble)));
+}
+
+TEST_CASE("CRD updates its memories and fixes its normalisers as the official code does", "[losses][parity][methods]") {
+  const auto fixture = distill_test::load_json(DISTILL_TEST_DATA "/losses.json");
+  int checked = 0;
+  for (const auto& spec : fixture.at("cases")) {
+    if (spec.at("loss") != "crd") continue;
+    auto c = distill_test::make_case(spec, torch::kDouble);
+    INFO(c.id);
+    distill_test::Tensors in;
+    for (const auto& [name, t] : c.inputs) in[name] = t;
+    c.evaluate(in);
+    auto* crd = dynamic_cast<distill::CRDLossImpl*>(c.module.get());
+    REQUIRE(crd != nullptr);
+    const auto& after = spec.at("buffers_after");
+    CHECK(distill_test::relative_error(crd->memory_s, distill_test::decode(after.at("memory_s"))) <= 1e-12);
+    CHECK(distill_test::relative_error(crd->memory_t, distill_test::decode(after.at("memory_t"))) <= 1e-12);
+    CHECK(distill_test::relative_error(crd->z, distill_test::decode(after.at("z"))) <= 1e-12);
+    ++checked;
+  }
+  CHECK(checked == 2);
 }

@@ -87,6 +87,9 @@ TEST_CASE("autograd gradients equal central differences in float64", "[losses][g
   for (const auto& spec : fixture()) {
     // WSL's sample weight is deliberately constant to autograd; it has its own check below.
     if (spec.at("loss") == "wsl") continue;
+    // CRD's first call fixes its normalisers from the inputs' scores as constants (the official
+    // .item()), so its value is not a smooth function of them there; the case with them set is.
+    if (spec.at("id") == "crd/z-first-call") continue;
     auto c = distill_test::make_case(spec, torch::kDouble);
     const auto analytic = autograd_gradients(c);
     for (const auto& [name, g] : analytic) {

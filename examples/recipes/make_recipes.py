@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Writes examples/recipes/{ssld,dml,udml,afd,dkd,dist,mgd}.json: the reference's seven
 published ImageNet recipes (docs/reference.md §5) in its vocabulary; and the recipes of the
-methods in docs/methods.md (nkd, ctkd, kd_standardize, multi_teacher, fitnet, ofd, reviewkd, at).
+methods in docs/methods.md (nkd, ctkd, kd_standardize, multi_teacher, fitnet, ofd, reviewkd, crd, at).
 Run from the repository root: python3 examples/recipes/make_recipes.py"""
 import json
 t34 = [f"blocks[{i}]" for i in range(16)]
@@ -144,6 +144,12 @@ recipes.update({
                                                      "student_channels": [64, 128, 256, 512, 512],
                                                      "teacher_channels": [64, 128, 256, 512, 512], "warmup_epochs": 1}}],
                   100, 32, 64, momentum(multistep(0.1), wd=1e-4)),
+ "crd": full("crd", arch([{"Teacher": r34({"return_patterns": ["avg_pool"]})}, {"Student": r18({"return_patterns": ["avg_pool"]})}],
+                          [True, False]),
+             [gt, {"DistillationCRDLoss": {"weight": 0.8, "model_name_pair": ["Student", "Teacher"], "s_key": "avg_pool",
+                                           "t_key": "avg_pool", "student_dim": 512, "teacher_dim": 512, "n_data": 1281167,
+                                           "feat_dim": 128, "nce_k": 16384, "nce_t": 0.07, "nce_m": 0.5}}],
+             100, 32, 64, momentum(multistep(0.1), wd=1e-4)),
  "at": full("at", arch([{"Teacher": r34({"return_patterns": r34_stages})}, {"Student": r18({"return_patterns": r18_stages})}],
                        [True, False]),
             [gt, {"DistillationATLoss": {"weight": 1000.0, "model_name_pairs": pair, "s_keys": r18_stages, "t_keys": r34_stages,

@@ -4,6 +4,7 @@
 #include "distill/losses/afd.hpp"
 #include "distill/losses/at.hpp"
 #include "distill/losses/ce.hpp"
+#include "distill/losses/crd.hpp"
 #include "distill/losses/ctkd.hpp"
 #include "distill/losses/distance.hpp"
 #include "distill/losses/dist.hpp"

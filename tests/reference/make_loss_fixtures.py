@@ -628,6 +628,64 @@ for i, ((cs, hs), (ct, ht)) in enumerate(zip(s_levels, t_levels)):
 add("reviewkd/3-levels", "reviewkd", {"student_channels": [c for c, _ in s_levels], "teacher_channels": [c for c, _ in t_levels]},
     inputs, ref_reviewkd(students, teachers, params), params=params)
 
+
+class RefCRD:  # HobbitLong/RepDistiller, crd/criterion.py (CRDLoss, ContrastLoss, Embed) and crd/memory.py
+    def __init__(self, params, memory_v1, memory_v2, z, n_data, T, momentum):
+        self.p, self.m1, self.m2, self.z = params, memory_v1.clone(), memory_v2.clone(), list(z)
+        self.n, self.T, self.momentum = n_data, T, momentum
+
+    def embed(self, x, prefix):
+        x = x.view(x.shape[0], -1) @ self.p[prefix + ".weight"].t() + self.p[prefix + ".bias"]
+        return x / x.pow(2).sum(1, keepdim=True).pow(0.5)
+
+    def contrast_loss(self, x):
+        bsz, m = x.shape[0], x.size(1) - 1
+        pn = 1 / float(self.n)
+        p_pos = x.select(1, 0)
+        log_d1 = torch.div(p_pos, p_pos.add(m * pn + 1e-7)).log()
+        p_neg = x.narrow(1, 1, m)
+        log_d0 = torch.div(p_neg.clone().fill_(m * pn), p_neg.add(m * pn + 1e-7)).log()
+        return -(log_d1.sum(0) + log_d0.view(-1, 1).sum(0)) / bsz
+
+    def __call__(self, f_s, f_t, y, idx):
+        v1, v2 = self.embed(f_s, "embed_s"), self.embed(f_t, "embed_t")
+        b, k1, d = v1.size(0), idx.size(1), v1.size(1)
+        w1 = torch.index_select(self.m1, 0, idx.view(-1)).detach().view(b, k1, d)
+        out_v2 = torch.exp(torch.div(torch.bmm(w1, v2.view(b, d, 1)), self.T))
+        w2 = torch.index_select(self.m2, 0, idx.view(-1)).detach().view(b, k1, d)
+        out_v1 = torch.exp(torch.div(torch.bmm(w2, v1.view(b, d, 1)), self.T))
+        if self.z[0] < 0:
+            self.z[0] = out_v1.mean().item() * self.n
+        if self.z[1] < 0:
+            self.z[1] = out_v2.mean().item() * self.n
+        out_v1, out_v2 = torch.div(out_v1, self.z[0]), torch.div(out_v2, self.z[1])
+        with torch.no_grad():
+            for mem, v in ((self.m1, v1), (self.m2, v2)):
+                pos = torch.index_select(mem, 0, y.view(-1)).mul(self.momentum).add(torch.mul(v, 1 - self.momentum))
+                mem.index_copy_(0, y, pos.div(pos.pow(2).sum(1, keepdim=True).pow(0.5)))
+        return (self.contrast_loss(out_v1.squeeze(2)) + self.contrast_loss(out_v2.squeeze(2))).reshape(())
+
+
+n_data, feat, k, bsz = 20, 6, 4, 5
+crd_params = {"embed_s.weight": randn(feat, 8, scale=0.4), "embed_s.bias": randn(feat, scale=0.1),
+              "embed_t.weight": randn(feat, 3 * 2 * 2, scale=0.4), "embed_t.bias": randn(feat, scale=0.1)}
+stdv = 1.0 / math.sqrt(feat / 3)
+mem1 = torch.rand(n_data, feat, generator=gen) * 2 * stdv - stdv
+mem2 = torch.rand(n_data, feat, generator=gen) * 2 * stdv - stdv
+y = torch.randperm(n_data, generator=gen)[:bsz]
+contrast = torch.randint(0, n_data, (bsz, k + 1), generator=gen)
+contrast[:, 0] = y
+for z0, name in (((37.0, 52.0), "z-set"), ((-1.0, -1.0), "z-first-call")):
+    fs, ft = randn(bsz, 8), randn(bsz, 3, 2, 2)
+    ref = RefCRD(crd_params, mem1, mem2, z0, n_data, 0.07, 0.5)
+    value = ref(fs, ft, y, contrast)
+    add(f"crd/{name}", "crd", {"student_dim": 8, "teacher_dim": 12, "n_data": n_data, "feat_dim": feat, "nce_k": k,
+                               "nce_t": 0.07, "nce_m": 0.5}, {"student": fs, "teacher": ft}, value, params=crd_params)
+    # memory_s is the official memory_v1 (student embeddings), memory_t is memory_v2.
+    cases[-1].update({"indices": enc(y), "contrast": enc(contrast),
+                      "buffers": {"memory_s": enc(mem1), "memory_t": enc(mem2), "z": enc(torch.tensor(z0))},
+                      "buffers_after": {"memory_s": enc(ref.m1), "memory_t": enc(ref.m2), "z": enc(torch.tensor(ref.z))}})
+
 # Top-k teachers (a teacher cache): the teacher keeps its k largest logits; every other class
 # gets the logit r = logsumexp(those left out) - log(C - k), which spreads the mass left out
 # evenly over them (FKD's marginal smoothing). Expected: each loss on those dense smoothed

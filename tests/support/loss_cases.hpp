@@ -198,6 +198,28 @@ inline LossCase make_case(const json& spec, torch::Dtype dtype = torch::kDouble,
     load_parameters(*review, spec.at("params"), dtype);
     c.module = review;
     c.evaluate = [=](const Tensors& in) { return review->forward(numbered(in, "students."), numbered(in, "teachers.")); };
+  } else if (loss == "crd") {
+    auto crd = std::make_shared<distill::CRDLossImpl>(distill::CRDOptions(o.at("student_dim"), o.at("teacher_dim"), o.at("n_data"))
+                                                          .feat_dim(o.at("feat_dim"))
+                                                          .nce_k(o.at("nce_k"))
+                                                          .nce_t(o.at("nce_t"))
+                                                          .nce_m(o.at("nce_m")));
+    load_parameters(*crd, spec.at("params"), dtype);
+    const auto indices = decode(spec.at("indices")).to(device), contrast = decode(spec.at("contrast")).to(device);
+    Tensors before;
+    for (const auto& [name, value] : spec.at("buffers").items()) before[name] = decode(value, dtype).to(device);
+    c.module = crd;
+    // Every evaluation starts from the fixture's memories (the loss updates them), so that it
+    // is a function of its inputs.
+    c.evaluate = [=](const Tensors& in) {
+      {
+        torch::NoGradGuard no_grad;
+        crd->memory_s.copy_(before.at("memory_s"));
+        crd->memory_t.copy_(before.at("memory_t"));
+        crd->z.copy_(before.at("z"));
+      }
+      return crd->forward(in.at("student"), in.at("teacher"), indices, contrast);
+    };
   } else if (loss == "at") {
     auto opt = distill::ATOptions().p(o.at("p"));
     c.evaluate = [=](const Tensors& in) { return F::at_loss(in.at("student"), in.at("teacher"), opt); };

@@ -8,7 +8,8 @@
 
 namespace distill_test {
 
-/// Every "pretrained" path becomes false, every "class_num" becomes `classes`, and the
+/// Every "pretrained" path becomes false, every "class_num" becomes `classes`, CRD's memory
+/// shrinks to 64 samples and 8 negatives, and the
 /// [C, H, W] shapes (AFD's t_shapes and s_shapes lists, FitNet's student_shape and
 /// teacher_shape) are scaled from 224x224 inputs to `size`.
 inline void shrink_recipe(nlohmann::json& node, int64_t classes, int64_t size) {
@@ -16,6 +17,8 @@ inline void shrink_recipe(nlohmann::json& node, int64_t classes, int64_t size) {
     for (auto& [key, value] : node.items()) {
       if (key == "pretrained" && value.is_string()) value = false;
       else if (key == "class_num") value = classes;
+      else if (key == "n_data") value = 64;
+      else if (key == "nce_k") value = 8;
       else if ((key == "t_shapes" || key == "s_shapes") && value.is_array())
         for (auto& shape : value) {
           shape[1] = shape[1].get<int64_t>() * size / 224;

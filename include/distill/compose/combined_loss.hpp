@@ -67,6 +67,11 @@ class CombinedLossImpl : public torch::nn::Module {
   void bind(const DistillationModelImpl& model) {
     for (auto& weighted : terms_) with_context(weighted.term->origin(), [&] { weighted.term->bind(model); });
   }
+  /// The dataset indices [B] of the next batch's samples, for terms that keep per-sample state
+  /// (CRD's memory banks); the trainer calls it before every training batch.
+  void set_batch(const torch::Tensor& indices) {
+    for (auto& weighted : terms_) weighted.term->set_batch(indices);
+  }
 
   LossTerms forward(const ModelOutputs& outputs, const torch::Tensor& labels) {
     if (terms_.empty()) fail("CombinedLoss: no loss terms were added");

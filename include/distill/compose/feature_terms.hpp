@@ -1,7 +1,7 @@
 #pragma once
-// Loss terms over several taps of a student and a teacher at once: OFD (which also reads the
-// models themselves: its margins come from the batch norms before the teacher's pre-ReLU taps,
-// bound with CombinedLoss::bind) and ReviewKD.
+// Loss terms over several taps of a student and a teacher at once, or that need more than the
+// outputs: OFD (its margins come from the batch norms before the teacher's pre-ReLU taps, bound
+// with CombinedLoss::bind), ReviewKD, and CRD (the batch's dataset indices, CombinedLoss::set_batch).
 
 #include <memory>
 #include <string>
@@ -10,6 +10,7 @@
 #include "distill/compose/backbone.hpp"
 #include "distill/compose/loss_terms.hpp"
 #include "distill/compose/models.hpp"
+#include "distill/losses/crd.hpp"
 #include "distill/losses/ofd.hpp"
 #include "distill/losses/reviewkd.hpp"
 
@@ -112,7 +113,61 @@ class ReviewKDTermImpl : public LossTerm {
 };
 TORCH_MODULE(ReviewKDTerm);
 
+/// Options of CRDTerm: the (student, teacher) models, their feature keys, the term's name.
+struct CRDTermOptions {
+  TORCH_ARG(std::vector<std::string>, model_name_pair) = {"Student", "Teacher"};
+  TORCH_ARG(std::string, student_key) = "avg_pool";
+  TORCH_ARG(std::string, teacher_key) = "avg_pool";
+  TORCH_ARG(std::string, name) = "loss_crd";
+};
+
+/// CRDLoss over one feature of the student and the teacher, with the batch's dataset indices
+/// given by set_batch (the trainer does it). One term, "<name>".
+///
+///   distill::CRDTerm crd(distill::CRDLoss(distill::CRDOptions(512, 512, dataset_size)), distill::CRDTermOptions());
+///   combined->set_batch(batch.indices);
+class CRDTermImpl : public LossTerm {
+ public:
+  CRDTermImpl(CRDLoss loss, CRDTermOptions options) : options(std::move(options)) {
+    crd = register_module("crd", std::move(loss));
+    if (this->options.model_name_pair().size() != 2) fail("CRDTerm: model_name_pair takes two names");
+  }
+  void set_batch(const torch::Tensor& indices) override { indices_ = indices; }
+
+  LossTerms forward(const ModelOutputs& outputs, const torch::Tensor&) override {
+    if (!indices_.defined())
+      fail_at(origin(), "CRD needs the dataset indices of the batch's samples (CombinedLoss::set_batch; the trainer does it)");
+    const auto& s = select(outputs, options.model_name_pair()[0], options.student_key());
+    const auto& t = select(outputs, options.model_name_pair()[1], options.teacher_key());
+    return LossTerms{{options.name(), guarded([&] { return crd->forward(s, t, indices_); })}};
+  }
+
+  CRDLoss crd{nullptr};
+  CRDTermOptions options;
+
+ private:
+  torch::Tensor indices_;
+};
+TORCH_MODULE(CRDTerm);
+
 namespace detail {
+inline const bool crd_term_registered = register_term("DistillationCRDLoss", [](Schema& s) -> std::shared_ptr<LossTerm> {
+  CRDTermOptions options;
+  int64_t student_dim = 0, teacher_dim = 0, n_data = 0;
+  s.field("model_name_pair", options.model_name_pair());
+  s.field("s_key", options.student_key());
+  s.field("t_key", options.teacher_key());
+  s.required("student_dim", student_dim);
+  s.required("teacher_dim", teacher_dim);
+  s.required("n_data", n_data);
+  CRDOptions crd(student_dim, teacher_dim, n_data);
+  s.field("feat_dim", crd.feat_dim());
+  s.field("nce_k", crd.nce_k());
+  s.field("nce_t", crd.nce_t());
+  s.field("nce_m", crd.nce_m());
+  s.field("name", options.name());
+  return std::make_shared<CRDTermImpl>(CRDLoss(crd), options);
+});
 inline const bool review_term_registered = register_term("DistillationReviewKDLoss", [](Schema& s) -> std::shared_ptr<LossTerm> {
   ReviewKDTermOptions options;
   std::vector<int64_t> student_channels, teacher_channels;

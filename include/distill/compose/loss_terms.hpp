@@ -28,6 +28,8 @@ class LossTerm : public torch::nn::Module {
   virtual void set_epoch(int64_t) {}
   /// Called once the models exist, for terms that read them (OFD's teacher batch norms).
   virtual void bind(const DistillationModelImpl&) {}
+  /// Called before every training batch with its samples' dataset indices (CRD's memory).
+  virtual void set_batch(const torch::Tensor&) {}
 
   /// Where the term was configured (e.g. "Loss.Train[1].DistillationKLDivLoss"); messages
   /// about missing models or keys name it.
@@ -361,6 +363,9 @@ class TermGroupImpl : public LossTerm {
   }
   void bind(const DistillationModelImpl& model) override {
     for (auto& term : terms_) term->bind(model);
+  }
+  void set_batch(const torch::Tensor& indices) override {
+    for (auto& term : terms_) term->set_batch(indices);
   }
 
  private:
