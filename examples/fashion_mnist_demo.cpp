@@ -1,8 +1,10 @@
 // The main job: distillation on the Fashion-MNIST that Debian ships. For each seed it trains a
 // ConvNet teacher, then a small ConvNet student without a teacher (the baseline) and with each
-// method (KD, DML, DKD, DIST, MGD), all from examples/recipes/fashion_mnist/*.json, and prints
-// the students' test top-1 and the time of each run. Results go to <output>/results.json and a
-// chart to <output>/results.svg.
+// method (by default KD, DML, DKD, DIST, MGD; --methods all adds NKD, CTKD, KD with logit
+// standardisation, a two-teacher ensemble, FitNets, AT, OFD, ReviewKD and CRD), all from
+// examples/recipes/fashion_mnist/*.json, and prints the students' test top-1 and the time of
+// each run. Results go to <output>/results.json and a chart to <output>/results.svg. The
+// two-teacher ensemble trains a second teacher (teacher2.json) per seed.
 //
 // The logit methods with a frozen teacher (KD, DKD, DIST) learn from a teacher cache
 // (docs/teacher-cache.md): after the teacher is trained, its logits on K views of every
@@ -11,8 +13,9 @@
 // --cache-views 0 runs the teacher online as the recipes do.
 //
 //   fashion_mnist_demo [--seeds 0,1,2] [--epochs 3] [--train-limit 30000] [--threads 2]
-//                      [--methods baseline,kd,dml,dkd,dist,mgd] [--cache-views 2] [--output output/fashion_mnist_demo]
+//                      [--methods baseline,kd,dml,dkd,dist,mgd | all] [--cache-views 2] [--output output/fashion_mnist_demo]
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <filesystem>
@@ -24,6 +27,7 @@
 #include <vector>
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include "distill/config/file.hpp"
 #include "distill/train/progress.hpp"
@@ -38,6 +42,10 @@ struct Options {
   std::vector<std::string> methods{"baseline", "kd", "dml", "dkd", "dist", "mgd"};
   std::string output = "output/fashion_mnist_demo";
 };
+
+/// Every method the demo has a recipe for (--methods all).
+const std::vector<std::string> all_methods{"baseline", "kd",     "dml", "dkd", "dist",     "mgd", "nkd",
+                                           "ctkd",     "kd_std", "multi_teacher", "fitnet", "at", "ofd", "reviewkd", "crd"};
 
 std::vector<std::string> split(const std::string& text) {
   std::vector<std::string> parts;
@@ -63,18 +71,24 @@ Options parse(int argc, char** argv) {
     else if (arg == "--test-limit") o.test_limit = std::stoll(value());
     else if (arg == "--threads") o.threads = std::stoll(value());
     else if (arg == "--workers") o.workers = std::stoll(value());
-    else if (arg == "--methods") o.methods = split(value());
+    else if (arg == "--methods") {
+      o.methods = split(value());
+      if (o.methods == std::vector<std::string>{"all"}) o.methods = all_methods;
+    }
     else if (arg == "--cache-views") o.cache_views = std::stoll(value());
     else if (arg == "--output") o.output = value();
     else if (arg == "-h" || arg == "--help") {
       std::cout << "usage: fashion_mnist_demo [--seeds 0,1,2] [--epochs 3] [--train-limit 30000] [--test-limit 0 (all)]\n"
-                   "                          [--threads 2] [--workers 1] [--methods baseline,kd,dml,dkd,dist,mgd]\n"
+                   "                          [--threads 2] [--workers 1] [--methods baseline,kd,dml,dkd,dist,mgd | all]\n"
                    "                          [--cache-views 2 (0: teacher online)] [--output DIR]\n";
       std::exit(0);
     } else distill::fail("unknown option ", arg, " (see --help)");
   }
   if (o.seeds.empty() || o.epochs < 1 || o.methods.empty() || o.cache_views < 0)
     distill::fail("need seeds, epochs >= 1, methods and cache views >= 0");
+  for (const auto& m : o.methods)
+    if (std::find(all_methods.begin(), all_methods.end(), m) == all_methods.end())
+      distill::fail("unknown method '", m, "'; the demo has ", fmt::format("{}", fmt::join(all_methods, ", ")), " (or all)");
   return o;
 }
 
@@ -84,7 +98,7 @@ struct Run {
 
 /// A demo recipe with the demo's settings.
 nlohmann::json demo_recipe(const std::string& recipe_name, int64_t seed, const Options& o, const std::string& dir,
-                           const std::string& teacher) {
+                           const std::string& teacher, const std::string& teacher2 = "") {
   auto recipe = distill::config::load_file(std::string(DISTILL_RECIPE_DIR) + "/fashion_mnist/" + recipe_name + ".json");
   auto set = [&](const std::string& assignment) { distill::config::apply_override(recipe, assignment); };
   set("Global.seed=" + std::to_string(seed));
@@ -98,14 +112,15 @@ nlohmann::json demo_recipe(const std::string& recipe_name, int64_t seed, const O
   set("DataLoader.Train.loader.num_workers=" + std::to_string(o.workers));
   set("DataLoader.Eval.loader.num_workers=" + std::to_string(o.workers));
   if (!teacher.empty()) set("Arch.models[0].Teacher.pretrained=\"" + teacher + "\"");
+  if (!teacher2.empty()) set("Arch.models[1].Teacher2.pretrained=\"" + teacher2 + "\"");
   return recipe;
 }
 
 /// Trains one recipe with the demo's settings (from the teacher cache `cache` when given);
 /// returns the final test top-1 and the time.
 Run train(const std::string& recipe_name, int64_t seed, const Options& o, const std::string& dir,
-          const std::string& teacher = "", const std::string& cache = "") {
-  auto recipe = demo_recipe(recipe_name, seed, o, dir, teacher);
+          const std::string& teacher = "", const std::string& cache = "", const std::string& teacher2 = "") {
+  auto recipe = demo_recipe(recipe_name, seed, o, dir, teacher, teacher2);
   if (!cache.empty()) recipe["Global"]["teacher_cache"] = cache;
   std::cout << "\n== " << recipe_name << " (seed " << seed << (cache.empty() ? "" : ", teacher cache") << ")\n" << std::flush;
   const auto start = std::chrono::steady_clock::now();
@@ -152,7 +167,7 @@ void write_chart(const std::string& path, const std::vector<std::pair<std::strin
   for (size_t i = 0; i < rows.size(); ++i) {
     const auto& [name, s] = rows[i];
     const double x = 90 + 90.0 * i;
-    const char* colour = name == "teacher" ? "#999" : name == "baseline" ? "#d62728" : "#1f77b4";
+    const char* colour = name == "teacher" || name == "teacher2" ? "#999" : name == "baseline" ? "#d62728" : "#1f77b4";
     svg << "<rect x='" << x << "' y='" << y(s.mean) << "' width='50' height='" << bottom - y(s.mean) << "' fill='" << colour
         << "'/>\n";
     if (s.spread > 0)
@@ -177,6 +192,11 @@ int main(int argc, char** argv) {
       const std::string dir = o.output + "/seed" + std::to_string(seed);
       runs["teacher"].push_back(train("teacher", seed, o, dir + "/teacher"));
       const std::string teacher = dir + "/teacher/best_model_student.pt";
+      std::string teacher2;
+      if (std::find(o.methods.begin(), o.methods.end(), "multi_teacher") != o.methods.end()) {
+        runs["teacher2"].push_back(train("teacher2", seed, o, dir + "/teacher2"));
+        teacher2 = dir + "/teacher2/best_model_student.pt";
+      }
       auto cached = [&](const std::string& method) { return o.cache_views > 0 && (method == "kd" || method == "dkd" || method == "dist"); };
       std::string cache;
       for (const auto& method : o.methods)
@@ -192,31 +212,32 @@ int main(int argc, char** argv) {
         }
       for (const auto& method : o.methods)
         runs[method].push_back(train(method, seed, o, dir + "/" + method, method == "baseline" || method == "dml" ? "" : teacher,
-                                     cached(method) ? cache : ""));
+                                     cached(method) ? cache : "", method == "multi_teacher" ? teacher2 : ""));
     }
     const double total = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 
     std::vector<std::pair<std::string, Summary>> rows{{"teacher", summarise(runs["teacher"])}};
+    if (runs.count("teacher2")) rows.emplace_back("teacher2", summarise(runs["teacher2"]));
     for (const auto& m : o.methods) rows.emplace_back(m, summarise(runs[m]));
     const double baseline = runs.count("baseline") ? summarise(runs["baseline"]).mean : NAN;
     std::cout << "\nFashion-MNIST, " << o.epochs << " epochs on " << o.train_limit << " training images, "
               << (o.test_limit > 0 ? std::to_string(o.test_limit) : std::string("10000")) << " test images; "
               << o.seeds.size() << " seed(s); " << torch::get_num_threads() << " intra-op thread(s)\n\n";
-    std::cout << fmt::format("{:<10} {:>16} {:>12} {:>12}\n", "model", "top-1 %", "vs baseline", "time / run");
+    std::cout << fmt::format("{:<14} {:>16} {:>12} {:>12}\n", "model", "top-1 %", "vs baseline", "time / run");
     nlohmann::json results{{"epochs", o.epochs}, {"train_limit", o.train_limit}, {"test_limit", o.test_limit}, {"seeds", o.seeds},
                            {"threads", torch::get_num_threads()}, {"total_seconds", total}, {"methods", nlohmann::json::object()}};
     if (runs.count("cache")) {
       const auto s = summarise(runs["cache"]);
-      std::cout << fmt::format("{:<10} {:>16} {:>12} {:>11.0f}s\n", "cache", "", "", s.seconds);
+      std::cout << fmt::format("{:<14} {:>16} {:>12} {:>11.0f}s\n", "cache", "", "", s.seconds);
       results["teacher_cache"] = {{"views", o.cache_views}, {"seconds", s.seconds},
                                   {"methods", "kd, dkd and dist train from it"}};
     }
     for (const auto& [name, s] : rows) {
       const std::string top1 = o.seeds.size() > 1 ? fmt::format("{:.2f} +- {:.2f}", 100 * s.mean, 100 * s.spread)
                                                   : fmt::format("{:.2f}", 100 * s.mean);
-      const std::string delta = name == "teacher" || name == "baseline" || std::isnan(baseline)
+      const std::string delta = name == "teacher" || name == "teacher2" || name == "baseline" || std::isnan(baseline)
                                     ? "" : fmt::format("{:+.2f}", 100 * (s.mean - baseline));
-      std::cout << fmt::format("{:<10} {:>16} {:>12} {:>11.0f}s\n", name, top1, delta, s.seconds);
+      std::cout << fmt::format("{:<14} {:>16} {:>12} {:>11.0f}s\n", name, top1, delta, s.seconds);
       std::vector<double> per_seed;
       for (const auto& r : runs[name]) per_seed.push_back(r.top1);
       results["methods"][name] = {{"top1", per_seed}, {"mean", s.mean}, {"std", s.spread}, {"seconds", s.seconds}};

@@ -51,6 +51,45 @@ recipes = {
                                                "s_keys": ["stages[2]"], "t_keys": ["stages[2]"], "name": "loss_mgd",
                                                "student_channels": 32, "teacher_channels": 128}}]),
 }
+# The methods of docs/methods.md (the demo's --methods all). Settings are the papers' unless a
+# comment says otherwise; docs/results.md discusses what they give in 3 epochs.
+pair = [["Student", "Teacher"]]
+Tp = lambda patterns: {"Teacher": dict(T["Teacher"], return_patterns=patterns)}
+Sp = lambda patterns: {"Student": dict(student, return_patterns=patterns)}
+teacher2 = {"name": "ConvNet", "widths": [48, 96, 192], "depth": 1, "class_num": 10}
+stages = ["stages[0]", "stages[1]", "stages[2]"]
+pre = [k + ":pre_relu" for k in stages]
+recipes.update({
+  "teacher2": recipe("teacher2", [{"Teacher2": teacher2}], [False], "Teacher2",
+                     [{"DistillationGTCELoss": {"weight": 1.0, "model_names": ["Teacher2"]}}]),
+  "nkd": recipe("nkd", [T, S], [True, False], "Student",
+                [gt, {"DistillationNKDLoss": {"weight": 1.0, "model_name_pairs": pair, "temperature": 1.0, "gamma": 1.5}}]),
+  "ctkd": recipe("ctkd", [T, S], [True, False], "Student",
+                 [gt, {"DistillationCTKDLoss": {"weight": 1.0, "model_name_pairs": pair}}]),
+  "kd_std": recipe("kd_std", [T, S], [True, False], "Student",
+                   [gt, {"DistillationKLDivLoss": {"weight": 9.0, "model_name_pairs": pair, "temperature": 2.0, "standardize": True}}]),
+  "multi_teacher": recipe("multi_teacher", [T, {"Teacher2": dict(teacher2, pretrained="output/fashion_mnist/teacher2/best_model_student.pt")}, S],
+                          [True, True, False], "Student",
+                          [gt, {"DistillationMultiTeacherLoss": {"weight": 1.0, "base_loss_name": "KLDivLoss",
+                                                                 "teachers": ["Teacher", "Teacher2"], "temperature": 4.0}}]),
+  "fitnet": recipe("fitnet", [Tp(["stages[1]"]), Sp(["stages[1]"])], [True, False], "Student",
+                   [gt, {"DistillationFitNetLoss": {"weight": 100.0, "model_name_pairs": pair, "key": "stages[1]",
+                                                    "student_shape": [16, 7, 7], "teacher_shape": [64, 7, 7]}}]),
+  "at": recipe("at", [Tp(stages), Sp(stages)], [True, False], "Student",
+               [gt, {"DistillationATLoss": {"weight": 1000.0, "model_name_pairs": pair, "s_keys": stages, "t_keys": stages, "p": 2.0}}]),
+  # The last stage only: the earlier stages end in a max-pool, so their pre-ReLU maps are twice as large.
+  "ofd": recipe("ofd", [Tp(["stages[2]:pre_relu"]), Sp(["stages[2]:pre_relu"])], [True, False], "Student",
+                [gt, {"DistillationOFDLoss": {"weight": 1e-4, "s_keys": ["stages[2]:pre_relu"], "t_keys": ["stages[2]:pre_relu"],
+                                              "student_channels": [32], "teacher_channels": [128]}}]),
+  "reviewkd": recipe("reviewkd", [Tp(pre + ["avg_pool"]), Sp(pre + ["avg_pool"])], [True, False], "Student",
+                     [gt, {"DistillationReviewKDLoss": {"weight": 1.0, "s_keys": pre + ["avg_pool"], "t_keys": pre + ["avg_pool"],
+                                                        "student_channels": [8, 16, 32, 32], "teacher_channels": [32, 64, 128, 128]}}]),
+  # 4096 negatives instead of the official 16384: gathering 16384 memory rows per sample costs
+  # more than the rest of a CPU step.
+  "crd": recipe("crd", [Tp(["avg_pool"]), Sp(["avg_pool"])], [True, False], "Student",
+                [gt, {"DistillationCRDLoss": {"weight": 0.8, "student_dim": 32, "teacher_dim": 128, "n_data": 60000,
+                                              "nce_k": 4096}}]),
+})
 for name, r in recipes.items():
     with open(f"examples/recipes/fashion_mnist/{name}.json", "w") as f:
         json.dump(r, f, indent=2); f.write("\n")
