@@ -37,6 +37,17 @@ const std::map<std::string, std::pair<LogitLoss, bool>>& logit_losses() {
       {"wsl", {[](T s, T t, T y) { return F::wsl_loss(s, t, y); }, true}},
       {"skd", {[](T s, T t, T y) { return F::skd_loss(s, t, y); }, true}},
       {"ce_smoothed", {[](T s, T, T y) { return F::ce_loss(s, y, distill::CEOptions().label_smoothing(0.1)); }, false}},
+      // docs/methods.md: NKD, KD on z-scores, KD against a two-teacher ensemble, CTKD.
+      {"nkd", {[](T s, T t, T y) { return F::nkd_loss(s, t, y); }, false}},
+      {"kd_standardize", {[](T s, T t, T) { return F::kd_loss(s, t, distill::KDOptions().standardize(true)); }, false}},
+      {"kd_ensemble2", {[](T s, T t, T) {
+                          return F::kd_loss(s, F::ensemble_logits({t, t.flip(1)}, {}, 4.0), distill::KDOptions().temperature(4));
+                        }, false}},
+      {"ctkd", {[](T s, T t, T) {
+                  static distill::CTKDLoss ctkd;
+                  ctkd->to(s.device());
+                  return ctkd(s, t);
+                }, false}},
       {"ce_torch", {[](T s, T, T y) {
                       return torch::nn::functional::cross_entropy(
                           s, y, torch::nn::functional::CrossEntropyFuncOptions().label_smoothing(0.1));
@@ -117,6 +128,61 @@ void aten_pass(benchmark::State& state, const std::string& op, torch::Device dev
   }
 }
 
+/// The four ResNet18/34 stage shapes [C, H, W] at 224 x 224 input.
+const std::vector<std::vector<int64_t>> kStages{{64, 56, 56}, {128, 28, 28}, {256, 14, 14}, {512, 7, 7}};
+
+/// The methods of docs/methods.md over several taps, at batch 16 (the ABF convolutions of
+/// ReviewKD at 56 x 56 make batch 64 a 10-second step here): AT and OFD on the four stages,
+/// ReviewKD on the four stages and the pooled feature, FitNets on the stage-2 hint, CRD on the
+/// pooled features with 16384 negatives from a memory of 100000 samples.
+void multi_tap(benchmark::State& state, const std::string& loss, torch::Device device) {
+  torch::manual_seed(0);
+  const int64_t n = 16;
+  auto options = torch::TensorOptions().device(device);
+  std::vector<torch::Tensor> s, t, margins;
+  std::vector<int64_t> channels;
+  for (const auto& shape : kStages) {
+    s.push_back(torch::randn({n, shape[0], shape[1], shape[2]}, options).requires_grad_());
+    t.push_back(torch::randn({n, shape[0], shape[1], shape[2]}, options));
+    margins.push_back(-torch::rand({shape[0]}, options));
+    channels.push_back(shape[0]);
+  }
+  std::function<torch::Tensor()> step;
+  distill::OFDLoss ofd(distill::OFDOptions(channels, channels));
+  auto levels = channels;
+  levels.push_back(512);
+  distill::ReviewKDLoss review(distill::ReviewKDOptions(levels, levels));
+  distill::FitNetLoss fitnet(distill::FitNetOptions(kStages[1], kStages[1]));
+  distill::CRDLoss crd(distill::CRDOptions(512, 512, 100000));
+  auto pooled_s = torch::randn({n, 512, 1, 1}, options).requires_grad_(), pooled_t = torch::randn({n, 512, 1, 1}, options);
+  auto indices = torch::randint(0, 100000, {n}, options.dtype(torch::kLong));
+  if (loss == "at") {
+    step = [&] {
+      torch::Tensor total = torch::zeros({}, options);
+      for (size_t i = 0; i < s.size(); ++i) total = total + F::at_loss(s[i], t[i]);
+      return total;
+    };
+  } else if (loss == "ofd") {
+    ofd->to(device);
+    step = [&] { return ofd(s, t, margins); };
+  } else if (loss == "reviewkd") {
+    review->to(device);
+    auto sl = s, tl = t;
+    sl.push_back(pooled_s), tl.push_back(pooled_t);
+    step = [&, sl, tl] { return review(sl, tl); };
+  } else if (loss == "fitnet") {
+    fitnet->to(device);
+    step = [&] { return fitnet(s[1], t[1]); };
+  } else {
+    crd->to(device);
+    step = [&] { return crd(pooled_s, pooled_t, indices); };
+  }
+  for (auto _ : state) {
+    step().backward();
+    sync(device);
+  }
+}
+
 /// Feature losses at the recipes' shapes: distance and MGD on [64, 512, 7, 7], AFD with the
 /// ResNet34 -> ResNet18 recipe's 16 teacher / 8 student features.
 void features(benchmark::State& state, const std::string& loss, torch::Device device) {
@@ -174,6 +240,10 @@ void register_all() {
           ->UseRealTime();
     for (const char* name : {"distance_l2", "mgd", "afd"})
       benchmark::RegisterBenchmark((prefix + "fwd_bwd/" + name).c_str(), features, std::string(name), device)
+          ->Unit(benchmark::kMillisecond)
+          ->UseRealTime();
+    for (const char* name : {"at", "ofd", "reviewkd", "fitnet", "crd"})
+      benchmark::RegisterBenchmark((prefix + "fwd_bwd/" + name + "/16").c_str(), multi_tap, std::string(name), device)
           ->Unit(benchmark::kMillisecond)
           ->UseRealTime();
   }

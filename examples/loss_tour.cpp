@@ -103,6 +103,7 @@ int main(int argc, char** argv) {
   const int64_t student_hidden = 16;
   Mlp init(student_hidden);
   distill::PEFDLoss pefd(distill::PEFDOptions(student_hidden, 256).num_projectors(2));
+  distill::CTKDLoss ctkd;
   const std::vector<std::pair<std::string, Term>> methods = {
       {"CE only (baseline)", nullptr},
       {"KD T=4", [](auto& s, auto& t, auto&, auto&, auto&) { return F::kd_loss(s, t); }},
@@ -115,6 +116,11 @@ int main(int argc, char** argv) {
       {"RKD distance on hidden", [](auto&, auto&, auto& hs, auto& ht, auto&) {
          return F::rkd_distance_loss(hs, ht); }},
       {"PEFD x2 on hidden", [&pefd](auto&, auto&, auto& hs, auto& ht, auto&) { return 2 * pefd(hs, ht); }},
+      // docs/methods.md (the feature methods need maps, which this MLP does not have).
+      {"NKD", [](auto& s, auto& t, auto&, auto&, auto& y) { return F::nkd_loss(s, t, y); }},
+      {"KD T=2 standardized x9", [](auto& s, auto& t, auto&, auto&, auto&) {
+         return 9 * F::kd_loss(s, t, distill::KDOptions().temperature(2).standardize(true)); }},
+      {"CTKD", [&ctkd](auto& s, auto& t, auto&, auto&, auto&) { return ctkd(s, t); }},
   };
 
   std::printf("%-24s %10s %10s %12s\n", ("student (hidden " + std::to_string(student_hidden) + ")").c_str(),
@@ -124,6 +130,7 @@ int main(int argc, char** argv) {
     Mlp model(student);
     auto params = model->parameters();
     if (name.rfind("PEFD", 0) == 0) for (auto& p : pefd->parameters()) params.push_back(p);
+    if (name == "CTKD") for (auto& p : ctkd->parameters()) params.push_back(p);
     torch::optim::SGD opt(params, torch::optim::SGDOptions(0.05).momentum(0.9));
     const bool replaces_ce = name.rfind("SKD", 0) == 0;  // SKD contains its own CE term
     const auto start = std::chrono::steady_clock::now();

@@ -431,6 +431,10 @@ TEST_CASE("multi-teacher: the ensemble is the averaged soft targets, for KD, DKD
   auto z = F::ensemble_logits({t0, t1}, {3, 1}, 2.0);
   CHECK(torch::allclose(torch::softmax(z / 2.0, 1), 0.75 * torch::softmax(t0 / 2.0, 1) + 0.25 * torch::softmax(t1 / 2.0, 1),
                         1e-12, 1e-12));
+  // A top-k teacher (a teacher cache) joins the ensemble as its dense smoothed logits: at k = C,
+  // the teacher itself.
+  auto [values, indices] = t1.topk(7);
+  CHECK(torch::allclose(F::ensemble_logits({t0, distill::topk_teacher(values, indices, {}, 7)}, {3, 1}, 2.0), z, 1e-12, 1e-12));
   // A weight of zero leaves the other teacher alone: the loss equals the single-teacher loss.
   auto built = config::build_loss(entries(R"([
       {"DistillationMultiTeacherLoss": {"weight": 1.0, "base_loss_name": "DKDLoss", "teachers": ["T0", "T1"],
