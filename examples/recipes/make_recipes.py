@@ -114,7 +114,7 @@ recipes.update({
                                              "lambda_max": 0.0, "lambda_min": -1.0, "lambda_epochs": 5, "schedule": "cosine"}}],
               120, 32, 64, momentum(multistep(0.1), wd=1e-4)),
  "kd_standardize": full("kd_standardize", kd_pair(),
-                        [gt, {"DistillationKLDivLoss": {"weight": 9.0, "model_name_pairs": pair, "temperature": 2.0,
+                        [gt, {"DistillationKLDivLoss": {"weight": 6.0, "model_name_pairs": pair, "temperature": 2.0,
                                                         "standardize": True}}],
                         100, 64, 64, momentum(multistep(0.2), wd=1e-4)),
  "multi_teacher": full("multi_teacher",
