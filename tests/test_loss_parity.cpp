@@ -18,10 +18,7 @@ void check_all(torch::Dtype dtype, double rtol) {
   for (const auto& spec : fixture()) {
     auto c = distill_test::make_case(spec, dtype);
     INFO(c.id);
-    // CTKD's temperature gradient is a small difference of T-derivatives: python3-torch's own
-    // float32 run of the same formula is 7.6e-4 (relative) from float64 on these inputs.
-    const double tol = dtype == torch::kFloat && c.loss == "ctkd" ? 2e-3 : rtol;
-    for (const auto& failure : distill_test::check_parity(c, tol)) FAIL_CHECK(failure);
+    for (const auto& failure : distill_test::check_parity(c, distill_test::tolerance(c, dtype, rtol))) FAIL_CHECK(failure);
   }
 }
 

@@ -241,6 +241,13 @@ inline double relative_error(const torch::Tensor& got, const torch::Tensor& expe
   return diff / scale;
 }
 
+/// The tolerance a case is held to in `dtype` when others are held to `rtol`: CTKD's
+/// temperature gradient is a small difference of T-derivatives, and python3-torch's own float32
+/// run of the same formula is 7.6e-4 (relative) from float64 on the fixture's inputs.
+inline double tolerance(const LossCase& c, torch::Dtype dtype, double rtol) {
+  return dtype == torch::kFloat && c.loss == "ctkd" ? 2e-3 : rtol;
+}
+
 /// Runs the case and returns one line per value or gradient that misses `rtol`.
 inline std::vector<std::string> check_parity(LossCase& c, double rtol) {
   std::vector<std::string> failures;
