@@ -16,32 +16,48 @@
 
 namespace distill {
 
-/// Options of OFDTerm: the (student, teacher) models, their pre-ReLU taps
-/// ("blocks[15]:pre_relu", paired one to one), and the term's name.
-struct OFDTermOptions {
+/// Options of a term over several tap pairs of one student and one teacher (OFD, ReviewKD): the
+/// (student, teacher) models, their taps paired one to one, and the term's name.
+struct TapPairsOptions {
+  explicit TapPairsOptions(std::string name) : name_(std::move(name)) {}
   TORCH_ARG(std::vector<std::string>, model_name_pair) = {"Student", "Teacher"};
   TORCH_ARG(std::vector<std::string>, student_keys);
   TORCH_ARG(std::vector<std::string>, teacher_keys);
-  TORCH_ARG(std::string, name) = "loss_ofd";
+  TORCH_ARG(std::string, name);
 };
+
+/// Recipe keys of TapPairsOptions: model_name_pair, s_keys and t_keys (required), name.
+inline void describe(Schema& s, TapPairsOptions& o) {
+  s.field("model_name_pair", o.model_name_pair());
+  s.required("s_keys", o.student_keys());
+  s.required("t_keys", o.teacher_keys());
+  s.field("name", o.name());
+}
+
+namespace detail {
+/// Two model names, and as many student and teacher keys as the loss has pairs (`what`).
+inline void check_tap_pairs(const char* term, const TapPairsOptions& o, size_t pairs, const char* what) {
+  if (o.model_name_pair().size() != 2) fail(term, ": model_name_pair takes two names");
+  if (o.student_keys().size() != pairs || o.teacher_keys().size() != pairs)
+    fail(term, ": ", o.student_keys().size(), " student keys, ", o.teacher_keys().size(), " teacher keys and ", pairs, " ",
+         what, "; they pair up one to one");
+}
+}  // namespace detail
 
 /// OFDLoss over the student's and teacher's tapped pre-ReLU maps, with each teacher map's
 /// margin computed (functional::ofd_margin) from the batch norm before that ReLU, read from the
 /// teacher backbone when the term is bound. One term, "<name>".
 ///
 ///   distill::OFDTerm ofd(distill::OFDLoss(distill::OFDOptions({512}, {512})),
-///                        distill::OFDTermOptions().student_keys({"blocks[7]:pre_relu"}).teacher_keys({"blocks[15]:pre_relu"}));
+///                        distill::TapPairsOptions("loss_ofd").student_keys({"blocks[7]:pre_relu"})
+///                                                            .teacher_keys({"blocks[15]:pre_relu"}));
 ///   combined->add(ofd.ptr(), 1e-4);
 ///   combined->bind(*model);
 class OFDTermImpl : public LossTerm {
  public:
-  OFDTermImpl(OFDLoss loss, OFDTermOptions options) : options(std::move(options)) {
+  OFDTermImpl(OFDLoss loss, TapPairsOptions options) : options(std::move(options)) {
     ofd = register_module("ofd", std::move(loss));
-    const auto& o = this->options;
-    if (o.model_name_pair().size() != 2) fail("OFDTerm: model_name_pair takes two names");
-    if (o.student_keys().size() != o.teacher_keys().size() || o.student_keys().size() != ofd->connectors->size())
-      fail("OFDTerm: ", o.student_keys().size(), " student keys, ", o.teacher_keys().size(), " teacher keys and ",
-           ofd->connectors->size(), " connectors; they pair up one to one");
+    detail::check_tap_pairs("OFDTerm", this->options, ofd->connectors->size(), "connectors");
   }
 
   void bind(const DistillationModelImpl& model) override {
@@ -58,58 +74,42 @@ class OFDTermImpl : public LossTerm {
     if (norms_.size() != options.teacher_keys().size())
       fail_at(origin(), "OFD's margins come from the teacher's batch norms, and the term was not bound to the models ",
               "(CombinedLoss::bind; the trainer does it)");
-    std::vector<torch::Tensor> students, teachers, margins;
-    for (size_t i = 0; i < norms_.size(); ++i) {
-      students.push_back(select(outputs, options.model_name_pair()[0], options.student_keys()[i]));
-      teachers.push_back(select(outputs, options.model_name_pair()[1], options.teacher_keys()[i]));
-      margins.push_back(functional::ofd_margin(norms_[i]->weight, norms_[i]->bias));
-    }
+    auto students = select_all(outputs, options.model_name_pair()[0], options.student_keys());
+    auto teachers = select_all(outputs, options.model_name_pair()[1], options.teacher_keys());
+    std::vector<torch::Tensor> margins;
+    for (const auto& norm : norms_) margins.push_back(functional::ofd_margin(norm->weight, norm->bias));
     return LossTerms{{options.name(), guarded([&] { return ofd->forward(students, teachers, margins); })}};
   }
 
   OFDLoss ofd{nullptr};
-  OFDTermOptions options;
+  TapPairsOptions options;
 
  private:
   std::vector<std::shared_ptr<torch::nn::BatchNorm2dImpl>> norms_;
 };
 TORCH_MODULE(OFDTerm);
 
-/// Options of ReviewKDTerm: the (student, teacher) models, their levels' output keys (shallow
-/// to deep, paired one to one), and the term's name.
-struct ReviewKDTermOptions {
-  TORCH_ARG(std::vector<std::string>, model_name_pair) = {"Student", "Teacher"};
-  TORCH_ARG(std::vector<std::string>, student_keys);
-  TORCH_ARG(std::vector<std::string>, teacher_keys);
-  TORCH_ARG(std::string, name) = "loss_reviewkd";
-};
-
 /// ReviewKDLoss over the listed levels of the student and the teacher. One term, "<name>".
 ///
 ///   distill::ReviewKDTerm review(distill::ReviewKDLoss(distill::ReviewKDOptions({64, 128}, {64, 128})),
-///                                distill::ReviewKDTermOptions().student_keys({"blocks[1]", "blocks[3]"})
-///                                                              .teacher_keys({"blocks[2]", "blocks[6]"}));
+///                                distill::TapPairsOptions("loss_reviewkd").student_keys({"blocks[1]", "blocks[3]"})
+///                                                                         .teacher_keys({"blocks[2]", "blocks[6]"}));
 class ReviewKDTermImpl : public LossTerm {
  public:
-  ReviewKDTermImpl(ReviewKDLoss loss, ReviewKDTermOptions options) : options(std::move(options)) {
+  ReviewKDTermImpl(ReviewKDLoss loss, TapPairsOptions options) : options(std::move(options)) {
     review = register_module("review", std::move(loss));
-    const auto& o = this->options;
-    if (o.model_name_pair().size() != 2) fail("ReviewKDTerm: model_name_pair takes two names");
-    if (o.student_keys().size() != o.teacher_keys().size() || o.student_keys().size() != review->abfs->size())
-      fail("ReviewKDTerm: ", o.student_keys().size(), " student keys, ", o.teacher_keys().size(), " teacher keys and ",
-           review->abfs->size(), " levels; they pair up one to one");
+    detail::check_tap_pairs("ReviewKDTerm", this->options, review->abfs->size(), "levels");
   }
 
   LossTerms forward(const ModelOutputs& outputs, const torch::Tensor&) override {
-    std::vector<torch::Tensor> students, teachers;
-    for (const auto& key : options.student_keys()) students.push_back(select(outputs, options.model_name_pair()[0], key));
-    for (const auto& key : options.teacher_keys()) teachers.push_back(select(outputs, options.model_name_pair()[1], key));
+    auto students = select_all(outputs, options.model_name_pair()[0], options.student_keys());
+    auto teachers = select_all(outputs, options.model_name_pair()[1], options.teacher_keys());
     return LossTerms{{options.name(), guarded([&] { return review->forward(students, teachers); })}};
   }
   void set_epoch(int64_t epoch) override { review->set_epoch(epoch); }
 
   ReviewKDLoss review{nullptr};
-  ReviewKDTermOptions options;
+  TapPairsOptions options;
 };
 TORCH_MODULE(ReviewKDTerm);
 
@@ -169,27 +169,21 @@ inline const bool crd_term_registered = register_term("DistillationCRDLoss", [](
   return std::make_shared<CRDTermImpl>(CRDLoss(crd), options);
 });
 inline const bool review_term_registered = register_term("DistillationReviewKDLoss", [](Schema& s) -> std::shared_ptr<LossTerm> {
-  ReviewKDTermOptions options;
+  TapPairsOptions options("loss_reviewkd");
+  describe(s, options);
   std::vector<int64_t> student_channels, teacher_channels;
-  s.field("model_name_pair", options.model_name_pair());
-  s.required("s_keys", options.student_keys());
-  s.required("t_keys", options.teacher_keys());
   s.required("student_channels", student_channels);
   s.required("teacher_channels", teacher_channels);
   ReviewKDOptions review(student_channels, teacher_channels);
   s.field("warmup_epochs", review.warmup_epochs());
-  s.field("name", options.name());
   return std::make_shared<ReviewKDTermImpl>(ReviewKDLoss(review), options);
 });
 inline const bool ofd_term_registered = register_term("DistillationOFDLoss", [](Schema& s) -> std::shared_ptr<LossTerm> {
-  OFDTermOptions options;
+  TapPairsOptions options("loss_ofd");
+  describe(s, options);
   std::vector<int64_t> student_channels, teacher_channels;
-  s.field("model_name_pair", options.model_name_pair());
-  s.required("s_keys", options.student_keys());
-  s.required("t_keys", options.teacher_keys());
   s.required("student_channels", student_channels);
   s.required("teacher_channels", teacher_channels);
-  s.field("name", options.name());
   for (const auto& key : options.teacher_keys())
     if (key.find(":pre_relu") == std::string::npos)
       fail_at(s.path_of("t_keys"), "'", key, "' is not a pre-ReLU tap; OFD compares the maps before the ReLU ",

@@ -47,6 +47,13 @@ class LossTerm : public torch::nn::Module {
               " (add the layer to its return_patterns?)");
     return features.at(key);
   }
+  /// outputs[model][key] for each key, in order.
+  std::vector<torch::Tensor> select_all(const ModelOutputs& outputs, const std::string& model,
+                                        const std::vector<std::string>& keys) const {
+    std::vector<torch::Tensor> items;
+    for (const auto& key : keys) items.push_back(select(outputs, model, key));
+    return items;
+  }
   /// The list entries key[0], key[1], ... of a model's outputs (AFD's "value").
   std::vector<torch::Tensor> select_list(const ModelOutputs& outputs, const std::string& model,
                                          const std::string& key) const {
