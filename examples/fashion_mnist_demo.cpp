@@ -41,6 +41,7 @@ struct Options {
   int64_t epochs = 3, train_limit = 30000, test_limit = 0, threads = 2, workers = 1, cache_views = 2;
   std::vector<std::string> methods{"baseline", "kd", "dml", "dkd", "dist", "mgd"};
   std::string output = "output/fashion_mnist_demo";
+  bool teacher_check = true;
 };
 
 /// Every method the demo has a recipe for (--methods all).
@@ -77,10 +78,12 @@ Options parse(int argc, char** argv) {
     }
     else if (arg == "--cache-views") o.cache_views = std::stoll(value());
     else if (arg == "--output") o.output = value();
+    else if (arg == "--no-teacher-check") o.teacher_check = false;
     else if (arg == "-h" || arg == "--help") {
       std::cout << "usage: fashion_mnist_demo [--seeds 0,1,2] [--epochs 3] [--train-limit 30000] [--test-limit 0 (all)]\n"
                    "                          [--threads 2] [--workers 1] [--methods baseline,kd,dml,dkd,dist,mgd | all]\n"
-                   "                          [--cache-views 2 (0: teacher online)] [--output DIR]\n";
+                   "                          [--cache-views 2 (0: teacher online)] [--output DIR]\n"
+                   "                          [--no-teacher-check (smoke runs, whose teacher is barely trained)]\n";
       std::exit(0);
     } else distill::fail("unknown option ", arg, " (see --help)");
   }
@@ -111,6 +114,7 @@ nlohmann::json demo_recipe(const std::string& recipe_name, int64_t seed, const O
   set("DataLoader.Eval.dataset.limit=" + std::to_string(o.test_limit));
   set("DataLoader.Train.loader.num_workers=" + std::to_string(o.workers));
   set("DataLoader.Eval.loader.num_workers=" + std::to_string(o.workers));
+  if (!o.teacher_check) set("Global.teacher_check=false");
   if (!teacher.empty()) set("Arch.models[0].Teacher.pretrained=\"" + teacher + "\"");
   if (!teacher2.empty()) set("Arch.models[1].Teacher2.pretrained=\"" + teacher2 + "\"");
   return recipe;

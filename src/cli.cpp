@@ -20,6 +20,7 @@
 #include "distill/data.hpp"
 #include "distill/data/image_io.hpp"
 #include "distill/io/torchscript.hpp"
+#include "distill/train/guardrails.hpp"
 #include "distill/train/launch.hpp"
 #include "distill/train/teacher_cache.hpp"
 #include "distill/train/recipe.hpp"
@@ -39,6 +40,7 @@ commands:
   export   write the infer_model_name model as TorchScript (runs without distill) or a state dict
   cache    run the frozen teachers once over K augmented views of every training image and
            store their top-k logits; train then with -o Global.teacher_cache=DIR
+  check    build everything a training run would and try one batch; list every problem
 
 common options:
   -c, --config FILE    the recipe (JSON, or PaddleClas's YAML as it is; the reference's vocabulary)
@@ -100,6 +102,20 @@ worker makes every W-th shard. Then train without the teacher:
 A cache that does not match the recipe (transforms, teachers, weights, dataset, labels) is
 refused, naming what differs. See docs/teacher-cache.md.
 )"},
+    {"check", R"(distill check -c RECIPE.json [-o ...] [--json]
+
+Builds everything `distill train` would (models and their weights, taps, loss terms, optimiser
+groups, data loaders), runs the teacher check (each frozen model's top-1 on up to
+Global.teacher_check_batches evaluation batches; untrained below twice chance), and runs one
+forward and backward on one training batch: no optimiser step, no checkpoint, no file written.
+Prints each model (parameters, trainable or frozen, weights file and tensors loaded), the data
+(samples, batches per epoch), the optimiser groups, each tap's shape and each loss term's value
+with the number of trainable tensors it reaches. Problems: any recipe error (every section and
+loss entry is read on its own, so all are listed), an untrained-looking teacher, a term that is
+not finite, exactly 0, or reaches no trainable parameter, a non-finite gradient, a student whose
+logits do not depend on the input. Exit status 0 when there is none, 1 otherwise.
+--json prints the same as one JSON object {"ok", "problems", "warnings", "models", ...}.
+)"},
     {"export", R"(distill export -c RECIPE.json -o Global.pretrained_model=FILE [--out FILE] [--format torchscript|state_dict] [--with-taps] [-o ...]
 
 Writes the Arch.infer_model_name model (the student) alone.
@@ -118,6 +134,7 @@ struct Args {
   distill::train::CacheOptions cache;  // its defaults are CacheOptions's
   bool cache_options = false;          // whether any of them was given
   bool with_taps = false;
+  bool json_output = false;  // check --json
   std::vector<std::string> overrides, positional;
   std::vector<std::string> worker_arguments;  // everything but the launch options
   int threads = 0;
@@ -182,6 +199,7 @@ Args parse(int argc, char** argv) {
     else if (arg == "--out") a.out = value();
     else if (arg == "--format") a.format = value();
     else if (arg == "--with-taps") a.with_taps = true;
+    else if (arg == "--json") a.json_output = true;
     else if (arg == "--views") a.cache.views(integer(arg, value(), 1, 100000)), a.cache_options = true;
     else if (arg == "--topk") a.cache.topk(integer(arg, value(), 0, INT32_MAX)), a.cache_options = true;
     else if (arg == "--shard-images") a.cache.shard_images(integer(arg, value(), 1, INT32_MAX)), a.cache_options = true;
@@ -212,7 +230,8 @@ distill::json load_recipe(const Args& a) {
   for (const auto& o : a.overrides) distill::config::apply_override(recipe, o);
   // eval, infer and export take every weight from Global.pretrained_model; the models' own
   // pretrained files (e.g. the teacher's) are not needed then.
-  if (a.command != "train" && a.command != "cache" && recipe.contains("Arch")) distill::config::drop_pretrained(recipe["Arch"]);
+  if (a.command != "train" && a.command != "cache" && a.command != "check" && recipe.contains("Arch"))
+    distill::config::drop_pretrained(recipe["Arch"]);
   return recipe;
 }
 
@@ -423,12 +442,25 @@ int run_export(const Args& a, const distill::json& recipe) {
   return 0;
 }
 
+std::string yaml_line(std::string path);
+
+/// distill check: the report on stdout (text or --json); exit status 1 when there are problems.
+int run_check(const Args& a, const distill::json& recipe) {
+  std::ostream silent(nullptr);
+  auto report = distill::train::check_recipe(recipe, a.json_output ? silent : std::cout);
+  // A problem that starts with a recipe path gets its line in a YAML recipe.
+  for (auto& problem : report.problems) problem += yaml_line(problem.substr(0, problem.find(':')));
+  if (a.json_output) std::cout << report.to_json().dump(1) << '\n';
+  else std::cout << "distill check " << a.config << '\n' << report.text();
+  return report.ok() ? 0 : 1;
+}
+
 int run_command(const Args& a) {
   if (a.command.empty() || (a.help && !kCommandHelp.count(a.command))) {
     std::cout << kUsage;
     return a.command.empty() && !a.help ? 2 : 0;
   }
-  if (!kCommandHelp.count(a.command)) distill::fail("unknown command '", a.command, "' (train, eval, infer, export, cache)");
+  if (!kCommandHelp.count(a.command)) distill::fail("unknown command '", a.command, "' (train, eval, infer, export, cache, check)");
   if (a.help) {
     std::cout << kCommandHelp.at(a.command);
     return 0;
@@ -444,6 +476,7 @@ int run_command(const Args& a) {
     }
   }
   if (a.with_taps && a.command != "export") distill::fail("option --with-taps: only for distill export");
+  if (a.json_output && a.command != "check") distill::fail("option --json: only for distill check");
   if (!a.format.empty() && a.command != "export" && a.command != "infer")
     distill::fail("option --format: only for distill export and distill infer");
   if (a.threads > 0) torch::set_num_threads(a.threads);
@@ -464,10 +497,17 @@ int run_command(const Args& a) {
     if (trainer.group()) trainer.group()->finish();
     return 0;
   }
+  if (a.command == "check") return run_check(a, recipe);
   if (a.command == "eval") {
     weights(recipe, "eval");  // the Trainer loads them
     distill::train::Trainer trainer(recipe);
-    const auto result = trainer.evaluate();
+    // Teachers are compared with the student only when the weights file gave them weights (a
+    // whole-model checkpoint); an exported student alone leaves them untrained.
+    bool teachers_loaded = true;
+    for (const auto& member : trainer.model().members())
+      if (member.frozen && member.name != trainer.model().infer_model_name())
+        teachers_loaded = teachers_loaded && !member.model->weights_file().empty();
+    const auto result = trainer.evaluate(teachers_loaded);
     if (trainer.writer()) {
       std::cout << "evaluated " << trainer.model().infer_model_name() << " on " << result.samples << " images:";
       for (const auto& [name, value] : distill::train::Trainer::describe(result)) std::cout << ' ' << name << ' ' << fmt::format("{:.4f}", value);
@@ -482,8 +522,7 @@ int run_command(const Args& a) {
 
 /// " (recipe.yaml line 12)" for an error about a recipe path of a YAML recipe (or the nearest
 /// enclosing path there is: a missing key is reported at its parent).
-std::string yaml_line(const distill::Error& e) {
-  std::string path = e.context();
+std::string yaml_line(std::string path) {
   while (!path.empty()) {
     if (auto it = recipe_lines.lines.find(path); it != recipe_lines.lines.end())
       return " (" + recipe_lines.file + " line " + std::to_string(it->second) + ")";
@@ -512,7 +551,7 @@ int main(int argc, char** argv) {
   try {
     return run_command(parse(argc, argv));
   } catch (const distill::Error& e) {
-    return report(e.what() + yaml_line(e));
+    return report(e.what() + yaml_line(e.context()));
   } catch (const c10::Error& e) {  // a check inside libtorch that distill did not make first: a bug to report
     return report(std::string("unexpected error inside libtorch (please report it): ") + e.what_without_backtrace());
   } catch (const std::exception& e) {

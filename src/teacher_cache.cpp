@@ -27,6 +27,7 @@
 #include "distill/train/checkpoint.hpp"
 #include "distill/train/distributed.hpp"
 #include "distill/train/recipe.hpp"
+#include "distill/train/progress.hpp"
 #include "distill/train/teacher_cache.hpp"
 
 namespace distill::train {
@@ -317,12 +318,20 @@ void make_teacher_cache(const json& recipe, const CacheOptions& c, std::ostream&
   const auto start = std::chrono::steady_clock::now();
   auto last_report = start;
   size_t done_images = 0, kept = 0;
+  // A live bar over this worker's views on a terminal; a line every 2 s otherwise.
+  const bool terminal = writer && &out == &std::cout && stdout_is_terminal();
+  size_t mine = 0;
+  for (size_t s = static_cast<size_t>(rank); s < shards; s += static_cast<size_t>(world))
+    mine += shard_header(s, per_shard, n, c.views(), rb).count * static_cast<size_t>(c.views());
+  ProgressBar bar(out, terminal, "cache", static_cast<int64_t>(mine));
+  size_t bar_done = 0;  // views, those of shards kept from an earlier run included
   for (size_t s = static_cast<size_t>(rank); s < shards; s += static_cast<size_t>(world)) {
     const auto header = shard_header(s, per_shard, n, c.views(), rb);
     const size_t first = header.first, count = header.count;
     const std::string path = dir + "/" + shard_name(s);
     if (complete_shard(path, header)) {
       ++kept;
+      bar_done += header.count * static_cast<size_t>(c.views());
       continue;
     }
     std::vector<uint8_t> bytes(kHeaderBytes + count * header.views * rb + kFooterBytes, 0);
@@ -360,7 +369,10 @@ void make_teacher_cache(const json& recipe, const CacheOptions& c, std::ostream&
       std::memcpy(bytes.data() + kHeaderBytes + first_row * rb, record.data_ptr(), static_cast<size_t>(rows) * rb);
       done_images += static_cast<size_t>(rows);
       const auto now = std::chrono::steady_clock::now();
-      if (writer && std::chrono::duration<double>(now - last_report).count() > 2.0) {
+      const double elapsed = std::chrono::duration<double>(now - start).count();
+      bar_done += static_cast<size_t>(rows);
+      bar.update(static_cast<int64_t>(bar_done), fmt::format("views | {:.0f} views/s", elapsed > 0 ? done_images / elapsed : 0.0));
+      if (writer && !terminal && std::chrono::duration<double>(now - last_report).count() > 2.0) {
         const double seconds = std::chrono::duration<double>(now - start).count();
         out << fmt::format("cache: shard {}/{}, {:.0f} views/s{}\n", s + 1, shards, done_images / seconds,
                            world > 1 ? fmt::format(" on rank 0 of {}", world) : "")
@@ -378,6 +390,7 @@ void make_teacher_cache(const json& recipe, const CacheOptions& c, std::ostream&
     }
     std::filesystem::rename(temporary, path);  // a shard is there whole or not at all
   }
+  bar.finish();
   if (group) group->barrier("waiting for every worker's shards");
   if (!writer) return;
   json list = json::array();

@@ -289,14 +289,20 @@ void load_model_weights(DistillationModelImpl& model, const std::string& given, 
     }
     return kept;
   };
+  // Which models the file gave weights to, for reports (distill check, the teacher check).
+  auto record = [&](bool whole) {
+    for (const auto& member : model.members())
+      if (whole || member.name == model.infer_model_name())
+        member.model->set_weights_origin(path, static_cast<int64_t>(io::state_dict(*member.model).size()));
+  };
   if (io::is_torchscript(path)) {  // distill export: its parameters and buffers are the infer model's, by name
     io::load_state_dict(*model.infer_model(), io::torchscript_state_dict(io::load_torchscript(path)), {}, path);
-    return;
+    return record(false);
   }
   const auto dict = io::read_state_dict(path);
   if (dict.contains("meta.epoch")) {
     io::load_state_dict(model, without_absent(detail::strip_prefix(dict, "model.")), {}, path + " (model)");
-    return;
+    return record(true);
   }
   // PaddleClas's DistillationModel names its members as distill's does ("Student.fc.weight").
   const std::string prefix = model.infer_model_name() + ".";
@@ -305,157 +311,11 @@ void load_model_weights(DistillationModelImpl& model, const std::string& given, 
   torch::nn::Module& target = whole ? static_cast<torch::nn::Module&>(model) : *model.infer_model();
   const auto entries = whole ? without_absent(dict) : dict;
   io::load_state_dict(target, io::is_pdparams(path) ? io::from_paddle(target, entries, path) : entries, {}, path);
+  record(whole);
 }
 
 torch::Tensor cpu_rng_state() { return detail::rng_state(detail::cpu_generator()); }
 void set_cpu_rng_state(const torch::Tensor& state) { detail::set_rng_state(detail::cpu_generator(), state); }
-
-// ---------------------------------------------------------------- progress
-
-std::string format_duration(double seconds) {
-  if (!(seconds >= 0) || seconds > 1e7) return "?";
-  const auto s = static_cast<int64_t>(seconds + 0.5);
-  if (s >= 3600) return fmt::format("{}h{:02}m", s / 3600, (s % 3600) / 60);
-  if (s >= 60) return fmt::format("{}m{:02}s", s / 60, s % 60);
-  return fmt::format("{}s", s);
-}
-
-Progress::Progress(std::ostream& out, bool terminal, const std::string& jsonl_path)
-    : out_(out), terminal_(terminal), jsonl_path_(jsonl_path) {
-  if (!jsonl_path.empty()) {
-    jsonl_.open(jsonl_path, std::ios::app);
-    if (!jsonl_) fail_at(jsonl_path, "cannot write the metrics log");
-  }
-}
-
-bool Progress::stdout_is_terminal() { return isatty(fileno(stdout)) != 0; }
-
-void Progress::train_step(int64_t epoch, int64_t epochs, int64_t step, int64_t steps, int64_t global_step,
-                          const std::vector<std::pair<std::string, double>>& terms, double lr, double images_per_second,
-                          double eta_seconds) {
-  std::string line = fmt::format("epoch {}/{} step {}/{}", epoch, epochs, step, steps);
-  json record{{"type", "train"}, {"epoch", epoch}, {"step", step}, {"global_step", global_step}};
-  for (const auto& [name, value] : terms) {
-    line += fmt::format(" | {} {:.4f}", name, value);
-    record[name] = value;
-  }
-  line += fmt::format(" | lr {:.5f} | {:.1f} img/s | ETA {}", lr, images_per_second, format_duration(eta_seconds));
-  record["lr"] = lr;
-  record["images_per_second"] = images_per_second;
-  for (const auto& [name, value] : terms)
-    if (name == "loss") loss_curve_.emplace_back(static_cast<double>(global_step), value);
-  write(line, record.dump(), /*transient=*/true);
-}
-
-void Progress::evaluation(int64_t epoch, const std::vector<std::pair<std::string, double>>& metrics, bool best) {
-  std::string line = fmt::format("eval epoch {}", epoch);
-  json record{{"type", "eval"}, {"epoch", epoch}, {"best", best}};
-  for (const auto& [name, value] : metrics) {
-    line += fmt::format(" | {} {:.4f}", name, value);
-    record[name] = value;
-    if (name == "top1") top1_curve_.emplace_back(static_cast<double>(epoch), value);
-  }
-  write(line + (best ? " (best)" : ""), record.dump(), /*transient=*/false);
-}
-
-void Progress::message(const std::string& text) {
-  end_transient();
-  out_ << text << '\n' << std::flush;
-}
-
-namespace {
-std::string escape(const std::string& s) {
-  std::string out;
-  for (char c : s) out += c == '<' ? "&lt;" : c == '>' ? "&gt;" : c == '&' ? "&amp;" : std::string(1, c);
-  return out;
-}
-
-void plot(std::ostream& svg, const std::vector<std::pair<double, double>>& points, int left, const char* label,
-          const char* axis, int width, int height, int pad) {
-  const int top = 40, bottom = height - pad;
-  svg << "<text x='" << left + width / 2 << "' y='" << top - 6 << "' text-anchor='middle'>" << label << "</text>\n";
-  svg << "<rect x='" << left + pad << "' y='" << top << "' width='" << width - pad << "' height='" << bottom - top
-      << "' fill='none' stroke='#888'/>\n";
-  svg << "<text x='" << left + pad + (width - pad) / 2 << "' y='" << height - 15 << "' text-anchor='middle'>" << axis
-      << "</text>\n";
-  if (points.empty()) return;
-  double x0 = points.front().first, x1 = x0, y0 = points.front().second, y1 = y0;
-  for (const auto& [x, y] : points) {
-    x0 = std::min(x0, x), x1 = std::max(x1, x), y0 = std::min(y0, y), y1 = std::max(y1, y);
-  }
-  if (x1 == x0) x1 = x0 + 1;
-  if (y1 == y0) y1 = y0 + 1;
-  auto px = [&](double x) { return left + pad + (x - x0) / (x1 - x0) * (width - pad); };
-  auto py = [&](double y) { return bottom - (y - y0) / (y1 - y0) * (bottom - top); };
-  svg << "<polyline fill='none' stroke='#1f77b4' stroke-width='1.5' points='";
-  for (const auto& [x, y] : points) svg << fmt::format("{:.1f},{:.1f} ", px(x), py(y));
-  svg << "'/>\n";
-  for (const auto& [value, y] : {std::pair{y0, py(y0)}, std::pair{y1, py(y1)}})
-    svg << "<text x='" << left + pad - 4 << "' y='" << y + 4 << "' text-anchor='end'>" << fmt::format("{:.3g}", value)
-        << "</text>\n";
-  for (const auto& [value, x] : {std::pair{x0, px(x0)}, std::pair{x1, px(x1)}})
-    svg << "<text x='" << x << "' y='" << bottom + 15 << "' text-anchor='middle'>" << fmt::format("{:.0f}", value)
-        << "</text>\n";
-}
-}  // namespace
-
-void Progress::write_svg(const std::string& path, const std::string& title) const {
-  std::ostringstream svg;
-  const int width = 900, height = 360, panel = 420, pad = 50;
-  svg << "<svg xmlns='http://www.w3.org/2000/svg' width='" << width << "' height='" << height
-      << "' font-family='sans-serif' font-size='12'>\n<rect width='100%' height='100%' fill='white'/>\n"
-      << "<text x='" << width / 2 << "' y='20' text-anchor='middle' font-size='14'>" << escape(title) << "</text>\n";
-  plot(svg, loss_curve_, 10, "training loss (total)", "step", panel, height, pad);
-  plot(svg, top1_curve_, 10 + panel + 40, "evaluation top-1", "epoch", panel, height, pad);
-  svg << "</svg>\n";
-  std::ofstream file(path);
-  file << svg.str();
-  if (!file) fail_at(path, "cannot write the plot");
-}
-
-void Progress::forget_after(int64_t epoch) {
-  if (!jsonl_.is_open()) return;
-  jsonl_.close();
-  std::ifstream in(jsonl_path_);
-  std::string kept, text;
-  while (std::getline(in, text)) {
-    const auto record = json::parse(text, nullptr, /*allow_exceptions=*/false);
-    const bool later = record.is_object() && record.contains("epoch") && record["epoch"].is_number_integer() &&
-                       record["epoch"].get<int64_t>() > epoch;
-    if (record.is_object() && !later)
-      kept += text + '\n';
-  }
-  in.close();
-  const std::string temporary = jsonl_path_ + ".tmp";
-  {
-    std::ofstream out(temporary, std::ios::trunc);
-    out << kept << std::flush;
-    if (!out) fail_at(temporary, "cannot rewrite the metrics log: ", std::strerror(errno));
-  }
-  if (std::rename(temporary.c_str(), jsonl_path_.c_str()) != 0)
-    fail_at(jsonl_path_, "cannot replace the metrics log: ", std::strerror(errno));
-  jsonl_.open(jsonl_path_, std::ios::app);
-  if (!jsonl_) fail_at(jsonl_path_, "cannot write the metrics log");
-}
-
-void Progress::write(const std::string& line, const std::string& record, bool transient) {
-  if (jsonl_.is_open()) {
-    jsonl_ << record << '\n' << std::flush;
-    if (!jsonl_) fail_at(jsonl_path_, "cannot write the metrics log: ", std::strerror(errno));
-  }
-  if (terminal_ && transient) {
-    out_ << '\r' << line << "\033[K" << std::flush;
-    transient_open_ = true;
-  } else {
-    end_transient();
-    out_ << line << '\n' << std::flush;
-  }
-}
-
-void Progress::end_transient() {
-  if (transient_open_) out_ << '\n';
-  transient_open_ = false;
-}
 
 // ---------------------------------------------------------------- optimisers and schedules
 
@@ -714,6 +574,20 @@ void read_global(const Reader& g, TrainerOptions& o) {
   if (o.replay_views() < 0 || o.replay_views() > 100000) fail_at(g.path_of("replay_views"), "must be in [0, 100000]");
   if (o.replay_views() > 0 && !o.teacher_cache().empty())
     fail_at(g.path_of("replay_views"), "give replay_views or teacher_cache, not both (a cache replays its own views)");
+  GuardrailOptions guard;
+  guard.teacher_check(g.get<bool>("teacher_check", guard.teacher_check()));
+  guard.teacher_check_batches(g.get<int64_t>("teacher_check_batches", guard.teacher_check_batches()));
+  if (guard.teacher_check_batches() < 0) fail_at(g.path_of("teacher_check_batches"), "must be >= 0 (0: the whole evaluation set)");
+  guard.teacher_check_min_top1(g.get<double>("teacher_check_min_top1", 0.0));
+  if (!(guard.teacher_check_min_top1() >= 0 && guard.teacher_check_min_top1() <= 1))
+    fail_at(g.path_of("teacher_check_min_top1"), "must be in [0, 1] (0: twice chance)");
+  const auto on_nonfinite = g.get<std::string>("on_nonfinite", "stop");
+  if (on_nonfinite != "stop" && on_nonfinite != "skip_step")
+    fail_at(g.path_of("on_nonfinite"), "expected \"stop\" or \"skip_step\", got \"", on_nonfinite, "\"");
+  guard.on_nonfinite(on_nonfinite == "stop" ? OnNonFinite::stop : OnNonFinite::skip_step);
+  guard.strict_alarms(g.get<bool>("strict_alarms", false));
+  guard.alarm_steps(positive("alarm_steps", guard.alarm_steps()));
+  o.guardrails(guard);
   g.use("image_shape");  // distill export traces the model at it
   for (const char* key : {"save_inference_dir", "to_static", "use_visualdl", "use_dali"})
     g.ignore(key, why_ignored(std::string("Global.") + key));
@@ -785,27 +659,40 @@ void read_loader(const Reader& loaders, const char* phase, bool training, Traine
 }
 }  // namespace
 
-TrainerOptions trainer_options(const json& recipe) {
+TrainerOptions trainer_options(const json& recipe, std::vector<std::string>* problems) {
+  // Each part on its own: with `problems`, a bad part is listed there and the next is read.
+  auto part = [&](auto&& read) {
+    if (!problems) return read();
+    try {
+      read();
+    } catch (const Error& e) {
+      problems->push_back(e.what());
+    }
+  };
   Reader root(recipe, "recipe");
   // Sections are named from the top ("Global.epochs"), as recipes are written.
   auto section = [&](const char* key) { return Reader(root.raw(key), key); };
   TrainerOptions o;
-  read_global(section("Global"), o);
-  if (root.has("AMP")) read_amp(section("AMP"), o);
+  part([&] { read_global(section("Global"), o); });
+  if (root.has("AMP")) part([&] { read_amp(section("AMP"), o); });
   root.use("AMP");
-  if (root.has("Metric")) read_metric(section("Metric"), o);
+  if (root.has("Metric")) part([&] { read_metric(section("Metric"), o); });
   root.use("Metric");
-  Reader optimizer = section("Optimizer");
-  o.optimizer(read_optimizer(optimizer));
-  o.schedule(read_schedule(optimizer.section("lr")));
-  Reader loaders = section("DataLoader");
-  read_loader(loaders, "Train", /*training=*/true, o);
-  if (loaders.has("Eval")) read_loader(loaders, "Eval", /*training=*/false, o);
-  loaders.use("Eval");
-  loaders.done();
+  part([&] {
+    Reader optimizer = section("Optimizer");
+    o.optimizer(read_optimizer(optimizer));
+    o.schedule(read_schedule(optimizer.section("lr")));
+  });
+  part([&] {
+    Reader loaders = section("DataLoader");
+    part([&] { read_loader(loaders, "Train", /*training=*/true, o); });
+    if (loaders.has("Eval")) part([&] { read_loader(loaders, "Eval", /*training=*/false, o); });
+    loaders.use("Train"), loaders.use("Eval");
+    loaders.done();
+  });
   root.use("Arch"), root.use("Loss");  // config::build_model and config::build_loss read them
   root.use("Infer"), root.use("PostProcess");  // distill infer and export read them
-  root.done();
+  part([&] { root.done(); });
   return o;
 }
 
@@ -909,13 +796,15 @@ struct Trainer::Impl {
     return tensors;
   }
 
+  // Whether progress is drawn as a live bar: rank 0 printing to a terminal.
+  bool on_terminal() const { return writer() && &out == &std::cout && stdout_is_terminal(); }
+
   TrainState train() {
     if (writer()) {
       std::filesystem::create_directories(o.output_dir());
       remove_partial_writes();
     }
-    Progress progress(log(), writer() && &out == &std::cout && Progress::stdout_is_terminal(),
-                      writer() ? o.output_dir() + "/metrics.jsonl" : "");
+    Progress progress(log(), on_terminal(), writer() ? o.output_dir() + "/metrics.jsonl" : "");
     TrainState state;
     if (!o.checkpoints().empty()) state = resume(progress);
     // The log holds this run's epochs only: a fresh run starts it anew (as it overwrites the
@@ -933,20 +822,25 @@ struct Trainer::Impl {
                                    cache->views(), cache->topk(), cache->classes()));
     else if (o.replay_views() > 0)
       progress.message(fmt::format("replaying {} fixed views per image (Global.replay_views)", o.replay_views()));
+    check_teachers(progress, nullptr, state.epoch + 1);
+    monitor = Monitor(o.guardrails());
+    monitor.watch(*model);
     const auto run_start = std::chrono::steady_clock::now();
     const int64_t start_epoch = state.epoch;
     const std::string best_path = o.output_dir() + "/best_model.pt";
+    std::optional<EvalResult> last;
     for (int64_t epoch = state.epoch + 1; epoch <= o.epochs(); ++epoch) {
       run_epoch(epoch, state, progress, run_start, start_epoch);
       state.epoch = epoch;
+      raise(monitor.frozen_changed(*model), progress, epoch, state.step);
       if (eval_loader && o.eval_during_train() && epoch % o.eval_interval() == 0) {
-        const auto result = evaluate();
-        const bool best = result.top1() > state.best_top1;
+        last = run_evaluation(0, /*with_student=*/true, /*with_teachers=*/true);
+        const bool best = last->top1() > state.best_top1;
         if (best) {
-          state.best_top1 = result.top1();
+          state.best_top1 = last->top1();
           state.best_epoch = epoch;
         }
-        progress.evaluation(epoch, Trainer::describe(result), best);
+        progress.evaluation(epoch, Trainer::describe(*last), best);
         if (best) {
           checkpoint({best_path}, state);
           if (writer()) export_student(o.output_dir() + "/best_model_student.pt");
@@ -960,14 +854,113 @@ struct Trainer::Impl {
       paths.push_back(o.output_dir() + "/latest.pt");
       checkpoint(paths, state, state.best_epoch == epoch ? best_path : "");
     }
-    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - run_start).count();
-    progress.message(fmt::format("done: {} epochs in {}; best top-1 {:.4f} at epoch {}; checkpoints in {}", o.epochs(),
-                                 format_duration(seconds), state.best_top1, state.best_epoch, o.output_dir()));
+    summarise(progress, state, last, std::chrono::duration<double>(std::chrono::steady_clock::now() - run_start).count(),
+              state.best_epoch > 0 ? best_path : "");
     if (train_loader->dataset().skipped() > 0)
       progress.message(fmt::format("skipped {} bad training samples (skip_bad); the first: {}", train_loader->dataset().skipped(),
                                    train_loader->dataset().first_skip()));
     if (writer()) progress.write_svg(o.output_dir() + "/training.svg", model->infer_model_name() + " (" + o.output_dir() + ")");
     return state;
+  }
+
+  // The end of a run: best and last top-1, time, speed, where the best checkpoint is, and the
+  // student against each teacher (the last evaluation's, else the teacher check's numbers).
+  void summarise(Progress& progress, const TrainState& state, const std::optional<EvalResult>& last, double seconds,
+                 const std::string& best_path) {
+    const double speed = seconds > 0 ? static_cast<double>(trained_images) / seconds : 0.0;
+    json record{{"type", "summary"}, {"epoch", o.epochs()}, {"seconds", seconds}, {"images_per_second", speed},
+                {"best_top1", state.best_top1}, {"best_epoch", state.best_epoch}, {"skipped_steps", skipped_steps},
+                {"best_checkpoint", best_path}};
+    std::string line = fmt::format("done: {} epochs in {} ({:.1f} img/s)", o.epochs(), format_duration(seconds), speed);
+    if (last) {
+      record["last_top1"] = last->top1();
+      line += fmt::format("; top-1 best {:.4f} (epoch {}), last {:.4f}; best checkpoint {}", state.best_top1, state.best_epoch,
+                          last->top1(), best_path.empty() ? "none" : best_path);
+    }
+    line += "; checkpoints in " + o.output_dir();
+    progress.message(line);
+    const auto& teachers = last && !last->teachers.empty() ? last->teachers : checked_teachers;
+    json compared = json::array();
+    for (const auto& t : teachers) {
+      json entry{{"model", t.model}, {"top1", t.top1}};
+      std::string text = fmt::format("teacher {}: top-1 {:.4f}", t.model, t.top1);
+      if (last && t.compared) {
+        entry["agreement"] = t.agreement, entry["kl"] = t.kl;
+        text += fmt::format("; the student reaches {:.1f}% of it, agrees with it on {:.1f}% of the images, KL(teacher || "
+                            "student) {:.4f}", t.top1 > 0 ? 100.0 * last->top1() / t.top1 : 0.0, 100.0 * t.agreement, t.kl);
+      }
+      compared.push_back(entry);
+      progress.message(text);
+    }
+    record["teachers"] = compared;
+    if (skipped_steps > 0)
+      progress.message(fmt::format("skipped {} optimiser steps with a non-finite loss term or gradient (Global.on_nonfinite: "
+                                   "skip_step)", skipped_steps));
+    progress.record(record);
+  }
+
+  // Alarms become warnings (log and metrics log), or errors with Global.strict_alarms.
+  void raise(const std::vector<Alarm>& alarms, Progress& progress, int64_t epoch, int64_t step) {
+    for (const auto& alarm : alarms) {
+      progress.alarm(alarm.kind, alarm.subject, epoch, step, alarm.message);
+      if (o.guardrails().strict_alarms())
+        fail(alarm.message, " (epoch ", epoch, ", step ", step, "; an alarm stops the run because Global.strict_alarms is true)");
+    }
+  }
+
+  // The built frozen models besides the evaluated one: the teachers.
+  std::vector<std::string> frozen_teachers() const {
+    std::vector<std::string> names;
+    for (const auto& member : model->members())
+      if (member.frozen && member.name != metric_model) names.push_back(member.name);
+    return names;
+  }
+
+  std::string weights_of(const std::string& name) const {
+    const auto& m = *model->model(name);
+    if (m.weights_file().empty()) return "none were loaded (it has its random initialisation)";
+    return fmt::format("{} ({} tensors)", m.weights_file(), m.weights_tensors());
+  }
+
+  // The teacher check: each frozen model's top-1 on (part of) the evaluation set; below the
+  // threshold (default twice chance) the run stops. `report`: distill check lists the
+  // failure as a problem instead.
+  void check_teachers(Progress& progress, CheckReport* report, int64_t first_epoch = 1) {
+    const auto teachers = frozen_teachers();
+    const auto& g = o.guardrails();
+    if (teachers.empty()) return;
+    if (!g.teacher_check()) {
+      progress.message("teacher check skipped (Global.teacher_check is false)");
+      if (report) report->warnings.push_back("teacher check skipped (Global.teacher_check is false)");
+      return;
+    }
+    if (!eval_loader) {
+      progress.message("teacher check skipped: there is no evaluation data (DataLoader.Eval)");
+      if (report) report->warnings.push_back("teacher check skipped: there is no evaluation data (DataLoader.Eval)");
+      return;
+    }
+    const auto result = run_evaluation(g.teacher_check_batches(), /*with_student=*/false, /*with_teachers=*/true);
+    checked_teachers = result.teachers;
+    json list = json::array();
+    for (const auto& t : result.teachers) {
+      const double threshold = g.teacher_check_min_top1() > 0 ? g.teacher_check_min_top1() : 2.0 / static_cast<double>(t.classes);
+      const bool passed = t.top1 >= threshold;
+      progress.record({{"type", "teacher_check"}, {"epoch", first_epoch}, {"model", t.model}, {"top1", t.top1}, {"samples", result.samples},
+                       {"threshold", threshold}, {"passed", passed}, {"weights", model->model(t.model)->weights_file()}});
+      progress.message(fmt::format("teacher check: {} top-1 {:.4f} on {} evaluation images (untrained below {:.4f}); weights: {}",
+                                   t.model, t.top1, result.samples, threshold, weights_of(t.model)));
+      list.push_back({{"model", t.model}, {"top1", t.top1}, {"samples", result.samples}, {"threshold", threshold}});
+      if (passed) continue;
+      const auto why = fmt::format(
+          "teacher check: the frozen model '{}' reaches top-1 {:.4f} on {} evaluation images, below {:.4f}{}: it looks "
+          "untrained. Its weights: {}. Check the file and its layout (a torchvision file needs \"layout\": \"torchvision\"), "
+          "or skip this check with -o Global.teacher_check=false",
+          t.model, t.top1, result.samples, threshold, g.teacher_check_min_top1() > 0 ? "" : fmt::format(" (twice chance for {} classes)", t.classes),
+          weights_of(t.model));
+      if (!report) fail(why);
+      report->problems.push_back(why);
+    }
+    if (report) report->summary["teacher_check"] = list;
   }
 
   // A run killed while it wrote a file leaves <name>.tmp beside the intact older <name>
@@ -986,7 +979,9 @@ struct Trainer::Impl {
     }
   }
 
-  EvalResult evaluate() {
+  // Evaluation over at most `max_batches` batches (0: all) of the evaluated model and/or the
+  // built frozen models (top-1 each; with both, their agreement).
+  EvalResult run_evaluation(int64_t max_batches, bool with_student, bool with_teachers) {
     if (!eval_loader) fail("Trainer: there is no evaluation data (DataLoader.Eval)");
     if (group) group->broadcast(buffers(), "copying rank 0's running statistics before evaluation");
     torch::NoGradGuard no_grad;
@@ -994,53 +989,82 @@ struct Trainer::Impl {
     model->eval();
     auto evaluated = model->model(metric_model);
     EvalResult result;
-    std::vector<int64_t> correct(o.topk().size(), 0);
+    for (const auto& name : with_teachers ? frozen_teachers() : std::vector<std::string>{}) result.teachers.push_back({name});
+    std::vector<int64_t> correct(with_student ? o.topk().size() : 0, 0);
     std::vector<std::pair<std::string, double>> sums;
+    std::vector<double> teacher_sums(3 * result.teachers.size(), 0.0);  // correct, agreeing, KL sum per teacher
+    int64_t batches = static_cast<int64_t>(eval_loader->batches_per_epoch());
+    if (max_batches > 0) batches = std::min(batches, max_batches);
+    ProgressBar bar(log(), on_terminal(), with_student ? "eval" : "teacher check", batches);
     eval_loader->start(0);
-    while (auto batch = eval_loader->next()) {
+    int64_t done = 0;
+    std::optional<data::Batch> batch;
+    while (done < batches && (batch = eval_loader->next())) {
       auto images = batch->images.to(device), labels = batch->labels.to(device);
+      AutocastScope autocast(o.amp() && o.amp_eval(), device, o.amp_dtype());
       Features features;
-      {
-        AutocastScope autocast(o.amp() && o.amp_eval(), device, o.amp_dtype());
+      torch::Tensor student;
+      if (with_student) {
         features = evaluated->forward(images);
+        student = features["logits"].to(torch::kFloat);
       }
       const int64_t n = labels.size(0);
-      // Out-of-range labels are an error here too, not silent misses (the loss checks them
-      // only when Loss.Eval is given).
-      labels = distill::detail::check_target("evaluation (DataLoader.Eval labels)", labels, features["logits"]);
-      auto hits = topk_correct(features["logits"].to(torch::kFloat), labels, o.topk());
-      for (size_t i = 0; i < hits.size(); ++i) correct[i] += hits[i];
-      if (eval_loss) {
-        auto terms = eval_loss->forward(ModelOutputs{{metric_model, features}}, labels.reshape({-1, 1}));
-        size_t i = 0;
-        for (const auto& [name, value] : terms) {
-          if (sums.size() <= i) sums.emplace_back(name, 0.0);
-          sums[i++].second += value.item<double>() * static_cast<double>(n);
+      for (size_t t = 0; t < result.teachers.size(); ++t) {
+        auto& teacher = result.teachers[t];
+        auto logits = model->model(teacher.model)->forward(images).at("logits").to(torch::kFloat);
+        distill::detail::check_target("teacher check (DataLoader.Eval labels)", labels, logits);
+        teacher.classes = logits.size(1);
+        teacher.compared = with_student && student.size(1) == logits.size(1);
+        teacher_sums[3 * t] += static_cast<double>(topk_correct(logits, labels, {1})[0]);
+        if (!teacher.compared) continue;
+        teacher_sums[3 * t + 1] += logits.argmax(1).eq(student.argmax(1)).sum().item<double>();
+        auto log_t = torch::log_softmax(logits, 1), log_s = torch::log_softmax(student, 1);
+        teacher_sums[3 * t + 2] += (log_t.exp() * (log_t - log_s)).sum().item<double>();
+      }
+      if (with_student) {
+        // Out-of-range labels are an error here too, not silent misses (the loss checks them
+        // only when Loss.Eval is given).
+        labels = distill::detail::check_target("evaluation (DataLoader.Eval labels)", labels, features["logits"]);
+        auto hits = topk_correct(student, labels, o.topk());
+        for (size_t i = 0; i < hits.size(); ++i) correct[i] += hits[i];
+        if (eval_loss) {
+          auto terms = eval_loss->forward(ModelOutputs{{metric_model, features}}, labels.reshape({-1, 1}));
+          size_t i = 0;
+          for (const auto& [name, value] : terms) {
+            if (sums.size() <= i) sums.emplace_back(name, 0.0);
+            sums[i++].second += value.item<double>() * static_cast<double>(n);
+          }
         }
       }
       result.samples += n;
+      bar.update(++done);
     }
+    bar.finish();
     if (was_training) model->train();
-    if (group) reduce(result.samples, correct, sums);
-    for (size_t i = 0; i < o.topk().size(); ++i)
-      result.topk.emplace_back(o.topk()[i], result.samples ? static_cast<double>(correct[i]) / result.samples : 0.0);
-    for (auto& [name, sum] : sums) result.loss_terms.emplace_back(name, result.samples ? sum / result.samples : 0.0);
+    // One reduction for everything (data parallel): samples, top-k counts, loss sums, teachers' sums.
+    std::vector<double> totals{static_cast<double>(result.samples)};
+    for (int64_t c : correct) totals.push_back(static_cast<double>(c));
+    for (const auto& term : sums) totals.push_back(term.second);
+    totals.insert(totals.end(), teacher_sums.begin(), teacher_sums.end());
+    if (group) {
+      auto reduced = torch::tensor(totals, torch::kDouble);
+      group->all_reduce_sum(reduced, "reducing the evaluation over the ranks");
+      totals.assign(reduced.data_ptr<double>(), reduced.data_ptr<double>() + reduced.numel());
+    }
+    const double samples = totals[0];
+    result.samples = static_cast<int64_t>(samples);
+    auto mean = [&](size_t i) { return samples > 0 ? totals[i] / samples : 0.0; };
+    size_t i = 1;
+    for (size_t k = 0; k < correct.size(); ++k) result.topk.emplace_back(o.topk()[k], mean(i++));
+    for (auto& term : sums) result.loss_terms.emplace_back(term.first, mean(i++));
+    for (auto& teacher : result.teachers) {
+      teacher.top1 = mean(i), teacher.agreement = mean(i + 1), teacher.kl = mean(i + 2);
+      i += 3;
+    }
     return result;
   }
 
   void export_student(const std::string& path) { io::save_state_dict(*model->infer_model(), path); }
-
-  // Sums the evaluation counts and loss sums of all ranks (one all-reduce).
-  void reduce(int64_t& samples, std::vector<int64_t>& counts, std::vector<std::pair<std::string, double>>& sums) {
-    std::vector<double> values{static_cast<double>(samples)};
-    for (int64_t c : counts) values.push_back(static_cast<double>(c));
-    for (const auto& term : sums) values.push_back(term.second);
-    auto totals = torch::tensor(values, torch::kDouble);
-    group->all_reduce_sum(totals, "reducing the evaluation over the ranks");
-    samples = static_cast<int64_t>(totals[0].item<double>());
-    for (size_t i = 0; i < counts.size(); ++i) counts[i] = static_cast<int64_t>(totals[static_cast<int64_t>(1 + i)].item<double>());
-    for (size_t i = 0; i < sums.size(); ++i) sums[i].second = totals[static_cast<int64_t>(1 + counts.size() + i)].item<double>();
-  }
 
   // Writes the checkpoint files (rank 0). Data parallel: rank 0's running statistics first,
   // and every rank's RNG state in the file, so that a resume with as many workers continues
@@ -1081,10 +1105,182 @@ struct Trainer::Impl {
     return state;
   }
 
-  static std::vector<torch::Tensor> values_of(const std::vector<std::pair<std::string, torch::Tensor>>& named) {
-    std::vector<torch::Tensor> values;
-    for (const auto& item : named) values.push_back(item.second);
-    return values;
+  // distill check's part: what was built, the teacher check, one batch forward and backward.
+  void check(CheckReport& report) {
+    auto& summary = report.summary;
+    auto count = [](const std::vector<torch::Tensor>& tensors, bool trainable_only) {
+      int64_t n = 0;
+      for (const auto& t : tensors)
+        if (!trainable_only || t.requires_grad()) n += t.numel();
+      return n;
+    };
+    summary["models"] = nlohmann::ordered_json::array();
+    for (const auto& member : model->members()) {
+      const auto parameters = member.model->parameters();
+      summary["models"].push_back({{"name", member.name}, {"architecture", member.model->name()},
+                                   {"parameters", count(parameters, false)}, {"trainable", count(parameters, true)},
+                                   {"frozen", member.frozen}, {"weights", member.model->weights_file()},
+                                   {"tensors_loaded", member.model->weights_tensors()}});
+    }
+    if (cache)
+      for (const auto& name : cache->teachers())
+        summary["models"].push_back({{"name", name}, {"architecture", "(teacher cache)"}, {"frozen", true}, {"weights", cache->dir()}});
+    auto loader_summary = [](const data::DataLoader& loader) {
+      return nlohmann::ordered_json{{"dataset", loader.dataset().describe()}, {"samples", loader.dataset().size()},
+                                    {"batch_size", loader.options().batch_size()}, {"batches_per_epoch", loader.batches_per_epoch()}};
+    };
+    summary["data"] = {{"train", loader_summary(*train_loader)}};
+    if (eval_loader) summary["data"]["eval"] = loader_summary(*eval_loader);
+    summary["optimizer"] = nlohmann::ordered_json::array();
+    for (auto& param_group : optimizer->param_groups()) {
+      double decay = 0;
+      if (auto* sgd = dynamic_cast<torch::optim::SGDOptions*>(&param_group.options())) decay = sgd->weight_decay();
+      if (auto* adamw = dynamic_cast<torch::optim::AdamWOptions*>(&param_group.options())) decay = adamw->weight_decay();
+      summary["optimizer"].push_back({{"weight_decay", decay}, {"tensors", param_group.params().size()},
+                                      {"parameters", count(param_group.params(), false)}});
+    }
+    summary["losses"] = nlohmann::ordered_json::array();
+    for (const auto& entry : loss->entries()) {
+      nlohmann::ordered_json e{{"entry", entry.origin}, {"weight", entry.weight}};
+      if (entry.epochs.first != 1 || entry.epochs.last != EpochRange().last) e["epochs"] = {entry.epochs.first, entry.epochs.last};
+      summary["losses"].push_back(e);
+    }
+    Progress quiet(silent, false);
+    check_teachers(quiet, &report);
+
+    // One training batch, forward and backward, without a step.
+    model->train();
+    loss->set_epoch(1);
+    train_loader->start(1);
+    auto batch = train_loader->next();
+    if (!batch) {
+      report.problems.push_back("DataLoader.Train: no batch");
+      return;
+    }
+    ModelOutputs outputs;
+    LossTerms terms;
+    try {
+      terms = forward_batch(*batch, outputs);
+    } catch (const Error& e) {
+      report.problems.push_back(std::string("one training batch: ") + e.what());
+      return;
+    }
+    summary["batch"] = {{"images", batch->images.sizes().vec()}, {"labels", batch->labels.sizes().vec()}};
+    summary["taps"] = nlohmann::ordered_json::array();
+    for (const auto& [name, features] : outputs)
+      for (const auto& [key, value] : features)
+        summary["taps"].push_back({{"tap", name + "." + key}, {"shape", value.defined() ? value.sizes().vec() : std::vector<int64_t>{}}});
+    const auto params = trainable();
+    // Which trainable tensors each term reaches: a fresh forward per term and a backward of
+    // that term alone (fused losses keep their gradient for one backward of one forward).
+    auto reached_by = [&](const std::string& name) {
+      optimizer->zero_grad();
+      ModelOutputs again;
+      auto fresh = forward_batch(*batch, again);
+      if (!fresh[name].requires_grad()) return int64_t{0};
+      fresh[name].backward();
+      int64_t reached = 0;
+      for (const auto& p : params) reached += p.grad().defined() && p.grad().ne(0).any().item<bool>() ? 1 : 0;
+      return reached;
+    };
+    summary["terms"] = nlohmann::ordered_json::array();
+    for (const auto& [name, value] : terms) {
+      const double number = value.detach().to(torch::kDouble).item<double>();
+      nlohmann::ordered_json entry{{"term", name}, {"value", number}};
+      if (name != "loss") {
+        const int64_t reached = reached_by(name);
+        entry["reaches"] = reached;
+        if (!std::isfinite(number)) report.problems.push_back(fmt::format("loss term {} is {} on the first batch", name, number));
+        else if (number == 0)
+          report.problems.push_back(fmt::format("loss term {} is exactly 0 on the first batch: it teaches nothing (a pair of a "
+                                                "model with itself, taps that match nothing, or a weight of 0?)", name));
+        if (reached == 0)
+          report.problems.push_back(fmt::format("loss term {} reaches no trainable parameter: its gradient is zero everywhere "
+                                                "(a pair of frozen models, or a detached tensor?)", name));
+      }
+      summary["terms"].push_back(entry);
+    }
+    optimizer->zero_grad();
+    terms["loss"].backward();
+    if (!gradients_finite(params)) report.problems.push_back("one training batch: " + nonfinite_gradient());
+    optimizer->zero_grad();
+    const double spread = student_spread(outputs).item<double>();
+    if (spread == 0)
+      report.problems.push_back("the student's logits are the same for every image of the first batch: its output does not "
+                                "depend on the input");
+  }
+
+  // One batch through the models (and the teacher cache) and the loss.
+  LossTerms forward_batch(const data::Batch& batch, ModelOutputs& outputs) {
+    auto x = batch.images.to(device), y = batch.labels.to(device).reshape({-1, 1});
+    AutocastScope autocast(o.amp(), device, o.amp_dtype());
+    outputs = model->forward(x);
+    if (cache) {
+      // Stored logits in the dtype the student's come out in (autocast: the teacher's would too).
+      const auto& student = outputs.at(model->infer_model_name());
+      const auto dtype = student.contains("logits") ? student.at("logits").scalar_type() : torch::kFloat;
+      for (const auto& [name, logits] : cache->lookup(batch.indices, batch.views))
+        outputs.set(name, Features{{"logits", logits.to(device, dtype)}});
+    }
+    loss->set_batch(batch.indices.to(device));  // CRD's memory rows
+    return loss->forward(outputs, y);
+  }
+
+  torch::Tensor student_spread(const ModelOutputs& outputs) const {
+    const auto& student = outputs.at(model->infer_model_name());
+    if (!student.contains("logits")) return torch::full({}, -1.0, torch::kDouble);
+    return logit_spread(student.at("logits").detach()).to(torch::kDouble);
+  }
+
+  // The first batch of an optimiser step that had a non-finite term, kept for nan_batch.pt.
+  struct Suspect {
+    std::string what;
+    data::Batch batch;
+    ModelOutputs outputs;
+    LossTerms terms;
+    int64_t step = 0;
+  };
+
+  // The first parameter (model or loss module) whose gradient is not finite, or "".
+  std::string nonfinite_gradient() const {
+    for (const auto* module : {static_cast<const torch::nn::Module*>(model.get()), static_cast<const torch::nn::Module*>(loss.get())})
+      for (const auto& item : module->named_parameters())
+        if (item.value().grad().defined() && !item.value().grad().isfinite().all().item<bool>())
+          return fmt::format("the gradient of {}{} is not finite", module == model.get() ? "" : "loss.", item.key());
+    return "";
+  }
+
+  // Whether every gradient is finite: one sum per tensor and one transfer.
+  static bool gradients_finite(const std::vector<torch::Tensor>& params) {
+    std::vector<torch::Tensor> sums;
+    for (const auto& p : params)
+      if (p.grad().defined()) sums.push_back(p.grad().sum().to(torch::kFloat));
+    return sums.empty() || torch::stack(sums).isfinite().all().item<bool>();
+  }
+
+  // Stops the run: the suspect batch, its labels, every model's outputs and the terms go to
+  // nan_batch.pt (each worker its own), with the path of the last good checkpoint.
+  [[noreturn]] void stop_nonfinite(const Suspect& s, int64_t epoch) {
+    const std::string latest = o.output_dir() + "/latest.pt";
+    const std::string last_good = std::filesystem::exists(latest) ? latest : "";
+    std::filesystem::create_directories(o.output_dir());
+    const std::string path = o.output_dir() + (group && group->rank() > 0 ? fmt::format("/nan_batch.rank{}.pt", group->rank()) : "/nan_batch.pt");
+    io::StateDict dict;
+    dict.insert("images", s.batch.images);
+    dict.insert("labels", s.batch.labels);
+    dict.insert("indices", s.batch.indices);
+    for (const auto& [name, features] : s.outputs)
+      for (const auto& [key, value] : features)
+        if (value.defined()) dict.insert("outputs." + name + "." + key, value.detach().cpu());
+    for (const auto& [name, value] : s.terms) dict.insert("terms." + name, value.detach().cpu());
+    dict.insert("meta.epoch", torch::tensor(static_cast<double>(epoch), torch::kDouble));
+    dict.insert("meta.step", torch::tensor(static_cast<double>(s.step), torch::kDouble));
+    // The path as UTF-8 bytes: bytes(d['last_checkpoint'].tolist()).decode() in Python.
+    dict.insert("last_checkpoint", torch::tensor(std::vector<int64_t>(last_good.begin(), last_good.end()), torch::kLong).to(torch::kUInt8));
+    io::write_state_dict(dict, path);
+    fail("training stopped: ", s.what, " at epoch ", epoch, ", step ", s.step, ". The batch, its labels and every model's outputs "
+         "are in ", path, "; the last good checkpoint is ", last_good.empty() ? "none yet (no epoch has finished)" : last_good,
+         ". Global.on_nonfinite: skip_step skips such steps instead");
   }
 
   void run_epoch(int64_t epoch, TrainState& state, Progress& progress, std::chrono::steady_clock::time_point run_start,
@@ -1094,73 +1290,133 @@ struct Trainer::Impl {
     train_loader->start(epoch);
     const auto batches = static_cast<int64_t>(train_loader->batches_per_epoch());
     const auto params = trainable();
-    std::vector<std::pair<std::string, torch::Tensor>> sums;
-    int64_t seen = 0, logged = 0, batch_index = 0, images = 0;
+    // A worker's non-finite term reaches the others through the gradient all-reduce: the
+    // gradient of this one-element tensor is 1 where a term was not finite.
+    auto averaged = params;
+    torch::Tensor alarm_flag;
+    if (group) {
+      alarm_flag = torch::zeros({1}, torch::TensorOptions().device(device).requires_grad(true));
+      averaged.push_back(alarm_flag);
+    }
+    std::vector<std::pair<std::string, double>> sums;  // since the last report
+    int64_t counted = 0, batch_index = 0, images = 0;
+    double epoch_loss = 0;
+    int64_t epoch_counted = 0, classes = 0;
     auto window_start = std::chrono::steady_clock::now();
     optimizer->zero_grad();
+    std::optional<Suspect> suspect;
+    // skip_step also undoes what the skipped forwards did to the running statistics (a NaN
+    // there would spoil every later evaluation): the buffers as of the last good step.
+    const bool skipping = o.guardrails().on_nonfinite() == OnNonFinite::skip_step;
+    const auto live_buffers = skipping ? buffers() : std::vector<torch::Tensor>{};
+    std::vector<torch::Tensor> good_buffers;
+    for (const auto& b : live_buffers) good_buffers.push_back(b.detach().clone());
     while (auto batch = train_loader->next()) {
       ++batch_index;
-      auto x = batch->images.to(device), y = batch->labels.to(device).reshape({-1, 1});
-      LossTerms terms;
-      {
-        AutocastScope autocast(o.amp(), device, o.amp_dtype());
-        auto outputs = model->forward(x);
-        if (cache) {
-          // Stored logits in the dtype the student's come out in (autocast: the teacher's would too).
-          const auto& student = outputs.at(model->infer_model_name());
-          const auto dtype = student.contains("logits") ? student.at("logits").scalar_type() : torch::kFloat;
-          for (const auto& [name, logits] : cache->lookup(batch->indices, batch->views))
-            outputs.set(name, Features{{"logits", logits.to(device, dtype)}});
-        }
-        loss->set_batch(batch->indices.to(device));  // CRD's memory rows
-        terms = loss->forward(outputs, y);
-      }
+      ModelOutputs outputs;
+      LossTerms terms = forward_batch(*batch, outputs);
       const double lr = schedule(state.step);
       set_learning_rate(*optimizer, lr);
       auto total = terms["loss"] / static_cast<double>(o.update_freq());
       (scaler ? scaler->scale(total) : total).backward();
+      // The step's numbers in one transfer: every term and the student's spread.
+      std::vector<torch::Tensor> row;
+      for (const auto& [name, value] : terms) row.push_back(value.detach().to(torch::kDouble).reshape({}));
+      row.push_back(student_spread(outputs));
+      const auto host = torch::stack(row).cpu();
+      const double* v = host.data_ptr<double>();
+      std::vector<std::pair<std::string, double>> values;
+      bool finite = true;
+      for (const auto& [name, value] : terms) {
+        values.emplace_back(name, v[values.size()]);
+        finite = finite && std::isfinite(values.back().second);
+      }
+      if (!finite && !suspect) {
+        std::string names;
+        for (const auto& [name, value] : values)
+          if (!std::isfinite(value)) names += fmt::format("{}{} is {}", names.empty() ? "" : ", ", name, value);
+        suspect = Suspect{"a loss term is not finite (" + names + ")", *batch, outputs, terms, state.step};
+      }
       if (batch_index % o.update_freq() == 0 || batch_index == batches) {
-        if (group) group->average_gradients(params);
-        if (!scaler || scaler->unscale_and_check(params)) optimizer->step();
+        if (group) {
+          alarm_flag.mutable_grad() = torch::full({1}, suspect ? 1.0 : 0.0, torch::TensorOptions().device(device));
+          group->average_gradients(averaged);
+        }
+        const bool elsewhere = group && !suspect && alarm_flag.grad().item<float>() > 0;
+        // Under a loss scaler, non-finite gradients are its overflows: skipped and counted as before.
+        const bool scaled_ok = !scaler || scaler->unscale_and_check(params);
+        if (!suspect && !elsewhere && !scaler && !gradients_finite(params))
+          suspect = Suspect{nonfinite_gradient(), *batch, outputs, terms, state.step};
+        if (suspect || elsewhere) {
+          if (o.guardrails().on_nonfinite() == OnNonFinite::stop) {
+            if (suspect) stop_nonfinite(*suspect, epoch);
+            fail("training stopped at epoch ", epoch, ", step ", state.step, ": another worker met a non-finite loss term (its "
+                 "nan_batch.rank<r>.pt in ", o.output_dir(), " says which)");
+          }
+          ++skipped_steps;
+          progress.record({{"type", "skipped_step"}, {"epoch", epoch}, {"step", state.step},
+                           {"why", suspect ? suspect->what : "a non-finite loss term on another worker"}});
+          torch::NoGradGuard no_grad;
+          for (size_t i = 0; i < live_buffers.size(); ++i) live_buffers[i].copy_(good_buffers[i]);
+        } else {
+          if (scaled_ok) optimizer->step();
+          torch::NoGradGuard no_grad;
+          for (size_t i = 0; i < live_buffers.size(); ++i) good_buffers[i].copy_(live_buffers[i]);
+        }
         optimizer->zero_grad();
+        suspect.reset();
         ++state.step;
       }
-      size_t i = 0;
-      for (const auto& [name, value] : terms) {
-        if (sums.size() <= i)
-          sums.emplace_back(name, torch::zeros({}, torch::TensorOptions().dtype(torch::kDouble).device(device)));
-        sums[i++].second += value.detach().to(torch::kDouble);
+      images += batch->images.size(0);
+      if (finite) {
+        for (size_t t = 0; t < values.size(); ++t) {
+          if (sums.size() <= t) sums.emplace_back(values[t].first, 0.0);
+          sums[t].second += values[t].second;
+        }
+        ++counted;
+        raise(monitor.step(values, v[values.size()]), progress, epoch, state.step);
+        if (classes == 0) {
+          const auto& student = outputs.at(model->infer_model_name());
+          if (student.contains("logits")) classes = student.at("logits").size(-1);
+        }
       }
-      ++seen;
-      images += x.size(0);
-      if (batch_index % o.print_batch_step() == 0 || batch_index == batches) {
+      const bool report = batch_index % o.print_batch_step() == 0 || batch_index == batches;
+      if (!report) progress.tick(epoch, o.epochs(), batch_index, batches);  // a report draws the bar itself
+      if (report) {
+        // Means over the steps since the last report (all workers'; non-finite steps left out).
+        std::vector<double> packed;
+        for (const auto& term : sums) packed.push_back(term.second);
+        packed.push_back(static_cast<double>(counted));
+        auto totals = torch::tensor(packed, torch::kDouble);
+        if (group) group->all_reduce_sum(totals, fmt::format("averaging the logged losses at epoch {}, step {}", epoch, batch_index));
+        const double n = totals[static_cast<int64_t>(sums.size())].item<double>();
+        if (n > 0) {  // the epoch's mean loss over all workers, for the ln C alarm ("loss" comes last)
+          epoch_loss += totals[static_cast<int64_t>(sums.size()) - 1].item<double>();
+          epoch_counted += static_cast<int64_t>(n);
+        }
         std::vector<std::pair<std::string, double>> means;
-        auto totals = torch::stack(values_of(sums)).cpu();
-        if (group) {
-          group->all_reduce_sum(totals, fmt::format("averaging the logged losses at epoch {}, step {}", epoch, batch_index));
-          totals /= static_cast<double>(group->world_size());
-        }
-        for (size_t t = 0; t < sums.size(); ++t) {
-          means.emplace_back(sums[t].first, totals[static_cast<int64_t>(t)].item<double>() / static_cast<double>(seen - logged));
-          sums[t].second.zero_();
-        }
-        for (const auto& [name, value] : means)
-          if (!std::isfinite(value))
-            fail("training diverged: ", name, " is ", value, " at epoch ", epoch, ", step ", batch_index,
-                 "; the last good checkpoint is ", o.output_dir(), "/latest.pt");
+        for (size_t t = 0; t < sums.size(); ++t) means.emplace_back(sums[t].first, totals[static_cast<int64_t>(t)].item<double>() / n);
+        raise(monitor.frozen_changed(*model), progress, epoch, state.step);
         const auto now = std::chrono::steady_clock::now();
         const double window = std::chrono::duration<double>(now - window_start).count();
         const double elapsed = std::chrono::duration<double>(now - run_start).count();
         const double done = static_cast<double>((epoch - 1 - start_epoch) * batches + batch_index);
         const double remaining = static_cast<double>((o.epochs() - start_epoch) * batches) - done;
         const double all_images = static_cast<double>(images * (group ? group->world_size() : 1));
-        progress.train_step(epoch, o.epochs(), batch_index, batches, state.step, means, lr,
-                            window > 0 ? all_images / window : 0.0, done > 0 ? elapsed / done * remaining : -1);
-        logged = seen;
+        if (n > 0)
+          progress.train_step(epoch, o.epochs(), batch_index, batches, state.step, means, lr,
+                              window > 0 ? all_images / window : 0.0, done > 0 ? elapsed / done * remaining : -1);
+        else
+          progress.tick(epoch, o.epochs(), batch_index, batches);
+        trained_images += images * (group ? group->world_size() : 1);
+        for (auto& term : sums) term.second = 0;
+        counted = 0;
         images = 0;
         window_start = now;
       }
     }
+    if (epoch_counted > 0 && classes > 1)
+      raise(monitor.epoch_end(epoch, epoch_loss / static_cast<double>(epoch_counted), classes), progress, epoch, state.step);
   }
 
   TrainerOptions o;
@@ -1177,6 +1433,9 @@ struct Trainer::Impl {
   torch::Device device = torch::kCPU;
   std::string metric_model;
   std::shared_ptr<TeacherCache> cache;
+  Monitor monitor;
+  std::vector<TeacherAgreement> checked_teachers;  // the teacher check's numbers
+  int64_t skipped_steps = 0, trained_images = 0;
 };
 
 namespace {
@@ -1245,7 +1504,8 @@ DistillationModelImpl& Trainer::model() { return *impl_->model; }
 CombinedLossImpl& Trainer::loss() { return *impl_->loss; }
 const std::string& Trainer::output_dir() const { return impl_->o.output_dir(); }
 TrainState Trainer::train() { return impl_->train(); }
-EvalResult Trainer::evaluate() { return impl_->evaluate(); }
+EvalResult Trainer::evaluate(bool teachers) { return impl_->run_evaluation(0, /*with_student=*/true, teachers); }
+void Trainer::check(CheckReport& report) { impl_->check(report); }
 void Trainer::export_student(const std::string& path) { impl_->export_student(path); }
 const std::shared_ptr<ProcessGroup>& Trainer::group() const { return impl_->group; }
 bool Trainer::writer() const { return impl_->writer(); }
@@ -1254,6 +1514,12 @@ std::vector<std::pair<std::string, double>> Trainer::describe(const EvalResult& 
   std::vector<std::pair<std::string, double>> metrics;
   for (const auto& [k, acc] : result.topk) metrics.emplace_back("top" + std::to_string(k), acc);
   for (const auto& term : result.loss_terms) metrics.push_back(term);
+  for (const auto& t : result.teachers) {
+    metrics.emplace_back("top1_" + t.model, t.top1);
+    if (!t.compared) continue;
+    metrics.emplace_back("agree_" + t.model, t.agreement);
+    metrics.emplace_back("kl_" + t.model, t.kl);
+  }
   return metrics;
 }
 

@@ -96,13 +96,17 @@ def main():
     if not isinstance(outputs, dict) or "logits" not in outputs or tuple(outputs["logits"].shape) != (2, 10):
         fail("an export --with-taps returned %r" % type(outputs))
 
-    # eval takes the export as its weights and gives the checkpoint's evaluation.
+    # eval takes the export as its weights and gives the checkpoint's evaluation (the student's
+    # numbers; the checkpoint also holds the teacher, so its eval adds the teacher's agreement).
     limit = ["-o", "DataLoader.Eval.dataset.limit=64"]
-    evaluations = [re.search(r"evaluated Student on 64 images: (.*)", run([a.distill, "eval", "-c", a.recipe, "-o",
-                                                                            "Global.pretrained_model=" + weights] + limit).stdout)
+    evaluations = [re.search(r"evaluated Student on 64 images: (.*? loss [0-9.]+)( top1_Teacher .*)?$",
+                             run([a.distill, "eval", "-c", a.recipe, "-o", "Global.pretrained_model=" + weights] + limit).stdout,
+                             re.M)
                    for weights in (a.weights, exported)]
     if not all(evaluations) or evaluations[0].group(1) != evaluations[1].group(1):
         fail("distill eval of the export differs from the checkpoint's: %s" % [e and e.group(1) for e in evaluations])
+    if not evaluations[0].group(2) or " agree_Teacher " not in evaluations[0].group(2) or evaluations[1].group(2):
+        fail("distill eval reports the teacher's agreement for the whole checkpoint only: %s" % [e.group(0) for e in evaluations])
 
     # The deployed program, `distill infer` with the checkpoint and with the export agree.
     images = sorted(glob.glob(os.path.join(a.images, "*.jpg")))

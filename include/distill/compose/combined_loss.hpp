@@ -99,6 +99,19 @@ class CombinedLossImpl : public torch::nn::Module {
 
   size_t size() const { return terms_.size(); }
 
+  /// Each added term's origin (its recipe path, e.g. "Loss.Train[1].DistillationDKDLoss"),
+  /// weight and epochs, in order (distill check prints them).
+  struct Entry {
+    std::string origin;
+    double weight;
+    EpochRange epochs;
+  };
+  std::vector<Entry> entries() const {
+    std::vector<Entry> out;
+    for (const auto& t : terms_) out.push_back({t.term->origin(), t.weight, t.epochs});
+    return out;
+  }
+
  private:
   struct Weighted {
     std::shared_ptr<LossTerm> term;

@@ -30,6 +30,19 @@ class FeatureModel : public Layer {
   /// Parameters the reference trains without weight decay (e.g. the BatchNorm scales and
   /// shifts of PP-LCNet and MobileNetV3, whose ParamAttr sets L2Decay(0)).
   virtual std::vector<torch::Tensor> no_weight_decay_parameters() const { return {}; }
+
+  /// The weights file last loaded into this model and how many tensors it gave (empty: none;
+  /// the model keeps its initialisation), for reports: `distill check`, the teacher check.
+  void set_weights_origin(std::string file, int64_t tensors) {
+    weights_file_ = std::move(file);
+    weights_tensors_ = tensors;
+  }
+  const std::string& weights_file() const { return weights_file_; }
+  int64_t weights_tensors() const { return weights_tensors_; }
+
+ private:
+  std::string weights_file_;
+  int64_t weights_tensors_ = 0;
 };
 
 }  // namespace distill

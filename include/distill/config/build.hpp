@@ -37,6 +37,14 @@ inline std::vector<int64_t> read_stages(const json& value, const std::string& pa
 }
 }  // namespace detail
 
+namespace detail {
+/// Loads a weights file into `model` (strictly) and records where they came from.
+inline void load_weights(FeatureModel& model, const std::string& path) {
+  io::load_state_dict(model, path);
+  model.set_weights_origin(io::weights_path(path), static_cast<int64_t>(io::state_dict(model).size()));
+}
+}  // namespace detail
+
 /// A backbone from a recipe entry: its family's keys (class_num, layout, widths, ...; see
 /// each family's describe()) and the keys every backbone has: return_patterns, return_stages
 /// (true, an index or a list), pretrained (the path of a state dict written by torch.save or
@@ -66,7 +74,7 @@ inline std::shared_ptr<Backbone> create_backbone(const std::string& name, const 
   r.ignore("use_ssld", "with pretrained: true, the reference downloads the SSLD weights instead of the plain ones");
   s.done();  // before the (slow) weight loading
   if (pretrained && pretrained->is_string()) {
-    with_context(path + " (" + name + ")", [&] { io::load_state_dict(*model, pretrained->get<std::string>()); });
+    with_context(path + " (" + name + ")", [&] { detail::load_weights(*model, pretrained->get<std::string>()); });
   } else if (pretrained && !pretrained->is_null() && !(pretrained->is_boolean() && !pretrained->get<bool>())) {
     fail_at(r.path_of("pretrained"), "expected the path of a weights file (.pdparams or a torch.save state dict; the "
             "reference's 'true' downloads Paddle's weights, its SSLD ones with use_ssld), got ", Reader::describe(*pretrained));
@@ -139,7 +147,7 @@ void build_group(Group& group, const Reader& r, const Context& context) {
   for (size_t i = 0; i < models.size(); ++i)
     if (pretrained[i].is_string())
       with_context(r.path_of("pretrained_list") + "[" + std::to_string(i) + "]",
-                   [&] { io::load_state_dict(*group.members()[i].model, pretrained[i].template get<std::string>()); });
+                   [&] { load_weights(*group.members()[i].model, pretrained[i].template get<std::string>()); });
 }
 
 inline std::shared_ptr<FeatureModel> build_feature_model(const json& options, const std::string& path,
@@ -202,6 +210,30 @@ inline std::shared_ptr<DistillationModelImpl> build_model(const json& arch, cons
   return model;
 }
 
+namespace detail {
+/// Adds one `Loss.Train` entry ({Name: {weight: w, ...}} at `at`, e.g. "Loss.Train[1]") to `combined`.
+inline void add_loss_entry(CombinedLossImpl& combined, const json& entry_json, const std::string& at) {
+  const auto entry = single_entry(entry_json, at);
+  const std::string& name = entry.first;  // not a structured binding: captured below (clang < 16)
+  const json* options = entry.second;
+  const std::string where = at + "." + name;
+  JsonSchema s(options->is_null() ? json::object() : *options, where);
+  double weight = 0;
+  s.required("weight", weight);
+  EpochRange epochs;
+  if (s.has("epochs")) {
+    std::vector<int64_t> range;
+    s.field("epochs", range);
+    if (range.size() != 2) fail_at(s.path_of("epochs"), "expected [first, last] (1-based, both included), got ", range.size(), " numbers");
+    epochs = {range[0], range[1]};
+  }
+  auto term = with_context(where, [&] { return make_term(name, s); });
+  s.done();
+  term->set_origin(where);
+  with_context(where, [&] { combined.add(term, weight, epochs); });
+}
+}  // namespace detail
+
 /// Builds the reference's `Loss.Train` (or `Loss.Eval`) list: one {Name: {weight: w, ...}}
 /// entry per loss, each weighted into one CombinedLoss. For every registered loss X (CELoss,
 /// KLDivLoss, DMLLoss, DistanceLoss, DKDLoss, DISTLoss, WSLLoss, SKDLoss, MGDLoss, PEFDLoss,
@@ -216,26 +248,7 @@ inline std::shared_ptr<DistillationModelImpl> build_model(const json& arch, cons
 inline std::shared_ptr<CombinedLossImpl> build_loss(const json& losses, const std::string& path = "Loss.Train") {
   if (!losses.is_array() || losses.empty()) fail_at(path, "expected a non-empty list of losses, got ", Reader::describe(losses));
   auto combined = std::make_shared<CombinedLossImpl>();
-  for (size_t i = 0; i < losses.size(); ++i) {
-    const auto entry = detail::single_entry(losses[i], path + "[" + std::to_string(i) + "]");
-    const std::string& name = entry.first;  // not a structured binding: captured below (clang < 16)
-    const json* options = entry.second;
-    const std::string where = path + "[" + std::to_string(i) + "]." + name;
-    JsonSchema s(options->is_null() ? json::object() : *options, where);
-    double weight = 0;
-    s.required("weight", weight);
-    EpochRange epochs;
-    if (s.has("epochs")) {
-      std::vector<int64_t> range;
-      s.field("epochs", range);
-      if (range.size() != 2) fail_at(s.path_of("epochs"), "expected [first, last] (1-based, both included), got ", range.size(), " numbers");
-      epochs = {range[0], range[1]};
-    }
-    auto term = with_context(where, [&] { return make_term(name, s); });
-    s.done();
-    term->set_origin(where);
-    with_context(where, [&] { combined->add(term, weight, epochs); });
-  }
+  for (size_t i = 0; i < losses.size(); ++i) detail::add_loss_entry(*combined, losses[i], path + "[" + std::to_string(i) + "]");
   return combined;
 }
 

@@ -37,7 +37,7 @@ class Registry {
   /// The entry, or an error at `context` listing every known name.
   const Entry& at(const std::string& name, const std::string& context) const {
     if (const auto* entry = find(name)) return *entry;
-    fail_at(context, "unknown ", kind_, " '", name, "'; known ", kind_, "s are ", describe());
+    fail_at(context, "unknown ", kind_, " '", name, "'; known ", kind_, kind_.back() == 's' ? "es" : "s", " are ", describe());
   }
   std::vector<std::string> names() const {
     std::vector<std::string> out;

@@ -23,7 +23,9 @@ namespace distill::train {
 ///
 ///   auto options = distill::train::trainer_options(recipe);
 ///   distill::train::Trainer trainer(options, model, loss);
-TrainerOptions trainer_options(const json& recipe);
+/// With `problems`, every section is read even when one before it is wrong, and each
+/// error is appended there (distill check lists them all); without, the first is thrown.
+TrainerOptions trainer_options(const json& recipe, std::vector<std::string>* problems = nullptr);
 
 /// The recipe keys the engine accepts without acting on them, by recipe path, with what they
 /// mean in the reference and why they have no effect here.

@@ -18,15 +18,27 @@
 #include "distill/data/loader.hpp"
 #include "distill/train/checkpoint.hpp"
 #include "distill/train/distributed.hpp"
+#include "distill/train/guardrails.hpp"
 #include "distill/train/optim.hpp"
 
 namespace distill::train {
 
-/// Top-1 / top-k accuracy and the evaluation loss terms over a dataset.
+/// A frozen model (a teacher) on the evaluation set: its own top-1 and how the student
+/// compares: the fraction of images where both predict the same class, and the mean
+/// KL(teacher || student) of their softmax outputs (temperature 1, nats).
+struct TeacherAgreement {
+  std::string model;
+  double top1 = 0, agreement = 0, kl = 0;
+  int64_t classes = 0;
+  bool compared = false;  // false: the two have different class counts, or the student was not run
+};
+
+/// Top-1 / top-k accuracy, the evaluation loss terms and each teacher's agreement over a dataset.
 struct EvalResult {
   int64_t samples = 0;
   std::vector<std::pair<int64_t, double>> topk;            // (k, accuracy in [0, 1])
   std::vector<std::pair<std::string, double>> loss_terms;  // sample-weighted means
+  std::vector<TeacherAgreement> teachers;                  // the built frozen models
   double top1() const {
     for (const auto& [k, acc] : topk)
       if (k == 1) return acc;
@@ -84,6 +96,8 @@ struct TrainerOptions {
   /// Optional: without it there is no evaluation.
   TORCH_ARG(std::shared_ptr<data::Dataset>, eval_data);
   TORCH_ARG(data::LoaderOptions, eval_loader);
+  /// The teacher check, the non-finite tripwire and the silent-failure alarms.
+  TORCH_ARG(GuardrailOptions, guardrails);
 };
 
 /// Trains a composed model.
@@ -123,14 +137,20 @@ class Trainer {
   /// Trains from the checkpoint in `checkpoints` (if set) to `epochs`, evaluating every
   /// eval_interval epochs and writing latest.pt every epoch, epoch_<k>.pt every save_interval
   /// epochs, best_model.pt and best_model_student.pt on improvement, metrics.jsonl and, at the
-  /// end, training.svg.
+  /// end, training.svg. The guardrails (GuardrailOptions) run along: the teacher check before
+  /// the first step, the non-finite tripwire at every step (nan_batch.pt), the alarms.
   TrainState train();
 
   /// Evaluates the metric's model (default infer_model_name) on the evaluation data: top-k
-  /// accuracy and the evaluation loss terms. Only that model runs (the reference also runs the
-  /// teacher and discards it). Data parallel: each rank evaluates its shard (every sample
-  /// once) and all ranks get the totals.
-  EvalResult evaluate();
+  /// accuracy and the evaluation loss terms; with `teachers`, also each built frozen model's
+  /// top-1 and its agreement with the student (TeacherAgreement). Data parallel: each rank
+  /// evaluates its shard (every sample once) and all ranks get the totals.
+  EvalResult evaluate(bool teachers = true);
+
+  /// The trainer's part of check_recipe: the models, data, optimiser groups and teacher check
+  /// in `report`, then one forward and backward on one training batch (each term's value,
+  /// the parameters it reaches, the taps' shapes), without an optimiser step or any file.
+  void check(CheckReport& report);
 
   /// Writes the infer_model_name model alone as a state dict (Python: torch.load).
   void export_student(const std::string& path);
