@@ -578,14 +578,14 @@ void read_global(const Reader& g, TrainerOptions& o) {
   guard.teacher_check(g.get<bool>("teacher_check", guard.teacher_check()));
   guard.teacher_check_batches(g.get<int64_t>("teacher_check_batches", guard.teacher_check_batches()));
   if (guard.teacher_check_batches() < 0) fail_at(g.path_of("teacher_check_batches"), "must be >= 0 (0: the whole evaluation set)");
-  guard.teacher_check_min_top1(g.get<double>("teacher_check_min_top1", 0.0));
+  guard.teacher_check_min_top1(g.get<double>("teacher_check_min_top1", guard.teacher_check_min_top1()));
   if (!(guard.teacher_check_min_top1() >= 0 && guard.teacher_check_min_top1() <= 1))
     fail_at(g.path_of("teacher_check_min_top1"), "must be in [0, 1] (0: twice chance)");
-  const auto on_nonfinite = g.get<std::string>("on_nonfinite", "stop");
+  const auto on_nonfinite = g.get<std::string>("on_nonfinite", guard.on_nonfinite() == OnNonFinite::stop ? "stop" : "skip_step");
   if (on_nonfinite != "stop" && on_nonfinite != "skip_step")
     fail_at(g.path_of("on_nonfinite"), "expected \"stop\" or \"skip_step\", got \"", on_nonfinite, "\"");
   guard.on_nonfinite(on_nonfinite == "stop" ? OnNonFinite::stop : OnNonFinite::skip_step);
-  guard.strict_alarms(g.get<bool>("strict_alarms", false));
+  guard.strict_alarms(g.get<bool>("strict_alarms", guard.strict_alarms()));
   guard.alarm_steps(positive("alarm_steps", guard.alarm_steps()));
   o.guardrails(guard);
   g.use("image_shape");  // distill export traces the model at it

@@ -55,8 +55,6 @@ class Progress {
   Progress(std::ostream& out, bool terminal, const std::string& jsonl_path = "");
   /// Whether stdout is a terminal (the same as train::stdout_is_terminal()).
   static bool stdout_is_terminal();
-  bool terminal() const { return terminal_; }
-  std::ostream& out() { return out_; }
 
   /// A report every Global.print_batch_step steps: a metrics record, and a log line (not on a
   /// terminal, where the bar shows it).
