@@ -156,6 +156,7 @@ int guarded(Body&& body) {
 /// examples/methods.hpp, and training.
 /// `frozen_teacher`: the method has a pretrained teacher (not DML's peers).
 int run(int argc, char** argv, const char* name, const char* summary, bool frozen_teacher) {
+  distill::train::reuse_freed_memory();
   return guarded([&] {
     const auto args = parse(argc, argv, summary);
     const Settings settings{args.image_size, args.classes, frozen_teacher ? teacher_weights(args) : ""};

@@ -548,6 +548,7 @@ int report(const std::string& what) {
 namespace distill::cli {
 
 int main(int argc, char** argv) {
+  train::reuse_freed_memory();
   try {
     return run_command(parse(argc, argv));
   } catch (const distill::Error& e) {

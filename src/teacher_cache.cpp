@@ -246,6 +246,7 @@ void make_teacher_cache(const json& recipe, const CacheOptions& c, std::ostream&
     auto m = model->model(t.name);
     m->eval();  // a cached teacher is the teacher in evaluation mode (fixed BatchNorm statistics)
     m->to(device);
+    if (o.channels_last()) models::to_channels_last(*m);
     teachers.push_back(m);
     identities.push_back(teacher_identity(recipe, t));
   }
@@ -343,6 +344,7 @@ void make_teacher_cache(const json& recipe, const CacheOptions& c, std::ostream&
     while (auto b = loader.next()) {
       const int64_t rows = b->images.size(0);
       auto images = b->images.to(device);
+      if (o.channels_last()) images = models::to_channels_last(images);
       auto record = torch::empty({rows, static_cast<int64_t>(rb)}, torch::kUInt8);
       std::vector<int64_t> seeds;
       const int64_t* items = b->indices.data_ptr<int64_t>();

@@ -3,6 +3,9 @@
 // include/distill/train/*.hpp).
 
 #include <unistd.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 
 #include <chrono>
 #include <cmath>
@@ -146,7 +149,7 @@ void load_optimizer_state(torch::optim::Optimizer& optimizer, const io::StateDic
       if (value.sizes() != parameter.sizes() || !value.is_floating_point())
         distill::fail(origin, ": optimiser entry 'optimizer.", where.first, ".", where.second, ".", field, "' is ",
                               value.scalar_type(), " ", value.sizes(), " but its parameter is ", parameter.sizes());
-      return value.to(parameter.options()).clone();
+      return value.to(parameter.options()).contiguous(parameter.suggest_memory_format()).clone();  // channels-last runs
     };
     std::unique_ptr<torch::optim::OptimizerParamState> state;
     if (sgd) {
@@ -570,6 +573,7 @@ void read_global(const Reader& g, TrainerOptions& o) {
   o.checkpoints(g.get<std::string>("checkpoints", ""));
   o.pretrained_model(g.get<std::string>("pretrained_model", ""));
   o.teacher_cache(g.get<std::string>("teacher_cache", ""));
+  o.channels_last(g.get<bool>("channels_last", false));
   o.replay_views(g.get<int64_t>("replay_views", 0));
   if (o.replay_views() < 0 || o.replay_views() > 100000) fail_at(g.path_of("replay_views"), "must be in [0, 100000]");
   if (o.replay_views() > 0 && !o.teacher_cache().empty())
@@ -696,6 +700,15 @@ TrainerOptions trainer_options(const json& recipe, std::vector<std::string>* pro
   return o;
 }
 
+void reuse_freed_memory() {
+#ifdef __GLIBC__
+  // Fixing both also ends glibc's dynamic mmap threshold, which a trim threshold alone would
+  // leave at 128 KiB (measured: slower than the default).
+  mallopt(M_MMAP_THRESHOLD, 32 << 20);
+  mallopt(M_TRIM_THRESHOLD, 1 << 30);
+#endif
+}
+
 // ---------------------------------------------------------------- the Trainer
 
 struct Trainer::Impl {
@@ -718,6 +731,11 @@ struct Trainer::Impl {
     this->model->to(device);
     this->loss->to(device);
     if (this->eval_loss) this->eval_loss->to(device);
+    if (o.channels_last()) {  // the loss too: its connectors (FitNets, MGD, ReviewKD) are convolutions
+      models::to_channels_last(*this->model);
+      models::to_channels_last(*this->loss);
+      if (this->eval_loss) models::to_channels_last(*this->eval_loss);
+    }
     this->loss->bind(*this->model);  // terms that read the models (OFD's margins)
     if (!o.teacher_cache().empty()) {
       if (!cache) {  // given opened by the recipe constructor, which compared the whole recipe (dataset included)
@@ -1000,7 +1018,7 @@ struct Trainer::Impl {
     int64_t done = 0;
     std::optional<data::Batch> batch;
     while (done < batches && (batch = eval_loader->next())) {
-      auto images = batch->images.to(device), labels = batch->labels.to(device);
+      auto images = input(batch->images), labels = batch->labels.to(device);
       AutocastScope autocast(o.amp() && o.amp_eval(), device, o.amp_dtype());
       Features features;
       torch::Tensor student;
@@ -1210,9 +1228,15 @@ struct Trainer::Impl {
                                 "depend on the input");
   }
 
+  // A batch of images on the device, in the memory order the models' weights use.
+  torch::Tensor input(const torch::Tensor& images) const {
+    auto x = images.to(device);
+    return o.channels_last() ? models::to_channels_last(x) : x;
+  }
+
   // One batch through the models (and the teacher cache) and the loss.
   LossTerms forward_batch(const data::Batch& batch, ModelOutputs& outputs) {
-    auto x = batch.images.to(device), y = batch.labels.to(device).reshape({-1, 1});
+    auto x = input(batch.images), y = batch.labels.to(device).reshape({-1, 1});
     AutocastScope autocast(o.amp(), device, o.amp_dtype());
     outputs = model->forward(x);
     if (cache) {

@@ -499,6 +499,33 @@ TEST_CASE("CTKD: the temperature ascends the distillation loss, as strongly as t
   expect_error([&] { ctkd(s.to(torch::kDouble), t.to(torch::kDouble)); }, {"CTKDLoss", "move the loss"});
 }
 
+TEST_CASE("DKD's warm-up scales the loss by min(epoch / warmup_epochs, 1), through a recipe too", "[compose][methods]") {
+  torch::manual_seed(8);
+  auto s = torch::randn({6, 10}), t = 3 * torch::randn({6, 10});
+  auto y = torch::tensor({0, 1, 2, 3, 4, 5}, torch::kLong);
+  const auto o = distill::DKDOptions().temperature(4).beta(8);
+  const double full = distill::functional::dkd_loss(s, t, y, o).item<double>();
+  distill::DKDLoss dkd(distill::DKDOptions(o).warmup_epochs(4));
+  CHECK(dkd(s, t, y).item<double>() == Approx(full));  // before any set_epoch: no scaling
+  dkd->set_epoch(1);
+  CHECK(dkd(s, t, y).item<double>() == Approx(full / 4));
+  dkd->set_epoch(3);
+  CHECK(dkd(s, t, y).item<double>() == Approx(full * 3 / 4));
+  dkd->set_epoch(9);
+  CHECK(dkd(s, t, y).item<double>() == Approx(full));
+  distill::DKDLoss plain(o);  // the reference's: no warm-up
+  plain->set_epoch(1);
+  CHECK(plain(s, t, y).item<double>() == Approx(full));
+  auto loss = config::build_loss(entries(R"([{"DistillationDKDLoss": {"weight": 1.0, "temperature": 4, "beta": 8,
+                                                                      "warmup_epochs": 2}}])"));
+  distill::ModelOutputs outputs{{"Student", {{"logits", s}}}, {"Teacher", {{"logits", t}}}};
+  loss->set_epoch(1);
+  CHECK(loss->forward(outputs, y)["loss"].item<double>() == Approx(full / 2));
+  loss->set_epoch(2);
+  CHECK(loss->forward(outputs, y)["loss"].item<double>() == Approx(full));
+  expect_error([] { distill::DKDLoss(distill::DKDOptions().warmup_epochs(-1)); }, {"dkd_loss", "warmup_epochs"});
+}
+
 TEST_CASE("loss entries count in their epochs, and the epoch reaches CTKD through a recipe", "[compose][methods]") {
   torch::manual_seed(7);
   auto loss = config::build_loss(entries(R"([

@@ -12,13 +12,19 @@ def loaders(train_tf):
                      "sampler": {"name": "DistributedBatchSampler", "batch_size": 500, "drop_last": False, "shuffle": False},
                      "loader": {"num_workers": 2}}}
 train_tf = [{"DecodeImage": {"to_rgb": True}}, {"RandFlipImage": {"flip_code": 1}}, norm]
-teacher = {"name": "ConvNet", "widths": [32, 64, 128], "depth": 2, "class_num": 10}
-student = {"name": "ConvNet", "widths": [8, 16, 32], "depth": 1, "class_num": 10}
-def recipe(name, models, freeze, infer, losses, epochs=3, patterns=None):
+TW, SW = [16, 32, 64], [16, 32, 64]  # teacher and student widths (per stage)
+teacher = {"name": "ConvNet", "widths": TW, "depth": 2, "class_num": 10}
+student = {"name": "ConvNet", "widths": SW, "depth": 1, "class_num": 10}
+TEACHER_EPOCHS, STUDENT_EPOCHS = 10, 5  # the demo's student epochs (its --epochs default)
+# DKD's warm-up (mdistiller: 20 of 240 epochs): here the factor is 1/2 in epoch 1 and 1 after
+# (it moves a whole epoch at a time).
+WARMUP = 2
+def recipe(name, models, freeze, infer, losses, epochs=STUDENT_EPOCHS):
     return {
       "Global": {"output_dir": f"output/fashion_mnist/{name}", "device": "cpu", "seed": 0, "epochs": epochs,
                  "print_batch_step": 50, "save_interval": epochs, "eval_during_train": True, "eval_interval": 1,
-                 "checkpoints": None, "pretrained_model": None, "image_shape": [3, 28, 28]},
+                 "checkpoints": None, "pretrained_model": None, "image_shape": [3, 28, 28],
+                 "channels_last": True},
       "Arch": {"name": "DistillationModel", "class_num": 10, "freeze_params_list": freeze, "infer_model_name": infer,
                "models": models},
       "Loss": {"Train": losses, "Eval": [{"CELoss": {"weight": 1.0, "model_names": [infer]}}]},
@@ -33,13 +39,16 @@ T = {"Teacher": dict(teacher, pretrained="output/fashion_mnist/teacher/best_mode
 S = {"Student": student}
 gt = {"DistillationGTCELoss": {"weight": 1.0, "model_names": ["Student"]}}
 recipes = {
+  # The demo trains it with one evaluation, at the end (its weights are the last epoch's, not
+  # picked on the test set); `distill train` evaluates every epoch.
   "teacher": recipe("teacher", [{"Teacher": teacher}], [False], "Teacher",
-                    [{"DistillationGTCELoss": {"weight": 1.0, "model_names": ["Teacher"]}}]),
+                    [{"DistillationGTCELoss": {"weight": 1.0, "model_names": ["Teacher"]}}], epochs=TEACHER_EPOCHS),
   "baseline": recipe("baseline", [{"Student": student}], [False], "Student", [gt]),
   "kd": recipe("kd", [T, S], [True, False], "Student",
                [gt, {"DistillationKLDivLoss": {"weight": 1.0, "model_name_pairs": [["Student", "Teacher"]], "temperature": 4}}]),
   "dkd": recipe("dkd", [T, S], [True, False], "Student",
-                [gt, {"DistillationDKDLoss": {"weight": 1.0, "model_name_pairs": [["Student", "Teacher"]], "temperature": 4, "alpha": 1.0, "beta": 8.0}}]),
+                [gt, {"DistillationDKDLoss": {"weight": 1.0, "model_name_pairs": [["Student", "Teacher"]], "temperature": 4, "alpha": 1.0, "beta": 8.0,
+                                                     "warmup_epochs": WARMUP}}]),
   "dist": recipe("dist", [T, S], [True, False], "Student",
                  [gt, {"DistillationDISTLoss": {"weight": 2.0, "model_name_pairs": [["Student", "Teacher"]]}}]),
   "dml": recipe("dml", [{"Teacher": dict(student)}, S], [False, False], "Student",
@@ -49,10 +58,10 @@ recipes = {
                         {"Student": dict(student, return_patterns=["stages[2]"])}], [True, False], "Student",
                 [gt, {"DistillationPairLoss": {"weight": 1.0, "base_loss_name": "MGDLoss", "model_name_pairs": [["Student", "Teacher"]],
                                                "s_keys": ["stages[2]"], "t_keys": ["stages[2]"], "name": "loss_mgd",
-                                               "student_channels": 32, "teacher_channels": 128}}]),
+                                               "student_channels": SW[2], "teacher_channels": TW[2]}}]),
 }
 # The methods of docs/methods.md (the demo's --methods all). Settings are the papers' unless a
-# comment says otherwise; docs/results.md discusses what they give in 3 epochs.
+# comment says otherwise; docs/results-notes.md discusses what they gave in 3 epochs.
 pair = [["Student", "Teacher"]]
 Tp = lambda patterns: {"Teacher": dict(T["Teacher"], return_patterns=patterns)}
 Sp = lambda patterns: {"Student": dict(student, return_patterns=patterns)}
@@ -74,20 +83,20 @@ recipes.update({
                                                                  "teachers": ["Teacher", "Teacher2"], "temperature": 4.0}}]),
   "fitnet": recipe("fitnet", [Tp(["stages[1]"]), Sp(["stages[1]"])], [True, False], "Student",
                    [gt, {"DistillationFitNetLoss": {"weight": 100.0, "model_name_pairs": pair, "key": "stages[1]",
-                                                    "student_shape": [16, 7, 7], "teacher_shape": [64, 7, 7]}}]),
+                                                    "student_shape": [SW[1], 7, 7], "teacher_shape": [TW[1], 7, 7]}}]),
   "at": recipe("at", [Tp(stages), Sp(stages)], [True, False], "Student",
                [gt, {"DistillationATLoss": {"weight": 1000.0, "model_name_pairs": pair, "s_keys": stages, "t_keys": stages, "p": 2.0}}]),
   # The last stage only: the earlier stages end in a max-pool, so their pre-ReLU maps are twice as large.
   "ofd": recipe("ofd", [Tp(["stages[2]:pre_relu"]), Sp(["stages[2]:pre_relu"])], [True, False], "Student",
                 [gt, {"DistillationOFDLoss": {"weight": 1e-4, "s_keys": ["stages[2]:pre_relu"], "t_keys": ["stages[2]:pre_relu"],
-                                              "student_channels": [32], "teacher_channels": [128]}}]),
+                                              "student_channels": [SW[2]], "teacher_channels": [TW[2]]}}]),
   "reviewkd": recipe("reviewkd", [Tp(pre + ["avg_pool"]), Sp(pre + ["avg_pool"])], [True, False], "Student",
                      [gt, {"DistillationReviewKDLoss": {"weight": 1.0, "s_keys": pre + ["avg_pool"], "t_keys": pre + ["avg_pool"],
-                                                        "student_channels": [8, 16, 32, 32], "teacher_channels": [32, 64, 128, 128]}}]),
+                                                        "student_channels": SW + SW[2:], "teacher_channels": TW + TW[2:]}}]),
   # 4096 negatives instead of the official 16384: gathering 16384 memory rows per sample costs
   # more than the rest of a CPU step.
   "crd": recipe("crd", [Tp(["avg_pool"]), Sp(["avg_pool"])], [True, False], "Student",
-                [gt, {"DistillationCRDLoss": {"weight": 0.8, "student_dim": 32, "teacher_dim": 128, "n_data": 60000,
+                [gt, {"DistillationCRDLoss": {"weight": 0.8, "student_dim": SW[2], "teacher_dim": TW[2], "n_data": 60000,
                                               "nce_k": 4096}}]),
 })
 for name, r in recipes.items():

@@ -19,6 +19,10 @@ struct DKDOptions {
   TORCH_ARG(bool, use_target_as_gt) = false;
   /// Logit standardisation (docs/methods.md): both inputs become per-row z-scores first.
   TORCH_ARG(bool, standardize) = false;
+  /// mdistiller's warm-up, module form only: in (1-based) epoch e the loss is scaled by
+  /// min(e / warmup_epochs, 1). 0 (the reference's): no warm-up. mdistiller uses 20 of 240
+  /// CIFAR epochs; without it the large NCKD term at beta = 8 can swamp the CE early on.
+  TORCH_ARG(double, warmup_epochs) = 0.0;
 };
 
 namespace detail {
@@ -28,6 +32,7 @@ inline void check_options(const DKDOptions& options) {
   detail::check_scale(kLoss, "temperature", options.temperature());
   detail::check_weight(kLoss, "alpha", options.alpha());
   detail::check_weight(kLoss, "beta", options.beta());
+  detail::check_weight(kLoss, "warmup_epochs", options.warmup_epochs());
 }
 
 /// DKD with its gradient formed in the forward pass. With q = softmax(z / T - 1000 onehot(g)),
@@ -128,7 +133,8 @@ namespace functional {
 /// - NCKD: KL between softmax(z / T - 1000 * onehot(target)) of teacher and student, i.e. the
 ///   distributions over the non-target classes.
 /// `target` holds class indices [N] or [N, 1]; undefined means argmax of the teacher.
-/// No gradient reaches the teacher. There is no warm-up factor (as in the reference).
+/// No gradient reaches the teacher. No warm-up factor (as in the reference; DKDLoss adds
+/// mdistiller's with warmup_epochs).
 /// The binary log-probabilities come from log-sum-exps: the reference takes the log of summed
 /// probabilities, which is -inf (then NaN) once the target probability underflows (docs/reference.md §7.8);
 /// this equals it wherever that is finite. Computed by a fused function (detail::DKDFunction).
@@ -171,20 +177,27 @@ class DKDLossImpl : public detail::LossModule<DKDLossImpl> {
   }
   torch::Tensor forward(const torch::Tensor& student, const torch::Tensor& teacher,
                         const torch::Tensor& target = {}) {
-    return functional::dkd_loss(student, teacher, target, options);
+    auto loss = functional::dkd_loss(student, teacher, target, options);
+    return scale == 1.0 ? loss : loss * scale;
+  }
+  /// The warm-up factor for `epoch` (1-based); the trainer calls it every epoch.
+  void set_epoch(int64_t epoch) {
+    scale = options.warmup_epochs() > 0 ? std::min(static_cast<double>(epoch) / options.warmup_epochs(), 1.0) : 1.0;
   }
   DKDOptions options;
+  double scale = 1.0;
 };
 TORCH_MODULE(DKDLoss);
 
 /// Recipe keys of DKDLoss (its wrapper's terms: "loss_dkd_<A>_<B>"): temperature, alpha, beta,
-/// use_target_as_gt, standardize.
+/// use_target_as_gt, standardize, warmup_epochs.
 inline void describe(Schema& s, DKDOptions& o) {
   s.field("temperature", o.temperature());
   s.field("alpha", o.alpha());
   s.field("beta", o.beta());
   s.field("use_target_as_gt", o.use_target_as_gt());
   s.field("standardize", o.standardize());
+  s.field("warmup_epochs", o.warmup_epochs());
 }
 namespace detail {
 inline const bool dkd_registered = register_loss<DKDLoss>("DKDLoss", DKDOptions(), LossTraits{"loss_dkd"}, nullptr,

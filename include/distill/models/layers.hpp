@@ -189,6 +189,26 @@ inline void kaiming_fan_out_init(torch::nn::Module& module) {
       torch::nn::init::kaiming_normal_(conv->weight, 0, torch::kFanOut, torch::kReLU);
 }
 
+/// Stores every 4-d parameter and buffer of `module` (its convolution weights) channels-last
+/// (NHWC): the C++ counterpart of Python's `module.to(memory_format=torch.channels_last)`. With
+/// its inputs channels-last too (to_channels_last(images)), oneDNN's convolutions skip their
+/// layout conversions; values are unchanged. Global.channels_last does this for a training run.
+///
+///   distill::models::to_channels_last(*student);
+///   auto logits = student->forward(distill::models::to_channels_last(images));
+inline void to_channels_last(torch::nn::Module& module) {
+  torch::NoGradGuard no_grad;
+  for (auto& t : module.parameters())
+    if (t.dim() == 4) t.set_data(t.contiguous(torch::MemoryFormat::ChannelsLast));
+  for (auto& t : module.buffers())
+    if (t.dim() == 4) t.set_data(t.contiguous(torch::MemoryFormat::ChannelsLast));
+}
+
+/// A batch of images [N, C, H, W] in channels-last order (other ranks unchanged).
+inline torch::Tensor to_channels_last(const torch::Tensor& images) {
+  return images.dim() == 4 ? images.contiguous(torch::MemoryFormat::ChannelsLast) : images;
+}
+
 /// make_divisible(v, 8) of the reference's PP-LCNet and MobileNetV3: round to a multiple of
 /// 8 (at least 8), adding 8 if rounding lost more than 10%.
 inline int64_t make_divisible(double v, int64_t divisor = 8) {

@@ -79,6 +79,9 @@ struct TrainerOptions {
   TORCH_ARG(bool, amp_eval) = false;
   TORCH_ARG(double, loss_scale) = 128.0;
   TORCH_ARG(bool, dynamic_loss_scaling) = true;
+  /// Convolution weights and input batches channels-last (NHWC; Global.channels_last): faster
+  /// convolutions on the CPU (oneDNN) and on CUDA tensor cores; values agree to rounding.
+  TORCH_ARG(bool, channels_last) = false;
   /// Evaluation: top-k of `metric_model` (empty: the model's infer_model_name).
   TORCH_ARG(std::vector<int64_t>, topk) = std::vector<int64_t>({1, 5});
   TORCH_ARG(std::string, metric_model);
@@ -99,6 +102,15 @@ struct TrainerOptions {
   /// The teacher check, the non-finite tripwire and the silent-failure alarms.
   TORCH_ARG(GuardrailOptions, guardrails);
 };
+
+/// Lets glibc keep freed memory for reuse (trim threshold 1 GiB, mmap threshold 32 MiB)
+/// instead of returning it to the kernel. A training step frees and allocates the same
+/// activation buffers every time; by default glibc unmaps the large ones and trims the heap,
+/// and the next step takes a page fault for every page again. Measured on the Fashion-MNIST
+/// student, one thread: 4370 -> 5850 images/s, kernel time 4.0 -> 0.2 s per epoch. Process-wide
+/// and not undone; the `distill` command, the demo and the recipe programs call it first thing.
+/// Without glibc it does nothing.
+void reuse_freed_memory();
 
 /// Trains a composed model.
 ///
