@@ -175,15 +175,20 @@ nlohmann::json demo_recipe(const std::string& name, const Options& o, const std:
   return recipe;
 }
 
+/// `epochs` epochs with one evaluation and one checkpoint, at the end: the weights kept are the
+/// last epoch's, not picked on the test set.
+void train_for(nlohmann::json& recipe, int64_t epochs) {
+  for (const char* key : {"epochs", "eval_interval", "save_interval"})
+    distill::config::apply_override(recipe, std::string("Global.") + key + "=" + std::to_string(epochs));
+}
+
 /// A student recipe: the demo's epochs and seed, evaluated once at the end, the teacher(s)
 /// taken from the teacher folder.
 nlohmann::json student_recipe(const std::string& method, int64_t seed, const Options& o, const std::string& dir) {
   auto recipe = demo_recipe(method, o, dir);
   auto set = [&](const std::string& assignment) { distill::config::apply_override(recipe, assignment); };
   set("Global.seed=" + std::to_string(seed));
-  set("Global.epochs=" + std::to_string(o.epochs));
-  set("Global.eval_interval=" + std::to_string(o.epochs));
-  set("Global.save_interval=" + std::to_string(o.epochs));
+  train_for(recipe, o.epochs);
   auto& models = recipe["Arch"]["models"];
   for (auto& entry : models)
     for (auto& [name, model] : entry.items()) {
@@ -220,11 +225,7 @@ Run train_here(const std::string& recipe_name, const std::string& dir, const Opt
   trained = summary.is_null();
   if (trained) {
     auto recipe = demo_recipe(recipe_name, o, dir);
-    if (o.teacher_epochs > 0) distill::config::apply_override(recipe, "Global.epochs=" + std::to_string(o.teacher_epochs));
-    // One evaluation, at the end: the weights kept are the last epoch's, not picked on the test set.
-    const auto epochs = std::to_string(recipe["Global"]["epochs"].get<int64_t>());
-    distill::config::apply_override(recipe, "Global.eval_interval=" + epochs);
-    distill::config::apply_override(recipe, "Global.save_interval=" + epochs);
+    train_for(recipe, o.teacher_epochs > 0 ? o.teacher_epochs : recipe["Global"]["epochs"].get<int64_t>());
     // An unfinished training is started again; a folder that holds something else is left alone.
     if (fs::exists(dir) && !fs::is_empty(dir) && !fs::exists(dir + "/metrics.jsonl"))
       distill::fail(dir, " holds files but no training (no metrics.jsonl); choose another folder for the ", recipe_name);

@@ -573,7 +573,7 @@ void read_global(const Reader& g, TrainerOptions& o) {
   o.checkpoints(g.get<std::string>("checkpoints", ""));
   o.pretrained_model(g.get<std::string>("pretrained_model", ""));
   o.teacher_cache(g.get<std::string>("teacher_cache", ""));
-  o.channels_last(g.get<bool>("channels_last", false));
+  o.channels_last(g.get<bool>("channels_last", o.channels_last()));
   o.replay_views(g.get<int64_t>("replay_views", 0));
   if (o.replay_views() < 0 || o.replay_views() > 100000) fail_at(g.path_of("replay_views"), "must be in [0, 100000]");
   if (o.replay_views() > 0 && !o.teacher_cache().empty())
