@@ -183,6 +183,74 @@ TEST_CASE("stop_after truncates the network and freeze_before cuts the gradient"
   }
 }
 
+TEST_CASE("in-place ReLU and residual additions give the out-of-place values and gradients, with and without taps",
+          "[models][taps][in_place]") {
+  // Two copies of a network (same seed), one computing in place (the default), one not; the
+  // same training-mode step on both must agree bitwise: outputs, taps, input and parameter
+  // gradients, batch-norm statistics. Version counters show where work was done in place.
+  struct Setting {
+    std::string label;
+    std::function<std::shared_ptr<distill::Backbone>()> make;
+    std::vector<std::string> patterns;
+    std::string freeze;
+    std::map<std::string, bool> in_place;  // tap -> whether its tensor was overwritten in place
+  };
+  auto resnet = [](models::ResNetLayout layout) {
+    return [layout] { return models::ResNet(models::ResNetOptions(18).layout(layout).class_num(5)).ptr(); };
+  };
+  auto convnet = [] { return models::ConvNet(models::ConvNetOptions({4, 8}).depth(2).class_num(5)).ptr(); };
+  const std::vector<Setting> settings{
+      {"ResNet18, no taps", resnet(models::ResNetLayout::paddle), {}, "", {}},
+      // blocks[1]'s own output is its in-place ReLU; blocks[2] holds a tap inside, so it works
+      // out of place; blocks[3]'s pre-ReLU sum must not be overwritten by the ReLU after it.
+      {"ResNet18, taps", resnet(models::ResNetLayout::paddle), {"blocks[1]", "blocks[2].conv0", "blocks[2]", "blocks[3]:pre_relu", "blocks[4]"},
+       "", {{"blocks[1]", true}, {"blocks[2].conv0", true}, {"blocks[2]", false}, {"blocks[4]", true}}},
+      {"ResNet18, freeze_before inside a block", resnet(models::ResNetLayout::paddle), {"blocks[2]", "blocks[3]"},
+       "blocks[2].conv1", {{"blocks[2]", false}, {"blocks[3]", true}}},
+      {"torchvision ResNet18, taps", resnet(models::ResNetLayout::torchvision), {"layer2[0]", "layer2[1].bn2", "layer2[1]"},
+       "", {{"layer2[0]", true}, {"layer2[1].bn2", false}, {"layer2[1]", false}}},
+      {"ConvNet, taps", convnet, {"stages[0]", "stages[1]:pre_relu"}, "", {}},
+  };
+  for (const auto& setting : settings) {
+    INFO(setting.label);
+    std::vector<distill::Features> outputs;
+    std::vector<std::vector<torch::Tensor>> grads;
+    std::vector<std::shared_ptr<distill::Backbone>> nets;
+    for (bool in_place : {true, false}) {
+      torch::manual_seed(5);
+      auto net = setting.make();
+      net->set_in_place(in_place);
+      net->set_return_patterns(setting.patterns);
+      if (!setting.freeze.empty()) net->freeze_before(setting.freeze);
+      net->train();
+      auto x = torch::randn({4, 3, 32, 32}, torch::requires_grad());
+      auto out = net->forward(x);
+      auto loss = (out["logits"] * torch::randn_like(out["logits"])).sum();
+      for (const auto& pattern : setting.patterns) loss = loss + (out[pattern] * torch::randn_like(out[pattern])).sum();
+      loss.backward();
+      std::vector<torch::Tensor> g{x.grad()};
+      for (const auto& p : net->parameters()) g.push_back(p.grad().defined() ? p.grad() : torch::zeros({0}));
+      for (const auto& b : net->buffers()) g.push_back(b);
+      for (const auto& [pattern, overwritten] : setting.in_place) {
+        INFO(pattern << (in_place ? " in place" : " out of place"));
+        CHECK((out[pattern]._version() > 0) == (in_place && overwritten));
+      }
+      outputs.push_back(out);
+      grads.push_back(g);
+      nets.push_back(net);
+    }
+    for (const auto& [name, value] : outputs[1]) {
+      INFO(name);
+      CHECK(torch::equal(outputs[0][name], value));
+    }
+    REQUIRE(grads[0].size() == grads[1].size());
+    for (size_t i = 0; i < grads[0].size(); ++i) {
+      INFO("gradient or buffer " << i);
+      CHECK(torch::equal(grads[0][i], grads[1][i]));
+    }
+  }
+}
+
 TEST_CASE("a user's network gets taps with a few lines", "[models][taps]") {
   // The README's example.
   struct TinyNetImpl : distill::Backbone {

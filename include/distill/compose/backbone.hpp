@@ -102,6 +102,10 @@ class Backbone : public FeatureModel {
   /// before it. An empty path undoes it.
   void freeze_before(std::string path) { update(freeze_, std::move(path)); }
   const std::vector<std::string>& return_patterns() const { return patterns_; }
+  /// In-place ReLU and residual additions where nothing observes the overwritten tensor (see
+  /// Layer::in_place(); on by default). Off, every layer allocates its results, which only
+  /// costs memory and time: a switch for comparisons and debugging.
+  void set_in_place(bool on) { update(in_place_on_, on); }
 
   /// Every path a pattern may name, in module order: "stem", "stem[0]", "stem[0].conv", ...
   std::vector<std::string> layer_paths() const {
@@ -182,12 +186,28 @@ class Backbone : public FeatureModel {
       if (!freeze_.empty()) plan->freeze = resolve(freeze_, "freeze_before");
     }
     plan_ = plan;
+    Layer::in_place_ = in_place_enabled(*this, plan.get());
     for (const auto& module : modules(/*include_self=*/false))
-      if (auto* layer = dynamic_cast<Layer*>(module.get())) layer->plan_ = plan;
+      if (auto* layer = dynamic_cast<Layer*>(module.get())) {
+        layer->plan_ = plan;
+        layer->in_place_ = in_place_enabled(*layer, plan.get());
+      }
+  }
+
+  /// Layer::in_place() of `layer`: on, and no module below it is tapped, frozen or stopped.
+  bool in_place_enabled(const torch::nn::Module& layer, const detail::TapPlan* plan) const {
+    if (!in_place_on_) return false;
+    if (!plan) return true;
+    for (const auto& child : layer.modules(/*include_self=*/false)) {
+      const auto* m = child.get();
+      if (plan->record.count(m) || plan->record_input.count(m) || m == plan->stop || m == plan->freeze) return false;
+    }
+    return true;
   }
 
   std::vector<std::string> patterns_;
   std::string stop_, freeze_;
+  bool in_place_on_ = true;
 };
 
 }  // namespace distill

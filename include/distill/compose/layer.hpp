@@ -67,6 +67,21 @@ class Layer : public torch::nn::Module {
     if (plan_ && plan_->stopped) return x;
     return tap(*child.ptr(), child.forward(x));
   }
+  /// child->forward_(x), the child's in-place form (e.g. relu_), where in_place(); else
+  /// call(child, x). In place, `x` is the result: the caller must own it (a tensor this layer
+  /// made, not its input).
+  template <class Child>
+  torch::Tensor call_in_place(Child& child, torch::Tensor x) {
+    if (!in_place_) return call(child, x);
+    if (plan_ && plan_->stopped) return x;
+    return tap(*child, child->forward_(x));
+  }
+  /// Whether this layer may overwrite tensors it made (its children's outputs) instead of
+  /// allocating new ones, as torchvision's ReLU(inplace=True) and `out += identity` do: true
+  /// unless a tap, a freeze_before or a stop_after point lies inside the layer, where it
+  /// could see such a tensor change, or Backbone::set_in_place(false) turned it off. Autograd
+  /// stays exact: ReLU's backward reads its output and an addition's reads nothing.
+  bool in_place() const { return in_place_; }
   /// Runs a Sequential child by child, so that each entry ("blocks[3]") can be tapped too.
   torch::Tensor run(torch::nn::Sequential& sequence, torch::Tensor x) {
     for (auto& child : *sequence) x = call(child, x);
@@ -90,6 +105,7 @@ class Layer : public torch::nn::Module {
  private:
   friend class Backbone;
   std::shared_ptr<detail::TapPlan> plan_;
+  bool in_place_ = true;
 };
 
 }  // namespace distill

@@ -25,6 +25,8 @@ class ActivationImpl : public torch::nn::Module {
     if (kind_ == "hardswish") return torch::hardswish(x);
     return (x * slope_ + offset_).clamp(0, 1);
   }
+  /// ReLU in place (Layer::call_in_place); the other kinds allocate, as forward() does.
+  torch::Tensor forward_(torch::Tensor x) { return kind_ == "relu" ? x.relu_() : forward(x); }
   void pretty_print(std::ostream& stream) const override { stream << "distill::models::Activation(" << kind_ << ")"; }
 
  private:
@@ -75,7 +77,7 @@ class ConvBNImpl : public Layer {
   torch::Tensor forward(torch::Tensor x) {
     if (avg_pool) x = call(avg_pool, x);
     x = call(bn, call(conv, x));
-    return act ? call(act, x) : x;
+    return act ? call_in_place(act, x) : x;
   }
 
   torch::nn::AvgPool2d avg_pool{nullptr};

@@ -50,9 +50,21 @@ inline ResNetSpec resnet_spec(int64_t depth) {
 
 constexpr std::array<int64_t, 4> kResNetWidths{64, 128, 256, 512};
 
+/// Base of the residual blocks: relu(y + shortcut), in place where the block may (torchvision's
+/// `out += identity; relu(out)`, see Layer::in_place()).
+class ResidualBlock : public Layer {
+ public:
+  Activation relu{nullptr};
+
+ protected:
+  torch::Tensor residual(torch::Tensor y, const torch::Tensor& shortcut) {
+    return in_place() ? call_in_place(relu, y.add_(shortcut)) : call(relu, y + shortcut);
+  }
+};
+
 /// The reference's BasicBlock (conv0, conv1, short) and BottleneckBlock (conv0, conv1, conv2,
 /// short); `short` exists where `projection` is set.
-class PaddleBlockImpl : public Layer {
+class PaddleBlockImpl : public ResidualBlock {
  public:
   PaddleBlockImpl(bool bottleneck, int64_t in, int64_t width, int64_t stride, bool projection, bool vd_pool) {
     const int64_t out = bottleneck ? 4 * width : width;
@@ -70,16 +82,15 @@ class PaddleBlockImpl : public Layer {
   torch::Tensor forward(const torch::Tensor& x) {
     auto y = call(conv1, call(conv0, x));
     if (conv2) y = call(conv2, y);
-    return call(relu, y + (shortcut ? call(shortcut, x) : x));
+    return residual(y, shortcut ? call(shortcut, x) : x);
   }
 
   ConvBN conv0{nullptr}, conv1{nullptr}, conv2{nullptr}, shortcut{nullptr};
-  Activation relu{nullptr};
 };
 TORCH_MODULE(PaddleBlock);
 
 /// torchvision's BasicBlock / Bottleneck, with its module names.
-class TorchvisionBlockImpl : public Layer {
+class TorchvisionBlockImpl : public ResidualBlock {
  public:
   TorchvisionBlockImpl(bool bottleneck, int64_t in, int64_t width, int64_t stride) {
     namespace nn = torch::nn;
@@ -105,15 +116,14 @@ class TorchvisionBlockImpl : public Layer {
       downsample = register_module("downsample", nn::Sequential(conv(in, out, 1, stride), nn::BatchNorm2d(out)));
   }
   torch::Tensor forward(const torch::Tensor& x) {
-    auto y = call(relu, call(bn1, call(conv1, x)));
+    auto y = call_in_place(relu, call(bn1, call(conv1, x)));
     y = call(bn2, call(conv2, y));
-    if (conv3) y = call(bn3, call(conv3, call(relu, y)));
-    return call(relu, y + (downsample ? run(downsample, x) : x));
+    if (conv3) y = call(bn3, call(conv3, call_in_place(relu, y)));
+    return residual(y, downsample ? run(downsample, x) : x);
   }
 
   torch::nn::Conv2d conv1{nullptr}, conv2{nullptr}, conv3{nullptr};
   torch::nn::BatchNorm2d bn1{nullptr}, bn2{nullptr}, bn3{nullptr};
-  Activation relu{nullptr};
   torch::nn::Sequential downsample{nullptr};
 };
 TORCH_MODULE(TorchvisionBlock);
@@ -182,7 +192,7 @@ class ResNetImpl : public Backbone {
     if (blocks) {
       x = run(blocks, call(max_pool, run(stem, input)));
     } else {
-      x = call(max_pool, call(relu, call(bn1, call(conv1, input))));
+      x = call(max_pool, call_in_place(relu, call(bn1, call(conv1, input))));
       for (auto& layer : layers) x = run(layer, x);
     }
     return call(fc, call(flatten, call(avg_pool, x)));
