@@ -5,6 +5,7 @@
 //   build/bench/loss_bench --benchmark_filter=/256/ --threads=2
 //   build/bench/loss_bench --peak-memory=kd                 # peak RSS of one fwd+bwd at 1024x32000
 //   build/bench/loss_bench --block-rows=64                  # DML, DIST, SKD in row blocks of 64
+//   build/bench/loss_bench --no-row-kernels                 # float32 through ATen ops, as before the row kernels
 //   build/bench/loss_bench --benchmark_filter=^op/          # single ATen passes the losses are made of
 //
 // CUDA cases (cuda/...) run when libtorch sees a GPU.
@@ -280,6 +281,7 @@ int main(int argc, char** argv) {
     if (std::strncmp(argv[i], "--threads=", 10) == 0) threads = std::atoi(argv[i] + 10);
     // Forces the row-block height of the losses that work in blocks (0: their default).
     if (std::strncmp(argv[i], "--block-rows=", 13) == 0) distill::detail::chunk_rows_override() = std::atoi(argv[i] + 13);
+    if (std::strcmp(argv[i], "--no-row-kernels") == 0) distill::set_row_kernels(false);
     if (std::strncmp(argv[i], "--peak-memory=", 14) == 0) {
       torch::set_num_threads(threads);
       return peak_memory(argv[i] + 14);

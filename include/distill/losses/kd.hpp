@@ -21,6 +21,58 @@ inline void check_options(const KDOptions& options) {
   detail::check_scale(kLoss, "temperature", options.temperature());
 }
 
+#ifdef DISTILL_SIMD
+/// KD's CPU row kernel (float32). Per row: both maxima; one pass forming e_t = exp(y_t),
+/// e_s = exp(y_s), their sums and sum e_t (y_t - y_s) (the formula of KDFunction); then, for
+/// the gradient, one pass writing k (e_s / S_s - e_t / S_t). `rows` holds 2 C floats.
+template <bool Grad>
+DISTILL_ALWAYS_INLINE void kd_rows(const float* student, const float* teacher, float* grad, float* rows,
+                                   double* losses, int64_t begin, int64_t end, int64_t C, float inv_t, double k) {
+  using namespace simd;
+  const int64_t body = C - C % kWidth;
+  float* et = rows;
+  for (int64_t n = begin; n < end; ++n) {
+    const float* zs = student + n * C;
+    const float* zt = teacher + n * C;
+    float* es = Grad ? grad + n * C : rows + C;
+    f8 vs, vt, max_s = zs[0] + f8{}, max_t = zt[0] + f8{};
+    for (int64_t c = 0; c < body; c += kWidth) {
+      load(vs, zs + c), load(vt, zt + c);
+      max_s = vs > max_s ? vs : max_s, max_t = vt > max_t ? vt : max_t;
+    }
+    float ms = max(max_s, zs[0]), mt = max(max_t, zt[0]);
+    for (int64_t c = body; c < C; ++c) ms = std::max(ms, zs[c]), mt = std::max(mt, zt[c]);
+    f8 sum_t{}, sum_s{}, cross{}, e_t, e_s;
+    for (int64_t c = 0; c < body; c += kWidth) {
+      load(vs, zs + c), load(vt, zt + c);
+      const f8 yt = (vt - mt) * inv_t, ys = (vs - ms) * inv_t;
+      exp(e_t, yt), exp(e_s, ys);
+      sum_t += e_t, sum_s += e_s, cross += e_t * (yt - ys);
+      store(et + c, e_t), store(es + c, e_s);
+    }
+    double st = sum(sum_t), ss = sum(sum_s), x = sum(cross);
+    for (int64_t c = body; c < C; ++c) {
+      const float yt = (zt[c] - mt) * inv_t, ys = (zs[c] - ms) * inv_t;
+      et[c] = std::exp(yt), es[c] = std::exp(ys);
+      st += et[c], ss += es[c], x += static_cast<double>(et[c]) * (yt - ys);
+    }
+    losses[n] = x / st - std::log(st) + std::log(ss);
+    if (!Grad) continue;
+    const float a = static_cast<float>(k / ss), b = static_cast<float>(k / st);
+    for (int64_t c = 0; c < body; c += kWidth) {
+      load(vs, es + c), load(vt, et + c);
+      store(es + c, vs * a - vt * b);
+    }
+    for (int64_t c = body; c < C; ++c) es[c] = es[c] * a - et[c] * b;
+  }
+}
+DISTILL_TARGET_AVX2 inline void kd_rows_avx2(bool grad, const float* s, const float* t, float* g, float* rows,
+                                             double* losses, int64_t begin, int64_t end, int64_t C, float inv_t, double k) {
+  grad ? kd_rows<true>(s, t, g, rows, losses, begin, end, C, inv_t, k)
+       : kd_rows<false>(s, t, g, rows, losses, begin, end, C, inv_t, k);
+}
+#endif
+
 /// KD with its gradient formed in the forward pass: d loss / d z_s = T / N (p_s - p_t).
 /// With y = (z - rowmax z) / T, e = exp(y) and S its row sum (p = e / S):
 ///   loss = T^2 / N sum_n [ sum_c e_t (y_t - y_s) / S_t - log S_t + log S_s ].
@@ -30,6 +82,20 @@ struct KDFunction : public FusedFunction<KDFunction, 4> {
   static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& student,
                                const torch::Tensor& teacher, double t, int64_t wanted) {
     const double k = t / static_cast<double>(student.size(0));
+#ifdef DISTILL_SIMD
+    if (row_kernel_applies(student, teacher)) {
+      const int64_t C = student.size(1);
+      auto grad = (wanted & 1) ? torch::empty_like(student) : torch::Tensor();
+      std::vector<double> losses;
+      const double total = over_rows(student.size(0), C, 2 * C, losses, [&](int64_t begin, int64_t end, float* rows) {
+        kd_rows_avx2(grad.defined(), student.data_ptr<float>(), teacher.data_ptr<float>(),
+               grad.defined() ? grad.data_ptr<float>() : nullptr, rows, losses.data(), begin, end, C,
+               static_cast<float>(1 / t), k);
+      });
+      if (grad.defined()) keep_gradients(ctx, grad);
+      return torch::scalar_tensor(total * t * k, student.options().requires_grad(false));
+    }
+#endif
     auto yt = scratch(0, teacher), et = scratch(1, teacher);
     shift_into(yt, teacher, 1 / t);
     auto st = torch::exp_out(et, yt).sum(1, true);

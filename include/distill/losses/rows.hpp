@@ -9,16 +9,29 @@
 // fresh buffer of a few MB is memory the kernel faults in page by page (glibc hands large
 // blocks back to the system on free), which costs more than the arithmetic on it.
 
+#include <algorithm>
 #include <array>
 #include <string>
+#include <vector>
+
+#include <ATen/Parallel.h>
 
 #include <torch/torch.h>
 
 #include "distill/core/error.hpp"
+#include "distill/losses/simd.hpp"
 
 namespace distill {
 
 namespace detail {
+
+/// On by default; tests and benchmarks turn the vectorised row kernels off to compare them
+/// with the ATen-op path (distill::set_row_kernels).
+inline bool& row_kernels_flag() {
+  static bool on = true;
+  return on;
+}
+inline bool row_kernels_enabled() { return row_kernels_flag(); }
 
 /// Per-thread scratch buffers of the fused losses on the CPU, kept warm between calls. Each
 /// slot grows to the largest request it has served. Off the CPU (CUDA's caching allocator
@@ -57,6 +70,13 @@ inline torch::Tensor gradient_buffer(bool wanted, size_t slot, const torch::Tens
 inline void release_loss_workspace() {
   for (auto& buffer : detail::scratch_slots()) buffer = torch::Tensor();
 }
+
+/// Turns the vectorised CPU row kernels of the fused losses (float32) on or off; off, those
+/// losses run as ATen ops, as they do in float64 and on CUDA. For comparisons: both paths give
+/// the same values to float32 rounding.
+///
+///   distill::set_row_kernels(false);
+inline void set_row_kernels(bool on) { detail::row_kernels_flag() = on; }
 
 namespace detail {
 
@@ -117,6 +137,40 @@ inline torch::Tensor row_argmax(const torch::Tensor& x) {
 /// Row sums of a * b as [N, 1], through `buffer` (overwritten; may be a or b itself).
 inline torch::Tensor rowdot(const torch::Tensor& a, const torch::Tensor& b, torch::Tensor buffer) {
   return torch::mul_out(buffer, a, b).sum(1, true);
+}
+
+/// Whether the vectorised CPU row kernels take these [N, C] inputs: float32, on the CPU,
+/// contiguous, and a CPU with AVX2 and FMA (the float64 path, CUDA and other CPUs keep going
+/// through ATen ops: without AVX2 the kernels' exponential is slower than ATen's,
+/// bench/results/simd_exp.txt).
+inline bool row_kernel_applies(const torch::Tensor& a, const torch::Tensor& b) {
+#ifdef DISTILL_SIMD
+  auto fits = [](const torch::Tensor& x) {
+    return x.is_cpu() && x.scalar_type() == torch::kFloat && x.dim() == 2 && x.is_contiguous();
+  };
+  return row_kernels_enabled() && simd::has_avx2() && fits(a) && fits(b) && a.sizes() == b.sizes() && a.size(1) > 0;
+#else
+  (void)a, (void)b;
+  return false;
+#endif
+}
+
+/// Runs `kernel(begin, end, scratch)` over the rows [0, rows) in parallel (at::parallel_for,
+/// blocks of at least 2^15 elements), each thread with `scratch_floats` floats of its own,
+/// kept warm between calls. Returns the sum of `losses` (one double per row, written by the
+/// kernel) in row order, so the result does not depend on the number of threads.
+template <class Kernel>
+double over_rows(int64_t rows, int64_t columns, int64_t scratch_floats, std::vector<double>& losses, Kernel&& kernel) {
+  losses.assign(static_cast<size_t>(rows), 0.0);
+  const int64_t grain = std::max<int64_t>(1, (int64_t{1} << 15) / std::max<int64_t>(1, columns));
+  at::parallel_for(0, rows, grain, [&](int64_t begin, int64_t end) {
+    thread_local std::vector<float> scratch;
+    if (static_cast<int64_t>(scratch.size()) < scratch_floats) scratch.resize(static_cast<size_t>(scratch_floats));
+    kernel(begin, end, scratch.data());
+  });
+  double total = 0;
+  for (double l : losses) total += l;
+  return total;
 }
 
 /// Tests set this to force row blocks of a given height (0: the default below).

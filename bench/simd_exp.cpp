@@ -1,0 +1,68 @@
+// The exponential of the fused losses' row kernels (losses/simd.hpp) against what a
+// header-only library could use instead, over 2^20 floats in [-100, 90], one thread:
+// ATen's exp_ pass (its own AVX2 kernel with SLEEF), at::vec::Vectorized<float>::exp compiled
+// with this file's flags (ATen picks its vector code from CPU_CAPABILITY macros that only its
+// own kernel files define), and std::exp. Prints ns per element and the worst relative error
+// of simd::exp against double-precision exp where the result is a normal float.
+//
+//   build/bench/simd_exp
+#include <ATen/cpu/vec/vec.h>
+#include <torch/torch.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+
+#include "distill/losses/simd.hpp"
+
+namespace simd = distill::detail::simd;
+
+DISTILL_TARGET_AVX2 void simd_avx2(const float* x, float* y, int64_t n) {
+  simd::f8 v, r;
+  for (int64_t i = 0; i < n; i += simd::kWidth) simd::load(v, x + i), simd::exp(r, v), simd::store(y + i, r);
+}
+void simd_plain(const float* x, float* y, int64_t n) {
+  simd::f8 v, r;
+  for (int64_t i = 0; i < n; i += simd::kWidth) simd::load(v, x + i), simd::exp(r, v), simd::store(y + i, r);
+}
+void aten_vec(const float* x, float* y, int64_t n) {
+  using V = at::vec::Vectorized<float>;
+  for (int64_t i = 0; i < n; i += V::size()) V::loadu(x + i).exp().store(y + i);
+}
+void std_exp(const float* x, float* y, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) y[i] = std::exp(x[i]);
+}
+
+template <class F>
+double ns_per_element(F&& f, int64_t n) {
+  double best = 1e30;
+  for (int round = 0; round < 5; ++round) {
+    const auto t0 = std::chrono::steady_clock::now();
+    for (int k = 0; k < 10; ++k) f();
+    const std::chrono::duration<double> dt = std::chrono::steady_clock::now() - t0;
+    best = std::min(best, dt.count() / 10 / static_cast<double>(n) * 1e9);
+  }
+  return best;
+}
+
+int main() {
+  torch::set_num_threads(1);
+  const int64_t n = int64_t{1} << 20;
+  auto x = torch::linspace(-100, 90, n), y = torch::empty_like(x);
+  const float* xp = x.data_ptr<float>();
+  float* yp = y.data_ptr<float>();
+  simd_avx2(xp, yp, n);
+  double worst = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    const double ref = std::exp(static_cast<double>(xp[i]));
+    if (xp[i] >= -87.3365f && xp[i] <= 88.3762f) worst = std::max(worst, std::fabs(yp[i] - ref) / ref);
+  }
+  std::printf("simd::exp worst relative error %.3g (%.2f ulp of 2^-24)\n", worst, worst / 5.9604645e-8);
+  std::printf("avx2 available: %s\n", simd::has_avx2() ? "yes" : "no");
+  std::printf("ns per element, one thread, best of 5 x 10 passes over %lld floats:\n", static_cast<long long>(n));
+  if (simd::has_avx2()) std::printf("  simd::exp, AVX2 + FMA build    %.3f\n", ns_per_element([&] { simd_avx2(xp, yp, n); }, n));
+  std::printf("  simd::exp, plain build          %.3f\n", ns_per_element([&] { simd_plain(xp, yp, n); }, n));
+  std::printf("  ATen exp_out pass               %.3f\n", ns_per_element([&] { torch::exp_out(y, x); }, n));
+  std::printf("  at::vec::Vectorized<float>::exp %.3f\n", ns_per_element([&] { aten_vec(xp, yp, n); }, n));
+  std::printf("  std::exp loop                   %.3f\n", ns_per_element([&] { std_exp(xp, yp, n); }, n));
+}
