@@ -21,6 +21,10 @@ DISTILL_TARGET_AVX2 void simd_avx2(const float* x, float* y, int64_t n) {
   simd::f8 v, r;
   for (int64_t i = 0; i < n; i += simd::kWidth) simd::load(v, x + i), simd::exp(r, v), simd::store(y + i, r);
 }
+DISTILL_TARGET_AVX2 void simd_log(const float* x, float* y, int64_t n) {
+  simd::f8 v, r;
+  for (int64_t i = 0; i < n; i += simd::kWidth) simd::load(v, x + i), simd::log(r, v), simd::store(y + i, r);
+}
 void simd_plain(const float* x, float* y, int64_t n) {
   simd::f8 v, r;
   for (int64_t i = 0; i < n; i += simd::kWidth) simd::load(v, x + i), simd::exp(r, v), simd::store(y + i, r);
@@ -58,11 +62,25 @@ int main() {
     if (xp[i] >= -87.3365f && xp[i] <= 88.3762f) worst = std::max(worst, std::fabs(yp[i] - ref) / ref);
   }
   std::printf("simd::exp worst relative error %.3g (%.2f ulp of 2^-24)\n", worst, worst / 5.9604645e-8);
+  // simd::log over 2^20 values spread over every binade, subnormals included.
+  auto xs = torch::pow(2.0, torch::linspace(-149, 127, n)).to(torch::kFloat);
+  auto ys = torch::empty_like(xs);
+  simd_log(xs.data_ptr<float>(), ys.data_ptr<float>(), n);
+  double worst_log = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    const double v = xs.data_ptr<float>()[i], ref = std::log(v);
+    if (v > 0 && std::isfinite(v)) worst_log = std::max(worst_log, std::fabs(ys.data_ptr<float>()[i] - ref) / std::max(std::fabs(ref), 1e-30));
+  }
+  std::printf("simd::log worst relative error %.3g (%.2f ulp of 2^-24)\n", worst_log, worst_log / 5.9604645e-8);
   std::printf("avx2 available: %s\n", simd::has_avx2() ? "yes" : "no");
   std::printf("ns per element, one thread, best of 5 x 10 passes over %lld floats:\n", static_cast<long long>(n));
   if (simd::has_avx2()) std::printf("  simd::exp, AVX2 + FMA build    %.3f\n", ns_per_element([&] { simd_avx2(xp, yp, n); }, n));
   std::printf("  simd::exp, plain build          %.3f\n", ns_per_element([&] { simd_plain(xp, yp, n); }, n));
   std::printf("  ATen exp_out pass               %.3f\n", ns_per_element([&] { torch::exp_out(y, x); }, n));
+  auto positive = torch::exp(x.clamp(-80, 80));
+  if (simd::has_avx2())
+    std::printf("  simd::log, AVX2 + FMA build    %.3f\n", ns_per_element([&] { simd_log(positive.data_ptr<float>(), yp, n); }, n));
+  std::printf("  ATen log_out pass               %.3f\n", ns_per_element([&] { torch::log_out(y, positive); }, n));
   std::printf("  at::vec::Vectorized<float>::exp %.3f\n", ns_per_element([&] { aten_vec(xp, yp, n); }, n));
   std::printf("  std::exp loop                   %.3f\n", ns_per_element([&] { std_exp(xp, yp, n); }, n));
 }

@@ -245,10 +245,14 @@ TEST_CASE("float32: the vectorised row kernels are as close to the float64 path 
   struct Case {
     std::string name;
     std::function<torch::Tensor(const torch::Tensor&, const torch::Tensor&)> loss;
+    bool teacher_gradient = false;  // the loss sends the teacher a gradient (DML)
   };
   const std::vector<Case> cases{
       {"kd T=4", [](const torch::Tensor& s, const torch::Tensor& t) { return F::kd_loss(s, t, distill::KDOptions().temperature(4)); }},
       {"kd T=1", [](const torch::Tensor& s, const torch::Tensor& t) { return F::kd_loss(s, t, distill::KDOptions().temperature(1)); }},
+      {"dml", [](const torch::Tensor& s, const torch::Tensor& t) { return F::dml_loss(s, t); }, true},
+      {"dml eps 1e-6", [](const torch::Tensor& s, const torch::Tensor& t) { return F::dml_loss(s, t, distill::DMLOptions().eps(1e-6)); }, true},
+      {"dml, student gradient only", [](const torch::Tensor& s, const torch::Tensor& t) { return F::dml_loss(s, t); }},
   };
   torch::manual_seed(11);
   for (const auto& [n, c] : std::vector<std::pair<int64_t, int64_t>>{{1, 1}, {3, 5}, {7, 13}, {64, 1000}, {5, 1003}, {2, 32000}})
@@ -259,7 +263,8 @@ TEST_CASE("float32: the vectorised row kernels are as close to the float64 path 
         INFO(test.name << " at " << n << "x" << c << ", scale " << scale);
         // The float64 path (ATen ops) is the truth; both float32 paths must be as close to it.
         auto s64 = student.to(torch::kDouble).requires_grad_();
-        auto truth = test.loss(s64, teacher.to(torch::kDouble));
+        auto t64 = teacher.to(torch::kDouble).requires_grad_(test.teacher_gradient);
+        auto truth = test.loss(s64, t64);
         truth.backward();
         REQUIRE(std::isfinite(truth.item<double>()));
         const double tolerance = 1e-5 * (1 + std::abs(truth.item<double>()));
@@ -267,11 +272,13 @@ TEST_CASE("float32: the vectorised row kernels are as close to the float64 path 
         for (bool kernels : {true, false}) {
           INFO((kernels ? "row kernels" : "ATen ops"));
           distill::set_row_kernels(kernels);
-          auto s = student.clone().requires_grad_();
-          auto value = test.loss(s, teacher);
+          auto s = student.clone().requires_grad_(), t = teacher.clone().requires_grad_(test.teacher_gradient);
+          auto value = test.loss(s, t);
           value.backward();
           CHECK(std::abs(value.item<double>() - truth.item<double>()) <= tolerance);
           CHECK(torch::allclose(s.grad().to(torch::kDouble), s64.grad(), 1e-4, grad_tolerance));
+          if (test.teacher_gradient)
+            CHECK(torch::allclose(t.grad().to(torch::kDouble), t64.grad(), 1e-4, 1e-6 * (1 + t64.grad().abs().max().item<double>())));
           torch::NoGradGuard no_grad;
           CHECK(std::abs(test.loss(student, teacher).item<double>() - truth.item<double>()) <= tolerance);
         }

@@ -23,6 +23,84 @@ inline void check_options(const DMLOptions& options) {
   if (!(eps >= 0) || !std::isfinite(eps)) fail("dml_loss: eps must be a finite number >= 0, got ", eps);
 }
 
+#ifdef DISTILL_SIMD
+/// DML's CPU row kernel (float32), the formula of DMLSoftmaxFunction below. Per row: both
+/// maxima; one pass forming the exponentials and their sums; one pass forming p and q, D, the
+/// loss, g_p = -(D + r) and g_q = 1/r - D with their dot products with p and q; one pass
+/// writing h p (g_p - <p, g_p>) and -h q (g_q - <q, g_q>). `rows` holds 4 C floats.
+template <bool GradS, bool GradT>
+DISTILL_ALWAYS_INLINE void dml_rows(const float* student, const float* teacher, float* grad_s, float* grad_t,
+                                    float* rows, double* losses, int64_t begin, int64_t end, int64_t C, float eps,
+                                    float h) {
+  using namespace simd;
+  const int64_t body = C - C % kWidth;
+  for (int64_t n = begin; n < end; ++n) {
+    const float* zs = student + n * C;
+    const float* zt = teacher + n * C;
+    float* p = rows;
+    float* q = rows + C;
+    float* gp = GradS ? grad_s + n * C : rows + 2 * C;
+    float* gq = GradT ? grad_t + n * C : rows + 3 * C;
+    f8 vs, vt, max_s = zs[0] + f8{}, max_t = zt[0] + f8{};
+    for (int64_t c = 0; c < body; c += kWidth) {
+      load(vs, zs + c), load(vt, zt + c);
+      max_s = vs > max_s ? vs : max_s, max_t = vt > max_t ? vt : max_t;
+    }
+    float ms = max(max_s, zs[0]), mt = max(max_t, zt[0]);
+    for (int64_t c = body; c < C; ++c) ms = std::max(ms, zs[c]), mt = std::max(mt, zt[c]);
+    f8 sum_s{}, sum_t{}, e;
+    for (int64_t c = 0; c < body; c += kWidth) {
+      load(vs, zs + c), load(vt, zt + c);
+      exp(e, vs - ms), sum_s += e, store(p + c, e);
+      exp(e, vt - mt), sum_t += e, store(q + c, e);
+    }
+    double ss = sum(sum_s), st = sum(sum_t);
+    for (int64_t c = body; c < C; ++c) p[c] = std::exp(zs[c] - ms), q[c] = std::exp(zt[c] - mt), ss += p[c], st += q[c];
+    const float inv_s = static_cast<float>(1 / ss), inv_t = static_cast<float>(1 / st);
+    f8 loss{}, dot_p{}, dot_q{}, d;
+    for (int64_t c = 0; c < body; c += kWidth) {
+      load(vs, p + c), load(vt, q + c);
+      vs *= inv_s, vt *= inv_t;
+      store(p + c, vs), store(q + c, vt);
+      const f8 r = (vt + eps) / (vs + eps);
+      log(d, r);
+      loss += (vt - vs) * d;
+      const f8 g_p = -(d + r), g_q = 1.0f / r - d;
+      dot_p += vs * g_p, dot_q += vt * g_q;
+      store(gp + c, g_p), store(gq + c, g_q);
+    }
+    double l = sum(loss), dp = sum(dot_p), dq = sum(dot_q);
+    for (int64_t c = body; c < C; ++c) {
+      p[c] *= inv_s, q[c] *= inv_t;
+      const float r = (q[c] + eps) / (p[c] + eps), dc = std::log(r);
+      l += static_cast<double>(q[c] - p[c]) * dc;
+      gp[c] = -(dc + r), gq[c] = 1.0f / r - dc;
+      dp += static_cast<double>(p[c]) * gp[c], dq += static_cast<double>(q[c]) * gq[c];
+    }
+    losses[n] = l;
+    const float fp = static_cast<float>(dp), fq = static_cast<float>(dq);
+    if (GradS) {
+      for (int64_t c = 0; c < body; c += kWidth) load(vs, p + c), load(d, gp + c), store(gp + c, vs * (d - fp) * h);
+      for (int64_t c = body; c < C; ++c) gp[c] = p[c] * (gp[c] - fp) * h;
+    }
+    if (GradT) {
+      for (int64_t c = 0; c < body; c += kWidth) load(vt, q + c), load(d, gq + c), store(gq + c, vt * (d - fq) * -h);
+      for (int64_t c = body; c < C; ++c) gq[c] = q[c] * (gq[c] - fq) * -h;
+    }
+  }
+}
+DISTILL_TARGET_AVX2 inline void dml_rows_avx2(int64_t wanted, const float* s, const float* t, float* gs, float* gt,
+                                              float* rows, double* losses, int64_t begin, int64_t end, int64_t C,
+                                              float eps, float h) {
+  switch (wanted) {
+    case 0: return dml_rows<false, false>(s, t, gs, gt, rows, losses, begin, end, C, eps, h);
+    case 1: return dml_rows<true, false>(s, t, gs, gt, rows, losses, begin, end, C, eps, h);
+    case 2: return dml_rows<false, true>(s, t, gs, gt, rows, losses, begin, end, C, eps, h);
+    default: return dml_rows<true, true>(s, t, gs, gt, rows, losses, begin, end, C, eps, h);
+  }
+}
+#endif
+
 /// DML with softmax activations, both gradients formed in the forward pass. With
 /// r = (q + eps) / (p + eps) and D = log r, the loss is 1/2 sum (q - p) D and
 ///   d/dp = (1 - r - D) / 2,  d/dq = (1 - 1/r + D) / 2,
@@ -36,6 +114,22 @@ struct DMLSoftmaxFunction : public FusedFunction<DMLSoftmaxFunction, 5> {
                                const torch::Tensor& teacher, double eps, double scale, int64_t wanted) {
     const int64_t rows = student.size(0), block = chunk_rows(student);
     const auto options = student.options().requires_grad(false);
+#ifdef DISTILL_SIMD
+    if (row_kernel_applies(student, teacher)) {
+      const int64_t C = student.size(1);
+      torch::Tensor gs, gt;
+      if (wanted & 1) gs = torch::empty(student.sizes(), options);
+      if (wanted & 2) gt = torch::empty(teacher.sizes(), options);
+      std::vector<double> losses;
+      const double total = over_rows(rows, C, 4 * C, losses, [&](int64_t begin, int64_t end, float* work) {
+        dml_rows_avx2(wanted & 3, student.data_ptr<float>(), teacher.data_ptr<float>(),
+                      gs.defined() ? gs.data_ptr<float>() : nullptr, gt.defined() ? gt.data_ptr<float>() : nullptr, work,
+                      losses.data(), begin, end, C, static_cast<float>(eps), static_cast<float>(0.5 * scale));
+      });
+      keep_gradients(ctx, gs, gt);
+      return torch::scalar_tensor(total * 0.5 * scale, options);
+    }
+#endif
     auto eps_t = torch::full({}, eps, options);
     torch::Tensor grad_p, grad_q, loss;
     if (wanted & 1) grad_p = torch::empty(student.sizes(), options);

@@ -75,6 +75,38 @@ DISTILL_ALWAYS_INLINE void exp(f8& y, const f8& x) {
   y = x > hi ? __builtin_inff() + f8{} : y;
   y = x != x ? x : y;
 }
+
+/// y = log(x) per lane, within 2 ulp for normal and subnormal x > 0; -inf at 0, NaN below 0
+/// or for NaN, inf at inf. x = m 2^e with m in [sqrt(1/2), sqrt(2)), Cephes's polynomial for
+/// log(m), e ln2 added in two parts.
+DISTILL_ALWAYS_INLINE void log(f8& y, const f8& x) {
+  const float smallest_normal = 1.17549435e-38f;
+  const i8 tiny = x < smallest_normal;
+  const f8 scaled = tiny ? x * 8388608.0f : x;  // subnormals times 2^23 become normal
+  const i8 bits = (i8)scaled;
+  f8 e = __builtin_convertvector(((bits >> 23) & 0xff) - 126, f8);
+  e = tiny ? e - 23.0f : e;
+  f8 m = (f8)((bits & 0x007fffff) | 0x3f000000);  // the mantissa in [1/2, 1)
+  const i8 low = m < 0.707106781186547524f;
+  e = low ? e - 1.0f : e;
+  m = low ? m + m - 1.0f : m - 1.0f;
+  const f8 z = m * m;
+  f8 p = m * 7.0376836292e-2f - 1.1514610310e-1f;
+  p = p * m + 1.1676998740e-1f;
+  p = p * m - 1.2420140846e-1f;
+  p = p * m + 1.4249322787e-1f;
+  p = p * m - 1.6668057665e-1f;
+  p = p * m + 2.0000714765e-1f;
+  p = p * m - 2.4999993993e-1f;
+  p = p * m + 3.3333331174e-1f;
+  p = p * m * z;
+  p = p + e * -2.12194440e-4f;
+  p = p - z * 0.5f;
+  y = m + p + e * 0.693359375f;
+  y = x == 0.0f ? -__builtin_inff() + f8{} : y;
+  y = x < 0.0f || x != x ? __builtin_nanf("") + f8{} : y;
+  y = x == __builtin_inff() ? x : y;
+}
 #endif
 
 /// Whether the CPU runs the AVX2 + FMA build of the kernels (checked once).
