@@ -35,6 +35,79 @@ inline void check_options(const DKDOptions& options) {
   detail::check_weight(kLoss, "warmup_epochs", options.warmup_epochs());
 }
 
+#ifdef DISTILL_SIMD
+/// DKD's CPU row kernel (float32), the formula of DKDFunction below. Per row: y = z / T into a
+/// row buffer, the target's y lowered by 1000, both maxima; one pass forming e = exp(y - max),
+/// the sums and the KD cross term; the binary (target, rest) terms per row; then, for the
+/// gradient, one pass writing k [(beta - alpha d) e_s / S_s - beta e_t / S_t] and
+/// alpha k d at the target. `rows` holds 2 C floats.
+template <bool Grad>
+DISTILL_ALWAYS_INLINE void dkd_rows(const float* student, const float* teacher, const int64_t* target, float* grad,
+                                    float* rows, double* losses, int64_t begin, int64_t end, int64_t C, float inv_t,
+                                    double k, double alpha, double beta) {
+  using namespace simd;
+  const int64_t body = C - C % kWidth;
+  for (int64_t n = begin; n < end; ++n) {
+    const float* zs = student + n * C;
+    const float* zt = teacher + n * C;
+    float* et = rows;
+    float* es = Grad ? grad + n * C : rows + C;
+    const int64_t g = target[n];
+    f8 vs, vt;
+    for (int64_t c = 0; c < body; c += kWidth) load(vs, zs + c), load(vt, zt + c), store(es + c, vs * inv_t), store(et + c, vt * inv_t);
+    for (int64_t c = body; c < C; ++c) es[c] = zs[c] * inv_t, et[c] = zt[c] * inv_t;
+    const double target_s = es[g], target_t = et[g];
+    es[g] -= 1000.0f, et[g] -= 1000.0f;
+    f8 max_s = es[0] + f8{}, max_t = et[0] + f8{};
+    for (int64_t c = 0; c < body; c += kWidth) {
+      load(vs, es + c), load(vt, et + c);
+      max_s = vs > max_s ? vs : max_s, max_t = vt > max_t ? vt : max_t;
+    }
+    float ms = max(max_s, es[0]), mt = max(max_t, et[0]);
+    for (int64_t c = body; c < C; ++c) ms = std::max(ms, es[c]), mt = std::max(mt, et[c]);
+    f8 sum_t{}, sum_s{}, cross{}, e_t, e_s;
+    for (int64_t c = 0; c < body; c += kWidth) {
+      load(vs, es + c), load(vt, et + c);
+      const f8 yt = vt - mt, ys = vs - ms;
+      exp(e_t, yt), exp(e_s, ys);
+      sum_t += e_t, sum_s += e_s, cross += e_t * (yt - ys);
+      store(et + c, e_t), store(es + c, e_s);
+    }
+    double st = sum(sum_t), ss = sum(sum_s), x = sum(cross);
+    for (int64_t c = body; c < C; ++c) {
+      const float yt = et[c] - mt, ys = es[c] - ms;
+      et[c] = std::exp(yt), es[c] = std::exp(ys);
+      st += et[c], ss += es[c], x += static_cast<double>(et[c]) * (yt - ys);
+    }
+    // Binary log-probabilities of target and rest: the rest's log-sum-exp is max + log S.
+    auto binary = [](double target_logit, double max_logit, double sum, double& log_target, double& log_rest) {
+      const double rest = max_logit + std::log(sum);
+      const double hi = std::max(rest, target_logit), lo = std::min(rest, target_logit);
+      const double full = hi + std::log1p(std::exp(lo - hi));
+      log_target = target_logit - full, log_rest = rest - full;
+    };
+    double lt_t, lr_t, lt_s, lr_s;
+    binary(target_t, mt, st, lt_t, lr_t);
+    binary(target_s, ms, ss, lt_s, lr_s);
+    const double nckd = x / st - std::log(st) + std::log(ss);
+    const double bt = std::exp(lt_t), tckd = bt * (lt_t - lt_s) + std::exp(lr_t) * (lr_t - lr_s);
+    losses[n] = alpha * tckd + beta * nckd;
+    if (!Grad) continue;
+    const double d = std::exp(lt_s) - bt;  // p_g - b
+    const float a = static_cast<float>((beta - alpha * d) * k / ss), b = static_cast<float>(beta * k / st);
+    for (int64_t c = 0; c < body; c += kWidth) load(vs, es + c), load(vt, et + c), store(es + c, vs * a - vt * b);
+    for (int64_t c = body; c < C; ++c) es[c] = es[c] * a - et[c] * b;
+    es[g] += static_cast<float>(alpha * k * d);
+  }
+}
+DISTILL_TARGET_AVX2 inline void dkd_rows_avx2(bool grad, const float* s, const float* t, const int64_t* target, float* g,
+                                              float* rows, double* losses, int64_t begin, int64_t end, int64_t C,
+                                              float inv_t, double k, double alpha, double beta) {
+  grad ? dkd_rows<true>(s, t, target, g, rows, losses, begin, end, C, inv_t, k, alpha, beta)
+       : dkd_rows<false>(s, t, target, g, rows, losses, begin, end, C, inv_t, k, alpha, beta);
+}
+#endif
+
 /// DKD with its gradient formed in the forward pass. With q = softmax(z / T - 1000 onehot(g)),
 /// p_g the student's target probability at T and b the teacher's:
 ///   d loss / d z_s = T / N [beta (q_s - q_t) + alpha (p_g - b) (onehot(g) - q_s)]
@@ -67,6 +140,21 @@ struct DKDFunction : public FusedFunction<DKDFunction, 7> {
                                const torch::Tensor& teacher, const torch::Tensor& index, double t, double alpha,
                                double beta, int64_t wanted) {
     const double k = t / static_cast<double>(student.size(0));
+#ifdef DISTILL_SIMD
+    if (row_kernel_applies(student, teacher)) {
+      const int64_t C = student.size(1);
+      auto grad = (wanted & 1) ? torch::empty_like(student) : torch::Tensor();
+      auto target = index.contiguous();
+      std::vector<double> losses;
+      const double total = over_rows(student.size(0), C, 2 * C, losses, [&](int64_t begin, int64_t end, float* rows) {
+        dkd_rows_avx2(grad.defined(), student.data_ptr<float>(), teacher.data_ptr<float>(), target.data_ptr<int64_t>(),
+                      grad.defined() ? grad.data_ptr<float>() : nullptr, rows, losses.data(), begin, end, C,
+                      static_cast<float>(1 / t), k, alpha, beta);
+      });
+      if (grad.defined()) keep_gradients(ctx, grad);
+      return torch::scalar_tensor(total * t * k, student.options().requires_grad(false));
+    }
+#endif
     auto yt = scratch(0, teacher), et = scratch(1, teacher);
     Rows rt, rs;
     rt.shift(yt, teacher, index, t);
