@@ -4,6 +4,7 @@
 #include <limits>
 
 #include "distill/losses/common.hpp"
+#include "distill/losses/kd.hpp"
 #include "distill/losses/rows.hpp"
 #include "distill/losses/topk.hpp"
 
@@ -58,27 +59,10 @@ DISTILL_ALWAYS_INLINE void dkd_rows(const float* student, const float* teacher, 
     for (int64_t c = body; c < C; ++c) es[c] = zs[c] * inv_t, et[c] = zt[c] * inv_t;
     const double target_s = es[g], target_t = et[g];
     es[g] -= 1000.0f, et[g] -= 1000.0f;
-    f8 max_s = es[0] + f8{}, max_t = et[0] + f8{};
-    for (int64_t c = 0; c < body; c += kWidth) {
-      load(vs, es + c), load(vt, et + c);
-      max_s = vs > max_s ? vs : max_s, max_t = vt > max_t ? vt : max_t;
-    }
-    float ms = max(max_s, es[0]), mt = max(max_t, et[0]);
-    for (int64_t c = body; c < C; ++c) ms = std::max(ms, es[c]), mt = std::max(mt, et[c]);
-    f8 sum_t{}, sum_s{}, cross{}, e_t, e_s;
-    for (int64_t c = 0; c < body; c += kWidth) {
-      load(vs, es + c), load(vt, et + c);
-      const f8 yt = vt - mt, ys = vs - ms;
-      exp(e_t, yt), exp(e_s, ys);
-      sum_t += e_t, sum_s += e_s, cross += e_t * (yt - ys);
-      store(et + c, e_t), store(es + c, e_s);
-    }
-    double st = sum(sum_t), ss = sum(sum_s), x = sum(cross);
-    for (int64_t c = body; c < C; ++c) {
-      const float yt = et[c] - mt, ys = es[c] - ms;
-      et[c] = std::exp(yt), es[c] = std::exp(ys);
-      st += et[c], ss += es[c], x += static_cast<double>(et[c]) * (yt - ys);
-    }
+    float ms, mt;
+    row_maxima(es, et, C, ms, mt);
+    double st = 0, ss = 0, x = 0;
+    kd_exp_pass(et, es, mt, ms, 1.0f, et, es, C, st, ss, x);
     // Binary log-probabilities of target and rest: the rest's log-sum-exp is max + log S.
     auto binary = [](double target_logit, double max_logit, double sum, double& log_target, double& log_rest) {
       const double rest = max_logit + std::log(sum);
@@ -94,9 +78,7 @@ DISTILL_ALWAYS_INLINE void dkd_rows(const float* student, const float* teacher, 
     losses[n] = alpha * tckd + beta * nckd;
     if (!Grad) continue;
     const double d = std::exp(lt_s) - bt;  // p_g - b
-    const float a = static_cast<float>((beta - alpha * d) * k / ss), b = static_cast<float>(beta * k / st);
-    for (int64_t c = 0; c < body; c += kWidth) load(vs, es + c), load(vt, et + c), store(es + c, vs * a - vt * b);
-    for (int64_t c = body; c < C; ++c) es[c] = es[c] * a - et[c] * b;
+    kd_gradient_pass(es, et, static_cast<float>((beta - alpha * d) * k / ss), static_cast<float>(beta * k / st), C);
     es[g] += static_cast<float>(alpha * k * d);
   }
 }

@@ -41,14 +41,9 @@ DISTILL_ALWAYS_INLINE void dml_rows(const float* student, const float* teacher, 
     float* q = rows + C;
     float* gp = GradS ? grad_s + n * C : rows + 2 * C;
     float* gq = GradT ? grad_t + n * C : rows + 3 * C;
-    f8 vs, vt, max_s = zs[0] + f8{}, max_t = zt[0] + f8{};
-    for (int64_t c = 0; c < body; c += kWidth) {
-      load(vs, zs + c), load(vt, zt + c);
-      max_s = vs > max_s ? vs : max_s, max_t = vt > max_t ? vt : max_t;
-    }
-    float ms = max(max_s, zs[0]), mt = max(max_t, zt[0]);
-    for (int64_t c = body; c < C; ++c) ms = std::max(ms, zs[c]), mt = std::max(mt, zt[c]);
-    f8 sum_s{}, sum_t{}, e;
+    float ms, mt;
+    row_maxima(zs, zt, C, ms, mt);
+    f8 vs, vt, sum_s{}, sum_t{}, e;
     for (int64_t c = 0; c < body; c += kWidth) {
       load(vs, zs + c), load(vt, zt + c);
       exp(e, vs - ms), sum_s += e, store(p + c, e);

@@ -22,48 +22,55 @@ inline void check_options(const KDOptions& options) {
 }
 
 #ifdef DISTILL_SIMD
+/// KD's row sums (KD's and DKD's row kernels): with y = (z - max) * scale of teacher and
+/// student, writes e_t = exp(y_t) and e_s = exp(y_s) (they may overwrite zt and zs) and adds
+/// S_t, S_s and sum e_t (y_t - y_s) to the three sums.
+DISTILL_ALWAYS_INLINE void kd_exp_pass(const float* zt, const float* zs, float mt, float ms, float scale, float* et,
+                                       float* es, int64_t C, double& st, double& ss, double& cross) {
+  using namespace simd;
+  const int64_t body = C - C % kWidth;
+  f8 vs, vt, sum_t{}, sum_s{}, x{}, e_t, e_s;
+  for (int64_t c = 0; c < body; c += kWidth) {
+    load(vs, zs + c), load(vt, zt + c);
+    const f8 yt = (vt - mt) * scale, ys = (vs - ms) * scale;
+    exp(e_t, yt), exp(e_s, ys);
+    sum_t += e_t, sum_s += e_s, x += e_t * (yt - ys);
+    store(et + c, e_t), store(es + c, e_s);
+  }
+  st += sum(sum_t), ss += sum(sum_s), cross += sum(x);
+  for (int64_t c = body; c < C; ++c) {
+    const float yt = (zt[c] - mt) * scale, ys = (zs[c] - ms) * scale;
+    et[c] = std::exp(yt), es[c] = std::exp(ys);
+    st += et[c], ss += es[c], cross += static_cast<double>(et[c]) * (yt - ys);
+  }
+}
+
+/// es = a es - b et over a row (KD's and DKD's gradient pass).
+DISTILL_ALWAYS_INLINE void kd_gradient_pass(float* es, const float* et, float a, float b, int64_t C) {
+  using namespace simd;
+  const int64_t body = C - C % kWidth;
+  f8 vs, vt;
+  for (int64_t c = 0; c < body; c += kWidth) load(vs, es + c), load(vt, et + c), store(es + c, vs * a - vt * b);
+  for (int64_t c = body; c < C; ++c) es[c] = es[c] * a - et[c] * b;
+}
+
 /// KD's CPU row kernel (float32). Per row: both maxima; one pass forming e_t = exp(y_t),
 /// e_s = exp(y_s), their sums and sum e_t (y_t - y_s) (the formula of KDFunction); then, for
 /// the gradient, one pass writing k (e_s / S_s - e_t / S_t). `rows` holds 2 C floats.
 template <bool Grad>
 DISTILL_ALWAYS_INLINE void kd_rows(const float* student, const float* teacher, float* grad, float* rows,
                                    double* losses, int64_t begin, int64_t end, int64_t C, float inv_t, double k) {
-  using namespace simd;
-  const int64_t body = C - C % kWidth;
-  float* et = rows;
   for (int64_t n = begin; n < end; ++n) {
     const float* zs = student + n * C;
     const float* zt = teacher + n * C;
+    float* et = rows;
     float* es = Grad ? grad + n * C : rows + C;
-    f8 vs, vt, max_s = zs[0] + f8{}, max_t = zt[0] + f8{};
-    for (int64_t c = 0; c < body; c += kWidth) {
-      load(vs, zs + c), load(vt, zt + c);
-      max_s = vs > max_s ? vs : max_s, max_t = vt > max_t ? vt : max_t;
-    }
-    float ms = max(max_s, zs[0]), mt = max(max_t, zt[0]);
-    for (int64_t c = body; c < C; ++c) ms = std::max(ms, zs[c]), mt = std::max(mt, zt[c]);
-    f8 sum_t{}, sum_s{}, cross{}, e_t, e_s;
-    for (int64_t c = 0; c < body; c += kWidth) {
-      load(vs, zs + c), load(vt, zt + c);
-      const f8 yt = (vt - mt) * inv_t, ys = (vs - ms) * inv_t;
-      exp(e_t, yt), exp(e_s, ys);
-      sum_t += e_t, sum_s += e_s, cross += e_t * (yt - ys);
-      store(et + c, e_t), store(es + c, e_s);
-    }
-    double st = sum(sum_t), ss = sum(sum_s), x = sum(cross);
-    for (int64_t c = body; c < C; ++c) {
-      const float yt = (zt[c] - mt) * inv_t, ys = (zs[c] - ms) * inv_t;
-      et[c] = std::exp(yt), es[c] = std::exp(ys);
-      st += et[c], ss += es[c], x += static_cast<double>(et[c]) * (yt - ys);
-    }
-    losses[n] = x / st - std::log(st) + std::log(ss);
-    if (!Grad) continue;
-    const float a = static_cast<float>(k / ss), b = static_cast<float>(k / st);
-    for (int64_t c = 0; c < body; c += kWidth) {
-      load(vs, es + c), load(vt, et + c);
-      store(es + c, vs * a - vt * b);
-    }
-    for (int64_t c = body; c < C; ++c) es[c] = es[c] * a - et[c] * b;
+    float mt, ms;
+    simd::row_maxima(zt, zs, C, mt, ms);
+    double st = 0, ss = 0, cross = 0;
+    kd_exp_pass(zt, zs, mt, ms, inv_t, et, es, C, st, ss, cross);
+    losses[n] = cross / st - std::log(st) + std::log(ss);
+    if (Grad) kd_gradient_pass(es, et, static_cast<float>(k / ss), static_cast<float>(k / st), C);
   }
 }
 DISTILL_TARGET_AVX2 inline void kd_rows_avx2(bool grad, const float* s, const float* t, float* g, float* rows,

@@ -52,6 +52,19 @@ DISTILL_ALWAYS_INLINE float max(const f8& v, float m) {
   return m;
 }
 
+/// The largest entries of two rows a[0..C) and b[0..C), in one pass (NaN entries skipped
+/// unless all are NaN).
+DISTILL_ALWAYS_INLINE void row_maxima(const float* a, const float* b, int64_t C, float& max_a, float& max_b) {
+  const int64_t body = C - C % kWidth;
+  f8 va, vb, ma = a[0] + f8{}, mb = b[0] + f8{};
+  for (int64_t c = 0; c < body; c += kWidth) {
+    load(va, a + c), load(vb, b + c);
+    ma = va > ma ? va : ma, mb = vb > mb ? vb : mb;
+  }
+  max_a = max(ma, a[0]), max_b = max(mb, b[0]);
+  for (int64_t c = body; c < C; ++c) max_a = a[c] > max_a ? a[c] : max_a, max_b = b[c] > max_b ? b[c] : max_b;
+}
+
 /// y = exp(x) per lane, within 2 ulp for x in [-87.33, 88.37]; 0 below (where float's normal
 /// range ends), inf above, NaN for NaN. Range reduction x = n ln2 + r with |r| <= ln2 / 2 (ln2
 /// in two parts), Cephes's polynomial for exp(r), and 2^n built from the exponent bits.
