@@ -96,8 +96,8 @@ struct KDFunction : public FusedFunction<KDFunction, 4> {
       std::vector<double> losses;
       const double total = over_rows(student.size(0), C, 2 * C, losses, [&](int64_t begin, int64_t end, float* rows) {
         kd_rows_avx2(grad.defined(), student.data_ptr<float>(), teacher.data_ptr<float>(),
-               grad.defined() ? grad.data_ptr<float>() : nullptr, rows, losses.data(), begin, end, C,
-               static_cast<float>(1 / t), k);
+                     grad.defined() ? grad.data_ptr<float>() : nullptr, rows, losses.data(), begin, end, C,
+                     static_cast<float>(1 / t), k);
       });
       if (grad.defined()) keep_gradients(ctx, grad);
       return torch::scalar_tensor(total * t * k, student.options().requires_grad(false));

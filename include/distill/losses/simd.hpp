@@ -15,7 +15,9 @@
 #include <cstdint>
 #include <cstring>
 
-#if (defined(__GNUC__) || defined(__clang__)) && (defined(__x86_64__) || defined(__i386__))
+// GCC only for now: the kernels use GCC's vector extensions with vector conditions and
+// scalar operands, which are not tested with Clang here (Clang builds take the ATen path).
+#if defined(__GNUC__) && !defined(__clang__) && (defined(__x86_64__) || defined(__i386__))
 #define DISTILL_SIMD_X86 1
 #define DISTILL_TARGET_AVX2 __attribute__((target("avx2,fma")))
 #else
@@ -29,7 +31,7 @@
 
 namespace distill::detail::simd {
 
-#if defined(__GNUC__) || defined(__clang__)
+#if defined(__GNUC__) && !defined(__clang__)
 #define DISTILL_SIMD 1
 // Vectors go in and out of functions by reference only: a 32-byte vector passed or returned by
 // value has another calling convention with AVX than without, which GCC notes (-Wpsabi) in
