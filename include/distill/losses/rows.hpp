@@ -33,7 +33,6 @@ inline bool& row_kernels_flag() {
   static bool on = true;
   return on;
 }
-inline bool row_kernels_enabled() { return row_kernels_flag(); }
 
 /// Per-thread scratch buffers of the fused losses on the CPU, kept warm between calls. Each
 /// slot grows to the largest request it has served. Off the CPU (CUDA's caching allocator
@@ -150,7 +149,7 @@ inline bool row_kernel_applies(const torch::Tensor& a, const torch::Tensor& b) {
   auto fits = [](const torch::Tensor& x) {
     return x.is_cpu() && x.scalar_type() == torch::kFloat && x.dim() == 2 && x.is_contiguous();
   };
-  return row_kernels_enabled() && simd::has_avx2() && fits(a) && fits(b) && a.sizes() == b.sizes() && a.size(1) > 0;
+  return row_kernels_flag() && simd::has_avx2() && fits(a) && fits(b) && a.sizes() == b.sizes() && a.size(1) > 0;
 #else
   (void)a, (void)b;
   return false;
