@@ -77,9 +77,15 @@ def ce_smoothed(s, t, y):
     return F.cross_entropy(s, y, label_smoothing=0.1)
 
 
-LOSSES = {"kd": kd, "dml": dml, "dkd": dkd, "dist": dist, "wsl": wsl, "skd": skd, "ce_smoothed": ce_smoothed}
+def ce_soft(s, t, y):  # the SSLD-style soft target: the teacher's softmax (PyTorch's probability targets)
+    return F.cross_entropy(s, F.softmax(t.detach(), dim=1))
+
+
+LOSSES = {"kd": kd, "dml": dml, "dkd": dkd, "dist": dist, "wsl": wsl, "skd": skd, "ce_smoothed": ce_smoothed,
+          "ce_soft": ce_soft}
 # Whether the teacher gets a gradient (as in distill: KD, DKD and CE keep it out).
-TEACHER_GRAD = {"kd": False, "dml": True, "dkd": False, "dist": True, "wsl": True, "skd": True, "ce_smoothed": False}
+TEACHER_GRAD = {"kd": False, "dml": True, "dkd": False, "dist": True, "wsl": True, "skd": True, "ce_smoothed": False,
+                "ce_soft": False}
 SHAPES = [(64, 1000), (256, 1000), (1024, 1000), (1024, 32000)]
 
 

@@ -38,6 +38,7 @@ const std::map<std::string, std::pair<LogitLoss, bool>>& logit_losses() {
       {"wsl", {[](T s, T t, T y) { return F::wsl_loss(s, t, y); }, true}},
       {"skd", {[](T s, T t, T y) { return F::skd_loss(s, t, y); }, true}},
       {"ce_smoothed", {[](T s, T, T y) { return F::ce_loss(s, y, distill::CEOptions().label_smoothing(0.1)); }, false}},
+      {"ce_soft", {[](T s, T t, T) { return F::ce_loss(s, t); }, false}},
       // docs/methods.md: NKD, KD on z-scores, KD against a two-teacher ensemble, CTKD.
       {"nkd", {[](T s, T t, T y) { return F::nkd_loss(s, t, y); }, false}},
       {"kd_standardize", {[](T s, T t, T) { return F::kd_loss(s, t, distill::KDOptions().standardize(true)); }, false}},

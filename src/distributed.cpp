@@ -14,6 +14,8 @@
 #include <torch/csrc/distributed/c10d/PrefixStore.hpp>
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
+#include <torch/csrc/autograd/function.h>
+#include <torch/csrc/autograd/variable.h>
 #ifdef USE_C10D_NCCL
 #include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
 #endif
@@ -103,30 +105,6 @@ struct ProcessGroup::Impl {
     coalesced(
         tensors, what, [&](std::vector<torch::Tensor>& flat) { return on(flat[0]).broadcast(flat); },
         [](torch::Tensor& tensor, const torch::Tensor& slice) { tensor.copy_(slice.view_as(tensor)); });
-  }
-
-  /// Replaces each parameter's gradient by its mean over the ranks, in buckets of
-  /// bucket_bytes. A gradient missing on a rank counts as zeros there; one missing on every
-  /// rank stays missing (so the optimizer skips that parameter, as in a single process).
-  void average_gradients(const std::vector<torch::Tensor>& parameters) {
-    if (parameters.empty()) return;
-    std::vector<torch::Tensor> grads;
-    std::vector<float> present;
-    for (const auto& p : parameters) {
-      present.push_back(p.grad().defined() ? 1.0f : 0.0f);
-      grads.push_back(p.grad().defined() ? p.grad() : torch::zeros_like(p));
-    }
-    auto flags = torch::tensor(present).to(parameters.front().device());
-    const double scale = 1.0 / static_cast<double>(o_.world_size());
-    coalesced(
-        grads, "gradient all-reduce", [&](std::vector<torch::Tensor>& flat) { return on(flat[0]).allreduce(flat); },
-        [&](torch::Tensor& grad, const torch::Tensor& slice) { grad.copy_(slice.view_as(grad)).mul_(scale); }, &flags);
-    const auto counts = flags.cpu();
-    for (size_t i = 0; i < parameters.size(); ++i) {
-      auto& p = const_cast<torch::Tensor&>(parameters[i]);
-      if (counts[static_cast<int64_t>(i)].item<float>() == 0) continue;
-      if (!p.grad().defined()) p.mutable_grad() = grads[i];
-    }
   }
 
   /// Sums `tensor` over the ranks, in place.
@@ -385,6 +363,179 @@ struct ProcessGroup::Impl {
   std::map<int64_t, std::pair<int64_t, std::chrono::steady_clock::time_point>> last_beat_;
 };
 
+// The reducer's buckets and their progress through one step. Also what average_gradients
+// uses (never armed: every bucket leaves in finish).
+struct GradientReducer::State {
+  State(ProcessGroup::Impl& group, std::vector<torch::Tensor> parameters) : impl(group), params(std::move(parameters)) {
+    // Reverse order, the first bucket small: backward produces the last layers' gradients first.
+    int64_t bytes = 0;
+    for (size_t k = params.size(); k-- > 0;) {
+      const auto& p = params[k];
+      const int64_t size = p.numel() * static_cast<int64_t>(p.element_size());
+      const int64_t cap = buckets.size() <= 1 ? std::min(impl.o_.first_bucket_bytes(), impl.o_.bucket_bytes()) : impl.o_.bucket_bytes();
+      const bool fits = !buckets.empty() && bytes + size <= cap &&
+                        params[buckets.back().front()].scalar_type() == p.scalar_type() &&
+                        params[buckets.back().front()].device() == p.device();
+      if (!fits) {
+        buckets.emplace_back();
+        bytes = 0;
+      }
+      buckets.back().push_back(k);
+      bucket_of.resize(params.size());
+      bucket_of[k] = buckets.size() - 1;
+      bytes += size;
+    }
+    reset();
+  }
+
+  void reset() {
+    missing.clear();
+    for (const auto& b : buckets) missing.push_back(static_cast<int64_t>(b.size()));
+    ready.assign(params.size(), 0);
+    flats.assign(buckets.size(), torch::Tensor());
+    works.assign(buckets.size(), detail::WorkHandle());
+    next = 0;
+    error.clear();
+  }
+
+  // The hook: parameter k's gradient is accumulated for this backward.
+  void on_ready(size_t k) {
+    std::lock_guard<std::mutex> lock(mutex);
+    if (!armed) return;
+    if (ready[k]) {  // a second backward in the same step: its bucket may have left already
+      twice = true;
+      return;
+    }
+    ready[k] = 1;
+    --missing[bucket_of[k]];
+    while (next < buckets.size() && missing[next] == 0 && error.empty()) launch(next++);
+  }
+
+  void launch(size_t b) {
+    torch::NoGradGuard no_grad;
+    std::vector<torch::Tensor> parts;
+    for (size_t k : buckets[b]) {
+      const auto& g = params[k].grad();
+      parts.push_back(g.defined() ? g.reshape({-1}) : torch::zeros({params[k].numel()}, params[k].options()));
+    }
+    flats[b] = torch::cat(parts);
+    std::vector<torch::Tensor> one{flats[b]};
+    try {
+      works[b] = impl.on(flats[b]).allreduce(one);
+    } catch (const std::exception& e) {
+      error = e.what();  // rethrown by finish, where the rank's diagnosis can be given
+    }
+  }
+
+  void finish(torch::Tensor* summed) {
+    std::lock_guard<std::mutex> lock(mutex);
+    const bool was_armed = armed;
+    armed = false;
+    early = was_armed ? static_cast<int64_t>(next) : 0;
+    const std::string what = "gradient all-reduce";
+    if (twice) {
+      twice = false;
+      reset();
+      distill::fail(impl.where(), ": a parameter's gradient was accumulated twice in one step after GradientReducer::arm "
+                    "(arm only before the backward that ends the step)");
+    }
+    torch::NoGradGuard no_grad;
+    while (next < buckets.size() && error.empty()) launch(next++);
+    // Which gradients exist on how many ranks, and `summed`, in one more collective.
+    std::vector<float> present;
+    for (const auto& p : params) present.push_back(p.grad().defined() ? 1.0f : 0.0f);
+    auto counts = torch::tensor(present);
+    if (summed) counts = torch::cat({counts, summed->detach().reshape({-1}).to(torch::kFloat).cpu()});
+    counts = counts.to(params.empty() ? torch::Device(torch::kCPU) : params.front().device());
+    try {
+      if (!error.empty()) throw std::runtime_error(error);
+      std::vector<torch::Tensor> one{counts};
+      auto work = impl.on(counts).allreduce(one);
+      for (auto& w : works) w->wait();
+      work->wait();
+    } catch (const std::exception& e) {
+      reset();
+      throw impl.failure(what, e);
+    }
+    const auto host = counts.cpu();
+    const float* n = host.data_ptr<float>();
+    const double scale = 1.0 / static_cast<double>(impl.o_.world_size());
+    for (size_t b = 0; b < buckets.size(); ++b) {
+      int64_t offset = 0;
+      for (size_t k : buckets[b]) {
+        auto& p = params[k];
+        auto slice = flats[b].narrow(0, offset, p.numel()).view_as(p);
+        offset += p.numel();
+        if (n[k] == 0) continue;  // missing on every rank: stays missing
+        if (p.grad().defined()) p.mutable_grad().copy_(slice).mul_(scale);
+        else p.mutable_grad() = slice.mul(scale);
+      }
+    }
+    if (summed) summed->copy_(host.narrow(0, static_cast<int64_t>(params.size()), summed->numel()).view_as(*summed));
+    reset();
+  }
+
+  ProcessGroup::Impl& impl;
+  std::shared_ptr<ProcessGroup> keep;  // the group outlives the reducer's hooks
+  std::vector<torch::Tensor> params;
+  std::vector<std::vector<size_t>> buckets;  // parameter indices, in the order they leave
+  std::vector<size_t> bucket_of;
+  std::vector<int64_t> missing;  // per bucket: gradients not yet in during this backward
+  std::vector<char> ready;
+  std::vector<torch::Tensor> flats;
+  std::vector<detail::WorkHandle> works;
+  size_t next = 0;  // the next bucket to leave (in order, the same on every rank)
+  bool armed = false, twice = false;
+  int64_t early = 0;
+  std::string error;
+  std::mutex mutex;
+  std::vector<std::pair<std::shared_ptr<torch::autograd::Node>, uintptr_t>> hooks;
+};
+
+namespace {
+// Calls back when a leaf's gradient has been accumulated (a post hook of its AccumulateGrad node).
+struct AccumulatedHook : torch::autograd::FunctionPostHook {
+  AccumulatedHook(std::weak_ptr<GradientReducer::State> state, size_t k) : state(std::move(state)), k(k) {}
+  torch::autograd::variable_list operator()(const torch::autograd::variable_list& outputs,
+                                            const torch::autograd::variable_list&) override {
+    if (auto s = state.lock()) s->on_ready(k);
+    return outputs;
+  }
+  std::weak_ptr<GradientReducer::State> state;
+  size_t k;
+};
+}  // namespace
+
+GradientReducer::GradientReducer(std::shared_ptr<ProcessGroup> group, std::vector<torch::Tensor> parameters) {
+  if (!group) distill::fail("GradientReducer: no process group (a single process needs no reducer)");
+  state_ = std::make_shared<State>(*group->impl_, std::move(parameters));
+  state_->keep = std::move(group);
+  if (!state_->impl.o_.overlap()) return;
+  for (size_t k = 0; k < state_->params.size(); ++k) {
+    const auto& p = state_->params[k];
+    if (!p.requires_grad() || !p.is_leaf()) continue;  // never ready: leaves in finish
+    auto accumulator = torch::autograd::impl::grad_accumulator(p);
+    if (!accumulator) continue;
+    const auto key = accumulator->add_post_hook(std::make_unique<AccumulatedHook>(state_, k));
+    state_->hooks.emplace_back(std::move(accumulator), key);
+  }
+}
+
+GradientReducer::~GradientReducer() {
+  for (auto& [node, key] : state_->hooks) node->del_post_hook(key);
+}
+
+void GradientReducer::arm() {
+  std::lock_guard<std::mutex> lock(state_->mutex);
+  state_->armed = !state_->hooks.empty();
+}
+
+void GradientReducer::finish(torch::Tensor* summed) { state_->finish(summed); }
+
+std::pair<int64_t, int64_t> GradientReducer::sent_early() const {
+  return {state_->early, static_cast<int64_t>(state_->buckets.size())};
+}
+
 ProcessGroup::ProcessGroup(DistributedOptions options)
     : options_(options), impl_(std::make_unique<Impl>(std::move(options))) {}
 ProcessGroup::~ProcessGroup() = default;
@@ -392,7 +543,7 @@ void ProcessGroup::broadcast(const std::vector<torch::Tensor>& tensors, const st
   impl_->broadcast(tensors, what);
 }
 void ProcessGroup::average_gradients(const std::vector<torch::Tensor>& parameters) {
-  impl_->average_gradients(parameters);
+  if (!parameters.empty()) GradientReducer::State(*impl_, parameters).finish(nullptr);
 }
 void ProcessGroup::all_reduce_sum(torch::Tensor& tensor, const std::string& what) {
   impl_->all_reduce_sum(tensor, what);
@@ -414,6 +565,14 @@ ProcessGroup::ProcessGroup(DistributedOptions options) : options_(std::move(opti
 ProcessGroup::~ProcessGroup() = default;
 void ProcessGroup::broadcast(const std::vector<torch::Tensor>&, const std::string&) {}
 void ProcessGroup::average_gradients(const std::vector<torch::Tensor>&) {}
+struct GradientReducer::State {};
+GradientReducer::GradientReducer(std::shared_ptr<ProcessGroup>, std::vector<torch::Tensor>) {
+  distill::fail("GradientReducer: this build of distill has no c10d");
+}
+GradientReducer::~GradientReducer() = default;
+void GradientReducer::arm() {}
+void GradientReducer::finish(torch::Tensor*) {}
+std::pair<int64_t, int64_t> GradientReducer::sent_early() const { return {0, 0}; }
 void ProcessGroup::all_reduce_sum(torch::Tensor&, const std::string&) {}
 std::vector<torch::Tensor> ProcessGroup::all_gather(const torch::Tensor& tensor, const std::string&) {
   return {tensor};

@@ -1314,14 +1314,10 @@ struct Trainer::Impl {
     train_loader->start(epoch);
     const auto batches = static_cast<int64_t>(train_loader->batches_per_epoch());
     const auto params = trainable();
-    // A worker's non-finite term reaches the others through the gradient all-reduce: the
-    // gradient of this one-element tensor is 1 where a term was not finite.
-    auto averaged = params;
-    torch::Tensor alarm_flag;
-    if (group) {
-      alarm_flag = torch::zeros({1}, torch::TensorOptions().device(device).requires_grad(true));
-      averaged.push_back(alarm_flag);
-    }
+    // Gradients are averaged while backward runs; a worker's non-finite term reaches the others
+    // in the same collectives (the number of workers that met one).
+    std::optional<GradientReducer> reducer;
+    if (group) reducer.emplace(group, params);
     std::vector<std::pair<std::string, double>> sums;  // since the last report
     int64_t counted = 0, batch_index = 0, images = 0;
     double epoch_loss = 0;
@@ -1342,6 +1338,8 @@ struct Trainer::Impl {
       const double lr = schedule(state.step);
       set_learning_rate(*optimizer, lr);
       auto total = terms["loss"] / static_cast<double>(o.update_freq());
+      const bool ends_step = batch_index % o.update_freq() == 0 || batch_index == batches;
+      if (reducer && ends_step) reducer->arm();
       (scaler ? scaler->scale(total) : total).backward();
       // The step's numbers in one transfer: every term and the student's spread.
       std::vector<torch::Tensor> row;
@@ -1361,12 +1359,19 @@ struct Trainer::Impl {
           if (!std::isfinite(value)) names += fmt::format("{}{} is {}", names.empty() ? "" : ", ", name, value);
         suspect = Suspect{"a loss term is not finite (" + names + ")", *batch, outputs, terms, state.step};
       }
-      if (batch_index % o.update_freq() == 0 || batch_index == batches) {
-        if (group) {
-          alarm_flag.mutable_grad() = torch::full({1}, suspect ? 1.0 : 0.0, torch::TensorOptions().device(device));
-          group->average_gradients(averaged);
+      if (ends_step) {
+        bool elsewhere = false;
+        if (reducer) {
+          auto alarms = torch::full({1}, suspect ? 1.0 : 0.0);
+          reducer->finish(&alarms);
+          elsewhere = !suspect && alarms.item<float>() > 0;
+          if (!overlap_reported) {  // once per run: whether communication overlapped backward
+            const auto [early, total] = reducer->sent_early();
+            progress.message(fmt::format("gradient all-reduce: {} bucket(s), {} sent during backward{}", total, early,
+                                         group->options().overlap() ? "" : " (DISTILL_GRADIENT_OVERLAP=0)"));
+            overlap_reported = true;
+          }
         }
-        const bool elsewhere = group && !suspect && alarm_flag.grad().item<float>() > 0;
         // Under a loss scaler, non-finite gradients are its overflows: skipped and counted as before.
         const bool scaled_ok = !scaler || scaler->unscale_and_check(params);
         if (!suspect && !elsewhere && !scaler && !gradients_finite(params))
@@ -1460,6 +1465,7 @@ struct Trainer::Impl {
   Monitor monitor;
   std::vector<TeacherAgreement> checked_teachers;  // the teacher check's numbers
   int64_t skipped_steps = 0, trained_images = 0;
+  bool overlap_reported = false;
 };
 
 namespace {

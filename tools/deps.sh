@@ -2,7 +2,7 @@
 # Installs, from Debian 12's archive, whatever distill needs to build and test that is not yet
 # installed. Run as root; does nothing when everything is present.
 set -eu
-packages="cmake ninja-build g++ ccache libtorch-dev libgloo-dev libfmt-dev nlohmann-json3-dev catch2 libbenchmark-dev libturbojpeg0-dev zlib1g-dev libyaml-cpp-dev strace dataset-fashion-mnist python3-torch python3-torchvision python3-pil python3-onnx"
+packages="cmake ninja-build g++ ccache libtorch-dev libgloo-dev libfmt-dev nlohmann-json3-dev catch2 libbenchmark-dev libturbojpeg0-dev zlib1g-dev libyaml-cpp-dev libopenblas0-openmp strace dataset-fashion-mnist python3-torch python3-torchvision python3-pil python3-onnx"
 missing=""
 for p in $packages; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

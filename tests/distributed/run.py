@@ -5,7 +5,9 @@
 equivalence  2 workers with batch B/2 end with the weights of 1 process with batch B (1e-5
              relative per tensor); every rank reports the same evaluation and the same weights;
              rank 0's student reaches differently seeded ranks, their frozen teachers stay theirs;
-             only rank 0 writes files; 2 "machines" (--nnodes 2 on loopback) equal --nproc 2.
+             only rank 0 writes files; 2 "machines" (--nnodes 2 on loopback) equal --nproc 2;
+             the all-reduce sent from gradient hooks during backward (8 KB buckets, also with
+             update_freq 2) gives the same bits as sent after backward (DISTILL_GRADIENT_OVERLAP=0).
 resume       --nproc 2 for 1 epoch, resumed to 2 epochs, equals 2 epochs straight (bitwise);
              resuming with another worker count is refused.
 cache        a teacher cache made by 2 workers is byte for byte the one 1 process makes; a cache
@@ -95,6 +97,32 @@ def equivalence(a):
     print("eval, 1 process:", ev1, "\neval, 2 processes:", ev2)
     if abs(ev1["top1"] - ev2["top1"]) > 1e-12 or abs(ev1["loss"] - ev2["loss"]) > 1e-4:
         fail("the evaluation with 2 workers differs from one process's")
+
+    # The all-reduce overlaps backward (buckets leave from gradient-accumulator hooks): with
+    # 8 KB buckets the student's gradients make several buckets, most sent during backward;
+    # overlapping or not, with or without gradient accumulation, the weights are the same bits.
+    small = dict(os.environ, DISTILL_BUCKET_MB="0.008")
+    for label, extra in (("", []), (", update_freq 2", ["-o", "Global.update_freq=2"])):
+        runs = {}
+        for overlap in ("1", "0"):
+            out_dir = os.path.join(w, "overlap%s%s" % (overlap, extra and "_freq2" or ""))
+            out = must([a.distill, "train", "--nproc", "2"] + common + extra +
+                       ["-o", "Global.output_dir=" + out_dir, "-o", "DataLoader.Train.sampler.batch_size=8"],
+                       env=dict(small, DISTILL_GRADIENT_OVERLAP=overlap))
+            m = re.search(r"gradient all-reduce: (\d+) bucket\(s\), (\d+) sent during backward", out)
+            if not m:
+                fail("no 'gradient all-reduce' line in the output")
+            runs[overlap] = (student(out_dir + "/latest.pt"), int(m.group(1)), int(m.group(2)))
+        print("overlap%s: %d buckets, %d sent during backward; without: %d" % (label, runs["1"][1], runs["1"][2], runs["0"][2]))
+        if runs["1"][1] < 3 or runs["1"][2] != runs["1"][1] or runs["0"][2] != 0:
+            fail("expected several buckets, all sent during backward with overlap, none without")
+        worst, where = worst_relative(runs["1"][0], runs["0"][0])
+        if worst != 0:
+            fail("overlapped and not overlapped all-reduce should give the same weights%s; differ by %.3g (%s)" % (label, worst, where))
+        if not extra:
+            worst, where = worst_relative(student(one + "/latest.pt"), runs["1"][0])
+            if worst > 1e-5:
+                fail("8 KB buckets: 2 workers differ from 1 process by %.3g relative (%s)" % (worst, where))
 
     # Every rank: the same evaluation over all 200 test images and the same weights.
     report = [a.report, "--nproc", "2", "--train", RECIPE, "Global.epochs=1", "DataLoader.Train.dataset.limit=128",

@@ -19,6 +19,69 @@ inline void check_options(const CEOptions& options) {
   if (!(eps >= 0 && eps < 1)) fail("ce_loss: label_smoothing must be in [0, 1), got ", eps);
 }
 
+#ifdef DISTILL_SIMD
+/// CE's CPU row kernel (float32). Per row, with l = z - max z, e = exp(l), S = sum e: one pass
+/// forming e (into the gradient), S and, with smoothing, sum l; for a soft target u likewise
+/// e_u, S_u and sum e_u l in the same pass. Then loss = log S - cross (CEFunction's formula) and
+/// one pass writing the gradient e / (N S) - (1 - eps) e_u / (N S_u) - eps / (C N) (hard labels:
+/// minus (1 - eps) / N at the label). `rows` holds C floats (e_u).
+template <bool Grad, bool Soft>
+DISTILL_ALWAYS_INLINE void ce_rows(const float* logits, const float* soft, const int64_t* label, float* grad,
+                                   float* rows, double* losses, int64_t begin, int64_t end, int64_t C, double eps, double n) {
+  using namespace simd;
+  const int64_t body = C - C % kWidth;
+  const double uniform = eps / static_cast<double>(C);
+  for (int64_t r = begin; r < end; ++r) {
+    const float* z = logits + r * C;
+    const float* u = Soft ? soft + r * C : nullptr;
+    float* e = grad ? grad + r * C : rows + (Soft ? C : 0);
+    float* eu = rows;
+    float mz, mu;
+    row_maxima(z, Soft ? u : z, C, mz, mu);
+    f8 vz, vu, l, sum_e{}, sum_l{}, sum_u{}, cross{}, ev, euv;
+    for (int64_t c = 0; c < body; c += kWidth) {
+      load(vz, z + c);
+      l = vz - mz;
+      exp(ev, l);
+      sum_e += ev, sum_l += l;
+      store(e + c, ev);
+      if (Soft) {
+        load(vu, u + c);
+        exp(euv, vu - mu);
+        sum_u += euv, cross += euv * l;
+        store(eu + c, euv);
+      }
+    }
+    double se = sum(sum_e), sl = sum(sum_l), su = sum(sum_u), x = sum(cross);
+    for (int64_t c = body; c < C; ++c) {
+      const float lc = z[c] - mz;
+      e[c] = std::exp(lc), se += e[c], sl += lc;
+      if (Soft) eu[c] = std::exp(u[c] - mu), su += eu[c], x += static_cast<double>(eu[c]) * lc;
+    }
+    const double picked = Soft ? x / su : static_cast<double>(z[label[r]] - mz);
+    losses[r] = std::log(se) - (1 - eps) * picked - uniform * sl;
+    if (!Grad) continue;
+    const float a = static_cast<float>(1 / (n * se)), b = Soft ? static_cast<float>((1 - eps) / (n * su)) : 0.0f,
+                shift = static_cast<float>(uniform / n);
+    for (int64_t c = 0; c < body; c += kWidth) {
+      load(ev, e + c);
+      if (Soft) load(euv, eu + c), store(e + c, ev * a - euv * b - shift);
+      else store(e + c, ev * a - shift);
+    }
+    for (int64_t c = body; c < C; ++c) e[c] = e[c] * a - (Soft ? eu[c] * b : 0.0f) - shift;
+    if (!Soft) e[label[r]] -= static_cast<float>((1 - eps) / n);
+  }
+}
+DISTILL_TARGET_AVX2 inline void ce_rows_avx2(bool grad, const float* z, const float* soft, const int64_t* label, float* g,
+                                             float* rows, double* losses, int64_t begin, int64_t end, int64_t C,
+                                             double eps, double n) {
+  if (soft) grad ? ce_rows<true, true>(z, soft, label, g, rows, losses, begin, end, C, eps, n)
+               : ce_rows<false, true>(z, soft, label, g, rows, losses, begin, end, C, eps, n);
+  else grad ? ce_rows<true, false>(z, soft, label, g, rows, losses, begin, end, C, eps, n)
+            : ce_rows<false, false>(z, soft, label, g, rows, losses, begin, end, C, eps, n);
+}
+#endif
+
 /// Cross-entropy with its gradient formed in the forward pass, (p - y) / N, where y is the
 /// (smoothed) one-hot label or the (smoothed) softmax of a soft target. With l = z - rowmax z
 /// and S = sum exp(l): -sum_c y_c log p_c = log S - sum_c y_c l_c (each row of y sums to 1).
@@ -31,6 +94,21 @@ struct CEFunction : public FusedFunction<CEFunction, 4> {
   static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& logits,
                                const torch::Tensor& target, double eps, int64_t wanted) {
     const double n = static_cast<double>(logits.size(0)), uniform = eps / static_cast<double>(logits.size(1));
+#ifdef DISTILL_SIMD
+    const bool soft = target.is_floating_point();
+    if (row_kernel_applies(logits, soft ? target : logits) && (soft || target.is_contiguous())) {
+      const int64_t C = logits.size(1);
+      auto grad = (wanted & 1) ? torch::empty_like(logits) : torch::Tensor();
+      std::vector<double> losses;
+      const double total = over_rows(logits.size(0), C, 2 * C, losses, [&](int64_t begin, int64_t end, float* rows) {
+        ce_rows_avx2(grad.defined(), logits.data_ptr<float>(), soft ? target.data_ptr<float>() : nullptr,
+                     soft ? nullptr : target.data_ptr<int64_t>(), grad.defined() ? grad.data_ptr<float>() : nullptr, rows,
+                     losses.data(), begin, end, C, eps, n);
+      });
+      if (grad.defined()) keep_gradients(ctx, grad);
+      return torch::scalar_tensor(total / n, logits.options().requires_grad(false));
+    }
+#endif
     auto grad = gradient_buffer(wanted & 1, 2, logits);
     shift_into(grad, logits, 1.0);  // l, becomes the gradient
     torch::Tensor cross, eq, sq;    // sum_c y_c l_c per row; the soft target's exp and sums

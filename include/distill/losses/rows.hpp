@@ -81,12 +81,15 @@ inline void set_row_kernels(bool on) { detail::row_kernels_flag() = on; }
 
 namespace detail {
 
-/// out = scale * (z - rowmax(z)) in one pass after the max: logits ready for a stable exp.
-/// `scale` > 0. Returns scale * rowmax(z), [N, 1] (so that the log-sum-exp of scale * z is
-/// that plus the log of the row sum of exp(out)).
+/// out = scale * (z - rowmax(z)): logits ready for a stable exp. `scale` > 0. Returns
+/// scale * rowmax(z), [N, 1] (so that the log-sum-exp of scale * z is that plus the log of the
+/// row sum of exp(out)). The difference comes first: scale * z - scale * max in one fused
+/// pass is off by the rounding of scale * max (~1e13 at logits of 1e30 and T = 3, whose exp
+/// is inf) unless scale is a power of two.
 inline torch::Tensor shift_into(torch::Tensor& out, const torch::Tensor& z, double scale) {
-  auto max = z.amax(1, true).mul_(scale);
-  torch::add_out(out, -max, z, scale);
+  auto max = z.amax(1, true);
+  torch::sub_out(out, z, max);
+  if (scale != 1.0) out.mul_(scale), max.mul_(scale);
   return max;
 }
 

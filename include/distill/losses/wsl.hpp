@@ -2,6 +2,7 @@
 // Weighted soft labels: KD weighted per sample by how much worse the student is (docs/reference.md §2.7).
 
 #include "distill/losses/common.hpp"
+#include "distill/losses/kd.hpp"
 #include "distill/losses/rows.hpp"
 #include "distill/losses/topk.hpp"
 
@@ -22,6 +23,83 @@ inline void check_options(const WSLOptions& options) {
   detail::check_scale(kLoss, "temperature", options.temperature());
 }
 
+#ifdef DISTILL_SIMD
+/// WSL's CPU row kernel (float32), WSLFunction's formulas per row: both maxima; one pass forming
+/// e_t, e_s, S_t, S_s, sum e_t y_s and (T = 2) sum e_t^2, sum e_s^2, the log-sum-exps at T = 1
+/// (another pass over both rows for T other than 1 and 2); the weight; then a pass for each
+/// wanted gradient. `rows` holds 2 C floats.
+template <bool GradS, bool GradT>
+DISTILL_ALWAYS_INLINE void wsl_rows(const float* student, const float* teacher, const int64_t* index, float* gs,
+                                    float* gt, float* rows, double* losses, int64_t begin, int64_t end, int64_t C,
+                                    double t, double n) {
+  using namespace simd;
+  const int64_t body = C - C % kWidth;
+  const float inv_t = static_cast<float>(1 / t);
+  for (int64_t r = begin; r < end; ++r) {
+    const float* zs = student + r * C;
+    const float* zt = teacher + r * C;
+    float* et = rows;
+    float* es = GradS ? gs + r * C : rows + C;
+    float mt, ms;
+    row_maxima(zt, zs, C, mt, ms);
+    f8 vs, vt, sum_t{}, sum_s{}, x{}, sq_t{}, sq_s{}, e_t, e_s;
+    for (int64_t c = 0; c < body; c += kWidth) {
+      load(vs, zs + c), load(vt, zt + c);
+      const f8 ys = (vs - ms) * inv_t;
+      exp(e_t, (vt - mt) * inv_t), exp(e_s, ys);
+      sum_t += e_t, sum_s += e_s, x += e_t * ys;
+      if (t == 2.0) sq_t += e_t * e_t, sq_s += e_s * e_s;
+      store(et + c, e_t), store(es + c, e_s);
+    }
+    double st = sum(sum_t), ss = sum(sum_s), cross = sum(x), qt = sum(sq_t), qs = sum(sq_s);
+    for (int64_t c = body; c < C; ++c) {
+      const float ys = (zs[c] - ms) * inv_t;
+      et[c] = std::exp((zt[c] - mt) * inv_t), es[c] = std::exp(ys);
+      st += et[c], ss += es[c], cross += static_cast<double>(et[c]) * ys;
+      qt += static_cast<double>(et[c]) * et[c], qs += static_cast<double>(es[c]) * es[c];
+    }
+    if (t == 1.0) qt = st, qs = ss;
+    if (t != 1.0 && t != 2.0) {  // sum exp(z - max) at T = 1
+      f8 a{}, b{};
+      for (int64_t c = 0; c < body; c += kWidth) {
+        load(vs, zs + c), load(vt, zt + c);
+        exp(e_t, vt - mt), exp(e_s, vs - ms);
+        a += e_t, b += e_s;
+      }
+      qt = sum(a), qs = sum(b);
+      for (int64_t c = body; c < C; ++c) qt += std::exp(zt[c] - mt), qs += std::exp(zs[c] - ms);
+    }
+    // The hard-label cross-entropies as (max - z_label) + log sum: see WSLFunction.
+    const int64_t label = index[r];
+    const double ce_t = static_cast<double>(mt - zt[label]) + std::log(qt);
+    const double ce_s = static_cast<double>(ms - zs[label]) + std::log(qs);
+    const double kw = (1 - std::exp(-std::max(ce_s / (ce_t + 1e-7), 0.0))) * (t / n);
+    const double mean_y = cross / st;
+    losses[r] = kw * (std::log(ss) - mean_y);
+    if (GradT) {
+      float* g = gt + r * C;
+      const float b = static_cast<float>(-kw / st), shift = static_cast<float>(mean_y);
+      for (int64_t c = 0; c < body; c += kWidth) {
+        load(vs, zs + c), load(vt, et + c);
+        store(g + c, vt * ((vs - ms) * inv_t - shift) * b);
+      }
+      for (int64_t c = body; c < C; ++c) g[c] = et[c] * ((zs[c] - ms) * inv_t - shift) * b;
+    }
+    if (GradS) kd_gradient_pass(es, et, static_cast<float>(kw / ss), static_cast<float>(kw / st), C);
+  }
+}
+DISTILL_TARGET_AVX2 inline void wsl_rows_avx2(int64_t wanted, const float* s, const float* t, const int64_t* index,
+                                              float* gs, float* gt, float* rows, double* losses, int64_t begin,
+                                              int64_t end, int64_t C, double temperature, double n) {
+  switch (wanted) {
+    case 0: return wsl_rows<false, false>(s, t, index, gs, gt, rows, losses, begin, end, C, temperature, n);
+    case 1: return wsl_rows<true, false>(s, t, index, gs, gt, rows, losses, begin, end, C, temperature, n);
+    case 2: return wsl_rows<false, true>(s, t, index, gs, gt, rows, losses, begin, end, C, temperature, n);
+    default: return wsl_rows<true, true>(s, t, index, gs, gt, rows, losses, begin, end, C, temperature, n);
+  }
+}
+#endif
+
 /// WSL with both gradients formed in the forward pass (w is constant to autograd). With
 /// y = (z - rowmax z) / T, e = exp(y), S = sum e, and X = sum_c e_t y_s / S_t:
 ///   kd = -sum_c p_t log p_s = log S_s - X,
@@ -34,6 +112,23 @@ struct WSLFunction : public FusedFunction<WSLFunction, 5> {
   static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& student,
                                const torch::Tensor& teacher, const torch::Tensor& index, double t, int64_t wanted) {
     const double n = static_cast<double>(student.size(0));
+#ifdef DISTILL_SIMD
+    if (row_kernel_applies(student, teacher) && index.is_contiguous()) {
+      const int64_t C = student.size(1);
+      const auto options = student.options().requires_grad(false);
+      torch::Tensor gs, gt;
+      if (wanted & 1) gs = torch::empty(student.sizes(), options);
+      if (wanted & 2) gt = torch::empty(teacher.sizes(), options);
+      std::vector<double> losses;
+      const double total = over_rows(student.size(0), C, 2 * C, losses, [&](int64_t begin, int64_t end, float* rows) {
+        wsl_rows_avx2(wanted & 3, student.data_ptr<float>(), teacher.data_ptr<float>(), index.data_ptr<int64_t>(),
+                      gs.defined() ? gs.data_ptr<float>() : nullptr, gt.defined() ? gt.data_ptr<float>() : nullptr, rows,
+                      losses.data(), begin, end, C, t, n);
+      });
+      keep_gradients(ctx, gs, gt);
+      return torch::scalar_tensor(total * t, options);
+    }
+#endif
     const bool shared = t == 1.0 || t == 2.0;
     auto s0 = scratch(0, student), et = scratch(1, teacher);
     // The hard-label cross-entropy at T = 1 as (max - z_target) + log sum exp(z - max): adding

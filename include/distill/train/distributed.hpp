@@ -12,6 +12,7 @@
 // compiled (Debian: libgloo-dev); without them everything else works and a run with
 // WORLD_SIZE > 1 stops with an error saying so.
 
+#include <algorithm>
 #include <cstdlib>
 #include <memory>
 #include <optional>
@@ -39,7 +40,14 @@ struct DistributedOptions {
   /// Seconds one collective may wait for slower peers (they may be evaluating or saving).
   TORCH_ARG(double, collective_timeout) = 1800;
   /// Gradients travel in flat buckets of at most this many bytes (PyTorch DDP's default).
+  /// Env DISTILL_BUCKET_MB.
   TORCH_ARG(int64_t, bucket_bytes) = 25 << 20;
+  /// The first bucket (the last layers' gradients, ready first) is smaller, so that the
+  /// all-reduce starts early in backward (PyTorch DDP's default too).
+  TORCH_ARG(int64_t, first_bucket_bytes) = 1 << 20;
+  /// Buckets leave while backward still runs (GradientReducer::arm); false: all after backward.
+  /// Env DISTILL_GRADIENT_OVERLAP=0 turns it off.
+  TORCH_ARG(bool, overlap) = true;
   /// The store is torchrun's agent's (TORCHELASTIC_USE_AGENT_STORE=True): rank 0 does not host one.
   TORCH_ARG(bool, agent_store) = false;
 
@@ -57,6 +65,9 @@ struct DistributedOptions {
     if (const char* t = std::getenv("DISTILL_TIMEOUT")) o.timeout(seconds(t, "DISTILL_TIMEOUT"));
     if (const char* t = std::getenv("DISTILL_JOIN_TIMEOUT")) o.join_timeout(seconds(t, "DISTILL_JOIN_TIMEOUT"));
     if (const char* agent = std::getenv("TORCHELASTIC_USE_AGENT_STORE")) o.agent_store(std::string(agent) == "True");
+    if (const char* mb = std::getenv("DISTILL_BUCKET_MB"))
+      o.bucket_bytes(std::max<int64_t>(1, static_cast<int64_t>(seconds(mb, "DISTILL_BUCKET_MB") * (1 << 20))));
+    if (const char* overlap = std::getenv("DISTILL_GRADIENT_OVERLAP")) o.overlap(std::string(overlap) != "0");
     if (o.rank() < 0 || o.rank() >= o.world_size())
       distill::fail("data parallel: RANK=", o.rank(), " is outside 0..", o.world_size() - 1, " (WORLD_SIZE=", o.world_size(), ")");
     if (o.master_port() < 1 || o.master_port() > 65535)
@@ -81,6 +92,7 @@ struct DistributedOptions {
     }
     distill::fail("data parallel: ", name, "=\"", text, "\" is not an integer");
   }
+  // A positive number (seconds, megabytes).
   static double seconds(const char* text, const char* name) {
     try {
       size_t used = 0;
@@ -142,9 +154,47 @@ class ProcessGroup {
   void report_failure(const std::string& why) noexcept;
 
  private:
+  friend class GradientReducer;
   struct Impl;
   DistributedOptions options_;
   std::unique_ptr<Impl> impl_;
+};
+
+/// Averages the gradients of `parameters` over the ranks while backward still runs, as
+/// PyTorch's DistributedDataParallel does: the gradients are grouped into buckets in reverse
+/// order (the last layers' gradients are ready first), and a hook on each parameter's gradient
+/// accumulator launches a bucket's all-reduce as soon as all its gradients are in, so the
+/// communication of the late layers overlaps the backward of the early ones. Buckets leave in
+/// the same order on every rank; what backward did not complete (a parameter unused on this
+/// rank in this step, or gradients accumulated in earlier micro-batches only) leaves in
+/// finish(). The result equals ProcessGroup::average_gradients: a gradient missing on a rank
+/// counts as zeros there; one missing on every rank stays missing.
+///
+///   distill::train::GradientReducer reducer(group, model->parameters());
+///   reducer.arm();          // this backward ends an optimiser step (not a micro-batch that only accumulates)
+///   loss.backward();        // full buckets leave as their gradients are ready
+///   reducer.finish();       // the rest leave; waits; each .grad holds the mean over the ranks
+///   optimizer.step();
+class GradientReducer {
+ public:
+  GradientReducer(std::shared_ptr<ProcessGroup> group, std::vector<torch::Tensor> parameters);
+  ~GradientReducer();
+  GradientReducer(const GradientReducer&) = delete;
+  GradientReducer& operator=(const GradientReducer&) = delete;
+
+  /// The next backward ends a step: its buckets leave as soon as they are complete. Without
+  /// arm() (or with DistributedOptions::overlap off) everything leaves in finish().
+  void arm();
+  /// Launches the buckets backward did not, waits for all, and writes the means into each
+  /// parameter's .grad. `summed`, if given, is summed over the ranks along (in place).
+  void finish(torch::Tensor* summed = nullptr);
+  /// How many buckets the last finish() found already sent during backward, and how many there are.
+  std::pair<int64_t, int64_t> sent_early() const;
+
+  struct State;  // src/distributed.cpp
+
+ private:
+  std::shared_ptr<State> state_;
 };
 
 }  // namespace distill::train
