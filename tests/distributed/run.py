@@ -6,7 +6,7 @@ equivalence  2 workers with batch B/2 end with the weights of 1 process with bat
              relative per tensor); every rank reports the same evaluation and the same weights;
              rank 0's student reaches differently seeded ranks, their frozen teachers stay theirs;
              only rank 0 writes files; 2 "machines" (--nnodes 2 on loopback) equal --nproc 2;
-             the all-reduce sent from gradient hooks during backward (8 KB buckets, also with
+             the all-reduce sent from gradient hooks during backward (1 KB buckets, also with
              update_freq 2) gives the same bits as sent after backward (DISTILL_GRADIENT_OVERLAP=0).
 resume       --nproc 2 for 1 epoch, resumed to 2 epochs, equals 2 epochs straight (bitwise);
              resuming with another worker count is refused.
@@ -99,9 +99,9 @@ def equivalence(a):
         fail("the evaluation with 2 workers differs from one process's")
 
     # The all-reduce overlaps backward (buckets leave from gradient-accumulator hooks): with
-    # 8 KB buckets the student's gradients make several buckets, most sent during backward;
+    # 1 KB buckets the student's gradients make several buckets, all sent during backward;
     # overlapping or not, with or without gradient accumulation, the weights are the same bits.
-    small = dict(os.environ, DISTILL_BUCKET_MB="0.008")
+    small = dict(os.environ, DISTILL_BUCKET_MB="0.001")
     for label, extra in (("", []), (", update_freq 2", ["-o", "Global.update_freq=2"])):
         runs = {}
         for overlap in ("1", "0"):
@@ -122,7 +122,7 @@ def equivalence(a):
         if not extra:
             worst, where = worst_relative(student(one + "/latest.pt"), runs["1"][0])
             if worst > 1e-5:
-                fail("8 KB buckets: 2 workers differ from 1 process by %.3g relative (%s)" % (worst, where))
+                fail("1 KB buckets: 2 workers differ from 1 process by %.3g relative (%s)" % (worst, where))
 
     # Every rank: the same evaluation over all 200 test images and the same weights.
     report = [a.report, "--nproc", "2", "--train", RECIPE, "Global.epochs=1", "DataLoader.Train.dataset.limit=128",
