@@ -19,7 +19,7 @@ cases=(
 out=$(mktemp)
 jpegs=${JPEGS:-$(mktemp -d)}
 [ -f "$jpegs/list.txt" ] || "$python" "$here/loader.py" --make "$jpegs" --count 512
-load="--root $jpegs --list $jpegs/list.txt --workers 2 --batch 32 --epochs 2 --threads $threads"
+load="--root $jpegs --list $jpegs/list.txt --workers 2 --batch 32 --epochs 6 --threads $threads"
 for round in $(seq "$rounds"); do
   for c in "${cases[@]}"; do
     # shellcheck disable=SC2086

@@ -3,7 +3,7 @@
 // same step in PyTorch is bench/train_step.py; bench/e2e.sh runs both, interleaved.
 //
 //   train_step --net resnet|convnet [--kd] [--batch 32] [--size 224] [--steps 10] [--warmup 2]
-//              [--threads 1] [--channels-last] [--out-of-place] [--default-malloc]
+//              [--threads 1] [--channels-last] [--out-of-place] [--default-malloc] [--teacher-inference]
 //
 // Like every distill command, it first tells glibc to keep freed memory
 // (distill::train::reuse_freed_memory); --default-malloc leaves glibc as it is.
@@ -42,7 +42,7 @@ double median(std::vector<double> v) {
 
 int main(int argc, char** argv) {
   std::string net = "resnet";
-  bool kd = false, channels_last = false, in_place = true, keep_memory = true;
+  bool kd = false, channels_last = false, in_place = true, keep_memory = true, teacher_inference = false;
   int64_t batch = 32, size = 0, steps = 10, warmup = 2, threads = 1;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
@@ -54,6 +54,7 @@ int main(int argc, char** argv) {
     else if (a == "--kd") kd = true;
     else if (a == "--channels-last") channels_last = true;
     else if (a == "--out-of-place") in_place = false;
+    else if (a == "--teacher-inference") teacher_inference = true;
     else if (a == "--default-malloc") keep_memory = false;
     else if (a == "--batch") batch = std::stoll(next());
     else if (a == "--size") size = std::stoll(next());
@@ -85,7 +86,13 @@ int main(int argc, char** argv) {
     return 2;
   }
   distill::DistillationModel model("Student");
-  if (teacher) model->add("Teacher", teacher, /*frozen=*/true);
+  // --teacher-inference: the frozen teacher runs on its own under c10::InferenceMode (no
+  // version counters, no view tracking) instead of as a member of the DistillationModel.
+  if (teacher && !teacher_inference) model->add("Teacher", teacher, /*frozen=*/true);
+  if (teacher && teacher_inference) {
+    for (auto& p : teacher->parameters()) p.requires_grad_(false);
+    teacher->eval();
+  }
   model->add("Student", student);
   model->set_frozen_mode(distill::FrozenMode::eval);
   model->train();
@@ -107,7 +114,14 @@ int main(int argc, char** argv) {
     sgd.zero_grad();
     auto out = model->forward(images);
     auto loss = torch::nn::functional::cross_entropy(out["Student"]["logits"], labels);
-    if (teacher) loss = loss + kd_loss(out["Student"]["logits"], out["Teacher"]["logits"]);
+    torch::Tensor teacher_logits;
+    if (teacher && teacher_inference) {
+      c10::InferenceMode guard;
+      teacher_logits = teacher->forward(images)["logits"];
+    } else if (teacher) {
+      teacher_logits = out["Teacher"]["logits"];
+    }
+    if (teacher) loss = loss + kd_loss(out["Student"]["logits"], teacher_logits);
     loss.backward();
     sgd.step();
     const double c1 = thread_cpu_seconds();
@@ -115,7 +129,7 @@ int main(int argc, char** argv) {
     if (s >= warmup) wall.push_back(dt.count()), cpu.push_back(c1 - c0);
   }
   std::cout << "distill net " << net << (kd ? " kd" : " alone") << " batch " << batch << " size " << size << " threads "
-            << threads << (channels_last ? " channels_last" : "") << (in_place ? "" : " out_of_place") << (keep_memory ? "" : " default_malloc") << " step_s "
+            << threads << (channels_last ? " channels_last" : "") << (in_place ? "" : " out_of_place") << (teacher_inference ? " teacher_inference" : "") << (keep_memory ? "" : " default_malloc") << " step_s "
             << median(wall) << " cpu_s " << median(cpu) << " img_s " << static_cast<double>(batch) / median(wall) << "\n";
   return 0;
 }

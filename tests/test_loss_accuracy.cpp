@@ -251,6 +251,8 @@ TEST_CASE("float32: the vectorised row kernels are as close to the float64 path 
     // classes its entries are ~1e-6 and both float32 paths are off by ~5e-6 (float32's rounding
     // of y_s ~ -250, measured), so its absolute tolerance is larger.
     double teacher_atol = 1e-6;
+    // Rows with logits of +-1e30 (SKD: no; a variance of 1e60 is beyond float32 in either path).
+    bool huge_logits = true;
   };
   const std::vector<Case> cases{
       {"kd T=4", [](const torch::Tensor& s, const torch::Tensor& t) { return F::kd_loss(s, t, distill::KDOptions().temperature(4)); }},
@@ -281,6 +283,12 @@ TEST_CASE("float32: the vectorised row kernels are as close to the float64 path 
       {"wsl T=1, the teacher's argmax", [](const torch::Tensor& s, const torch::Tensor& t) {
          return F::wsl_loss(s, t, torch::Tensor(), distill::WSLOptions().temperature(1));
        }, true, 1, 3e-5},
+      {"skd", [](const torch::Tensor& s, const torch::Tensor& t) {
+         return F::skd_loss(s, t, torch::arange(s.size(0)) % s.size(1));
+       }, true, 2, 1e-6, false},
+      {"skd T=2 multiplier 3 alpha 0.5, the teacher's argmax", [](const torch::Tensor& s, const torch::Tensor& t) {
+         return F::skd_loss(s, t, torch::Tensor(), distill::SKDOptions().temperature(2).multiplier(3).alpha(0.5));
+       }, true, 2, 1e-6, false},
       {"wsl T=3, student gradient only", [](const torch::Tensor& s, const torch::Tensor& t) {
          return F::wsl_loss(s, t, torch::arange(s.size(0)) % s.size(1), distill::WSLOptions().temperature(3));
        }},
@@ -288,10 +296,13 @@ TEST_CASE("float32: the vectorised row kernels are as close to the float64 path 
   torch::manual_seed(11);
   for (const auto& [n, c] : std::vector<std::pair<int64_t, int64_t>>{{1, 1}, {3, 5}, {7, 13}, {64, 1000}, {5, 1003}, {2, 32000}})
     for (double scale : {1.0, 30.0}) {
-      auto student = torch::randn({n, c}) * scale, teacher = torch::randn({n, c}) * scale;
-      if (c > 2) student[0][1] = -1e30f, teacher[0][2] = 1e30f;
+      const auto plain_student = torch::randn({n, c}) * scale, plain_teacher = torch::randn({n, c}) * scale;
+      auto huge_student = plain_student.clone(), huge_teacher = plain_teacher.clone();
+      if (c > 2) huge_student[0][1] = -1e30f, huge_teacher[0][2] = 1e30f;
       for (const auto& test : cases) {
         if (c < test.min_classes) continue;
+        const auto& student = test.huge_logits ? huge_student : plain_student;
+        const auto& teacher = test.huge_logits ? huge_teacher : plain_teacher;
         INFO(test.name << " at " << n << "x" << c << ", scale " << scale);
         // The float64 path (ATen ops) is the truth; both float32 paths must be as close to it.
         auto s64 = student.to(torch::kDouble).requires_grad_();

@@ -5,11 +5,11 @@
 // The fused losses (KD, CE, DKD, DML, DIST, WSL, SKD, distance) compute their gradients in the
 // forward pass with closed forms; backward only scales them by the incoming gradient, in place.
 // Their passes are ATen ops, so the same code runs on CPU and CUDA; in float32 on a CPU with
-// AVX2, KD, DKD and DML run a vectorised row kernel instead (losses/simd.hpp, over_rows
-// below). What they save against eager autograd is passes over [N, C] and, above all, fresh
-// [N, C] allocations: on the CPU a
-// fresh buffer of a few MB is memory the kernel faults in page by page (glibc hands large
-// blocks back to the system on free), which costs more than the arithmetic on it.
+// AVX2, KD, DKD, DML, WSL, SKD and CE run a vectorised row kernel instead (losses/simd.hpp,
+// over_rows below). What they save against eager autograd is passes over [N, C] and, above
+// all, fresh [N, C] allocations: on the CPU a fresh buffer of a few MB is memory the kernel
+// faults in page by page (glibc hands large blocks back to the system on free), which costs
+// more than the arithmetic on it.
 
 #include <algorithm>
 #include <array>

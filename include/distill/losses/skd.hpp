@@ -24,6 +24,142 @@ inline void check_options(const SKDOptions& options) {
   if (!(options.alpha() >= 0 && options.alpha() <= 1)) fail(kLoss, ": alpha must be in [0, 1], got ", options.alpha());
 }
 
+#ifdef DISTILL_SIMD
+/// Row mean and 1 / sqrt(variance + 1e-7) (biased variance, as layer normalisation keeps it).
+DISTILL_ALWAYS_INLINE void row_norm(const float* z, int64_t C, double& mean, double& rstd) {
+  using namespace simd;
+  const int64_t body = C - C % kWidth;
+  f8 v, acc{};
+  for (int64_t c = 0; c < body; c += kWidth) load(v, z + c), acc += v;
+  double total = sum(acc);
+  for (int64_t c = body; c < C; ++c) total += z[c];
+  mean = total / static_cast<double>(C);
+  const float mu = static_cast<float>(mean);
+  acc = f8{};
+  for (int64_t c = 0; c < body; c += kWidth) load(v, z + c), v -= mu, acc += v * v;
+  double squares = sum(acc);
+  for (int64_t c = body; c < C; ++c) squares += static_cast<double>(z[c] - mu) * (z[c] - mu);
+  rstd = 1 / std::sqrt(squares / static_cast<double>(C) + 1e-7);
+}
+
+/// g becomes layer normalisation's backward of it: rstd (g - mean(g) - y mean(g y)), with
+/// y = (z - mean) rstd and the row sums of g and g y given.
+DISTILL_ALWAYS_INLINE void norm_backward(float* g, const float* z, int64_t C, double mean, double rstd, double sum_g,
+                                         double sum_gy) {
+  using namespace simd;
+  const int64_t body = C - C % kWidth;
+  const float r = static_cast<float>(rstd), mu = static_cast<float>(mean);
+  const float mg = static_cast<float>(sum_g / static_cast<double>(C)), mgy = static_cast<float>(sum_gy / static_cast<double>(C));
+  f8 v, w;
+  for (int64_t c = 0; c < body; c += kWidth) load(v, g + c), load(w, z + c), store(g + c, (v - mg - (w - mu) * r * mgy) * r);
+  for (int64_t c = body; c < C; ++c) g[c] = (g[c] - mg - (z[c] - mu) * r * mgy) * r;
+}
+
+/// SKD's CPU row kernel (float32), SKDFunction's formulas per row: each row's maximum, mean and
+/// variance; one pass forming e_t = exp(L_t), e_s = exp(L_s) and their sums, sum e_t L_s and
+/// (T != 1) the CE term's sum exp(T L_s); then per wanted gradient a pass forming the gradient
+/// with respect to the normalised logits and its two row sums, and a pass for layer
+/// normalisation's backward. `rows` holds 2 C floats.
+template <bool GradS, bool GradT>
+DISTILL_ALWAYS_INLINE void skd_rows(const float* student, const float* teacher, const int64_t* index, float* gs,
+                                    float* gt, float* rows, double* losses, int64_t begin, int64_t end, int64_t C,
+                                    double t, double m, double alpha, double n) {
+  using namespace simd;
+  const int64_t body = C - C % kWidth;
+  const double kd_k = alpha * t * m / n, ce_k = (1 - alpha) * m / n;
+  const float tf = static_cast<float>(t);
+  for (int64_t r = begin; r < end; ++r) {
+    const float* zs = student + r * C;
+    const float* zt = teacher + r * C;
+    float* et = rows;
+    float* es = GradS ? gs + r * C : rows + C;
+    float max_t, max_s;
+    row_maxima(zt, zs, C, max_t, max_s);
+    double mean_t, rstd_t, mean_s, rstd_s;
+    row_norm(zt, C, mean_t, rstd_t);
+    row_norm(zs, C, mean_s, rstd_s);
+    const float at = static_cast<float>(rstd_t * m / t), as = static_cast<float>(rstd_s * m / t);
+    f8 vs, vt, sum_t{}, sum_s{}, sum_1{}, x{}, e_t, e_s, e_1;
+    for (int64_t c = 0; c < body; c += kWidth) {
+      load(vs, zs + c), load(vt, zt + c);
+      const f8 ls = (vs - max_s) * as;
+      exp(e_t, (vt - max_t) * at), exp(e_s, ls);
+      sum_t += e_t, sum_s += e_s, x += e_t * ls;
+      if (t != 1.0) exp(e_1, ls * tf), sum_1 += e_1;
+      store(et + c, e_t), store(es + c, e_s);
+    }
+    double st = sum(sum_t), ss = sum(sum_s), s1 = sum(sum_1), cross = sum(x);
+    for (int64_t c = body; c < C; ++c) {
+      const float ls = (zs[c] - max_s) * as;
+      et[c] = std::exp((zt[c] - max_t) * at), es[c] = std::exp(ls);
+      st += et[c], ss += es[c], cross += static_cast<double>(et[c]) * ls;
+      if (t != 1.0) s1 += std::exp(ls * tf);
+    }
+    if (t == 1.0) s1 = ss;
+    const int64_t label = index[r];
+    const double mean_l = cross / st, target = static_cast<double>((zs[label] - max_s) * as) * t;
+    losses[r] = alpha * t * t * (std::log(ss) - mean_l) + (1 - alpha) * (std::log(s1) - target);
+    if (GradT) {  // -alpha T m / N p_t (L_s - X), then the teacher's normalisation
+      float* g = gt + r * C;
+      const float b = static_cast<float>(-kd_k / st), shift = static_cast<float>(mean_l);
+      const float r_t = static_cast<float>(rstd_t), mu_t = static_cast<float>(mean_t);
+      f8 acc_g{}, acc_gy{};
+      for (int64_t c = 0; c < body; c += kWidth) {
+        load(vs, zs + c), load(vt, et + c), load(e_t, zt + c);
+        const f8 gc = vt * ((vs - max_s) * as - shift) * b;
+        acc_g += gc, acc_gy += gc * (e_t - mu_t) * r_t;
+        store(g + c, gc);
+      }
+      double sg = sum(acc_g), sgy = sum(acc_gy);
+      for (int64_t c = body; c < C; ++c) {
+        g[c] = et[c] * ((zs[c] - max_s) * as - shift) * b;
+        sg += g[c], sgy += static_cast<double>(g[c]) * (zt[c] - mu_t) * r_t;
+      }
+      norm_backward(g, zt, C, mean_t, rstd_t, sg, sgy);
+    }
+    if (GradS) {  // alpha T m / N (p_s - p_t) + (1 - alpha) m / N (p1_s - onehot), then the normalisation
+      const float a_s = static_cast<float>(kd_k / ss), a_t = static_cast<float>(kd_k / st);
+      const float a_1 = static_cast<float>(ce_k / s1);
+      const float r_s = static_cast<float>(rstd_s), mu_s = static_cast<float>(mean_s);
+      f8 acc_g{}, acc_gy{};
+      for (int64_t c = 0; c < body; c += kWidth) {
+        load(vs, es + c), load(vt, et + c), load(e_1, zs + c);
+        f8 gc = vs * a_s - vt * a_t;
+        if (t != 1.0) {
+          f8 p1;
+          exp(p1, (e_1 - max_s) * as * tf);
+          gc += p1 * a_1;
+        } else {
+          gc += vs * a_1;
+        }
+        acc_g += gc, acc_gy += gc * (e_1 - mu_s) * r_s;
+        store(es + c, gc);
+      }
+      double sg = sum(acc_g), sgy = sum(acc_gy);
+      for (int64_t c = body; c < C; ++c) {
+        const float p1 = t != 1.0 ? std::exp((zs[c] - max_s) * as * tf) : es[c];
+        es[c] = es[c] * a_s - et[c] * a_t + p1 * a_1;
+        sg += es[c], sgy += static_cast<double>(es[c]) * (zs[c] - mu_s) * r_s;
+      }
+      es[label] -= static_cast<float>(ce_k);
+      sg -= ce_k, sgy -= ce_k * static_cast<double>((zs[label] - mu_s) * r_s);
+      norm_backward(es, zs, C, mean_s, rstd_s, sg, sgy);
+    }
+  }
+}
+DISTILL_TARGET_AVX2 inline void skd_rows_avx2(int64_t wanted, const float* s, const float* t, const int64_t* index,
+                                              float* gs, float* gt, float* rows, double* losses, int64_t begin,
+                                              int64_t end, int64_t C, double temperature, double m, double alpha,
+                                              double n) {
+  switch (wanted) {
+    case 0: return skd_rows<false, false>(s, t, index, gs, gt, rows, losses, begin, end, C, temperature, m, alpha, n);
+    case 1: return skd_rows<true, false>(s, t, index, gs, gt, rows, losses, begin, end, C, temperature, m, alpha, n);
+    case 2: return skd_rows<false, true>(s, t, index, gs, gt, rows, losses, begin, end, C, temperature, m, alpha, n);
+    default: return skd_rows<true, true>(s, t, index, gs, gt, rows, losses, begin, end, C, temperature, m, alpha, n);
+  }
+}
+#endif
+
 /// SKD with both gradients formed in the forward pass. With y = (z - mean) / sigma (layer
 /// normalisation), the KD logits L = m y / T (shifted by their row max) and the CE logits T L:
 ///   d loss / d y_s = alpha T m / N (p_s - p_t) + (1 - alpha) m / N (p1_s - onehot),
@@ -57,6 +193,23 @@ struct SKDFunction : public FusedFunction<SKDFunction, 7> {
                                double alpha, int64_t wanted) {
     const int64_t rows = student.size(0), block = chunk_rows(student);
     const double n = static_cast<double>(rows), kd_k = alpha * t * m / n, ce_k = (1 - alpha) * m / n;
+#ifdef DISTILL_SIMD
+    if (row_kernel_applies(student, teacher) && index.is_contiguous()) {
+      const int64_t C = student.size(1);
+      const auto options = student.options().requires_grad(false);
+      torch::Tensor gs, gt;
+      if (wanted & 1) gs = torch::empty(student.sizes(), options);
+      if (wanted & 2) gt = torch::empty(teacher.sizes(), options);
+      std::vector<double> losses;
+      const double total = over_rows(rows, C, 2 * C, losses, [&](int64_t begin, int64_t end, float* work) {
+        skd_rows_avx2(wanted & 3, student.data_ptr<float>(), teacher.data_ptr<float>(), index.data_ptr<int64_t>(),
+                      gs.defined() ? gs.data_ptr<float>() : nullptr, gt.defined() ? gt.data_ptr<float>() : nullptr, work,
+                      losses.data(), begin, end, C, t, m, alpha, n);
+      });
+      keep_gradients(ctx, gs, gt);
+      return torch::scalar_tensor(total / n, options);
+    }
+#endif
     torch::Tensor grad_s, grad_t, loss;
     // One block: its gradient is the whole one; several: copied into place.
     auto place = [&](torch::Tensor& whole, const torch::Tensor& part, int64_t start) {
