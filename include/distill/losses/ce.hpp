@@ -98,14 +98,11 @@ struct CEFunction : public FusedFunction<CEFunction, 4> {
     const bool soft = target.is_floating_point();
     if (row_kernel_applies(logits, soft ? target : logits) && (soft || target.is_contiguous())) {
       const int64_t C = logits.size(1);
-      auto grad = (wanted & 1) ? torch::empty_like(logits) : torch::Tensor();
-      std::vector<double> losses;
-      const double total = over_rows(logits.size(0), C, 2 * C, losses, [&](int64_t begin, int64_t end, float* rows) {
-        ce_rows_avx2(grad.defined(), logits.data_ptr<float>(), soft ? target.data_ptr<float>() : nullptr,
-                     soft ? nullptr : target.data_ptr<int64_t>(), grad.defined() ? grad.data_ptr<float>() : nullptr, rows,
-                     losses.data(), begin, end, C, eps, n);
+      const double total = run_row_kernel(ctx, logits, logits, wanted & 1, 2 * C, [&](int64_t begin, int64_t end, float* rows,
+                                                                                    double* losses, float* grad, float*) {
+        ce_rows_avx2(grad != nullptr, logits.data_ptr<float>(), soft ? target.data_ptr<float>() : nullptr,
+                     soft ? nullptr : target.data_ptr<int64_t>(), grad, rows, losses, begin, end, C, eps, n);
       });
-      if (grad.defined()) keep_gradients(ctx, grad);
       return torch::scalar_tensor(total / n, logits.options().requires_grad(false));
     }
 #endif

@@ -125,15 +125,12 @@ struct DKDFunction : public FusedFunction<DKDFunction, 7> {
 #ifdef DISTILL_SIMD
     if (row_kernel_applies(student, teacher)) {
       const int64_t C = student.size(1);
-      auto grad = (wanted & 1) ? torch::empty_like(student) : torch::Tensor();
       auto target = index.contiguous();
-      std::vector<double> losses;
-      const double total = over_rows(student.size(0), C, 2 * C, losses, [&](int64_t begin, int64_t end, float* rows) {
-        dkd_rows_avx2(grad.defined(), student.data_ptr<float>(), teacher.data_ptr<float>(), target.data_ptr<int64_t>(),
-                      grad.defined() ? grad.data_ptr<float>() : nullptr, rows, losses.data(), begin, end, C,
-                      static_cast<float>(1 / t), k, alpha, beta);
+      const double total = run_row_kernel(ctx, student, teacher, wanted & 1, 2 * C, [&](int64_t begin, int64_t end, float* rows,
+                                                                                       double* losses, float* grad, float*) {
+        dkd_rows_avx2(grad != nullptr, student.data_ptr<float>(), teacher.data_ptr<float>(), target.data_ptr<int64_t>(), grad,
+                      rows, losses, begin, end, C, static_cast<float>(1 / t), k, alpha, beta);
       });
-      if (grad.defined()) keep_gradients(ctx, grad);
       return torch::scalar_tensor(total * t * k, student.options().requires_grad(false));
     }
 #endif

@@ -112,16 +112,11 @@ struct DMLSoftmaxFunction : public FusedFunction<DMLSoftmaxFunction, 5> {
 #ifdef DISTILL_SIMD
     if (row_kernel_applies(student, teacher)) {
       const int64_t C = student.size(1);
-      torch::Tensor gs, gt;
-      if (wanted & 1) gs = torch::empty(student.sizes(), options);
-      if (wanted & 2) gt = torch::empty(teacher.sizes(), options);
-      std::vector<double> losses;
-      const double total = over_rows(rows, C, 4 * C, losses, [&](int64_t begin, int64_t end, float* work) {
-        dml_rows_avx2(wanted & 3, student.data_ptr<float>(), teacher.data_ptr<float>(),
-                      gs.defined() ? gs.data_ptr<float>() : nullptr, gt.defined() ? gt.data_ptr<float>() : nullptr, work,
-                      losses.data(), begin, end, C, static_cast<float>(eps), static_cast<float>(0.5 * scale));
+      const double total = run_row_kernel(ctx, student, teacher, wanted & 3, 4 * C, [&](int64_t begin, int64_t end, float* work,
+                                                                                       double* losses, float* gs, float* gt) {
+        dml_rows_avx2(wanted & 3, student.data_ptr<float>(), teacher.data_ptr<float>(), gs, gt, work, losses, begin, end, C,
+                      static_cast<float>(eps), static_cast<float>(0.5 * scale));
       });
-      keep_gradients(ctx, gs, gt);
       return torch::scalar_tensor(total * 0.5 * scale, options);
     }
 #endif

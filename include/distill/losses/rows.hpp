@@ -208,6 +208,26 @@ inline void keep_gradients(torch::autograd::AutogradContext* ctx, const torch::T
   ctx->saved_data["pending"] = true;
 }
 
+/// The row-kernel path of a fused loss: fresh gradients for the wanted inputs (bit 0 `first`,
+/// bit 1 `second`), kernel(begin, end, scratch, losses, grad_first, grad_second) over the rows
+/// (over_rows, `scratch_floats` floats per thread; a pointer is null where no gradient is
+/// wanted), the gradients kept for backward. Returns the sum of the per-row losses.
+template <class Kernel>
+double run_row_kernel(torch::autograd::AutogradContext* ctx, const torch::Tensor& first, const torch::Tensor& second,
+                      int64_t wanted, int64_t scratch_floats, Kernel&& kernel) {
+  const auto options = first.options().requires_grad(false);
+  torch::Tensor g0, g1;
+  if (wanted & 1) g0 = torch::empty(first.sizes(), options);
+  if (wanted & 2) g1 = torch::empty(second.sizes(), options);
+  float* p0 = g0.defined() ? g0.data_ptr<float>() : nullptr;
+  float* p1 = g1.defined() ? g1.data_ptr<float>() : nullptr;
+  std::vector<double> losses;
+  const double total = over_rows(first.size(0), first.size(1), scratch_floats, losses,
+                                 [&](int64_t begin, int64_t end, float* rows) { kernel(begin, end, rows, losses.data(), p0, p1); });
+  if (g0.defined() || g1.defined()) keep_gradients(ctx, g0, g1);
+  return total;
+}
+
 /// Backward of a fused loss: the kept gradients times the incoming (scalar) gradient, scaled
 /// in place and handed over, so no new [N, C] tensor is made. A second backward through the
 /// same forward (retain_graph) is refused: the gradients are gone.

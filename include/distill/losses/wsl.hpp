@@ -115,18 +115,12 @@ struct WSLFunction : public FusedFunction<WSLFunction, 5> {
 #ifdef DISTILL_SIMD
     if (row_kernel_applies(student, teacher) && index.is_contiguous()) {
       const int64_t C = student.size(1);
-      const auto options = student.options().requires_grad(false);
-      torch::Tensor gs, gt;
-      if (wanted & 1) gs = torch::empty(student.sizes(), options);
-      if (wanted & 2) gt = torch::empty(teacher.sizes(), options);
-      std::vector<double> losses;
-      const double total = over_rows(student.size(0), C, 2 * C, losses, [&](int64_t begin, int64_t end, float* rows) {
-        wsl_rows_avx2(wanted & 3, student.data_ptr<float>(), teacher.data_ptr<float>(), index.data_ptr<int64_t>(),
-                      gs.defined() ? gs.data_ptr<float>() : nullptr, gt.defined() ? gt.data_ptr<float>() : nullptr, rows,
-                      losses.data(), begin, end, C, t, n);
+      const double total = run_row_kernel(ctx, student, teacher, wanted & 3, 2 * C, [&](int64_t begin, int64_t end, float* rows,
+                                                                                       double* losses, float* gs, float* gt) {
+        wsl_rows_avx2(wanted & 3, student.data_ptr<float>(), teacher.data_ptr<float>(), index.data_ptr<int64_t>(), gs, gt,
+                      rows, losses, begin, end, C, t, n);
       });
-      keep_gradients(ctx, gs, gt);
-      return torch::scalar_tensor(total * t, options);
+      return torch::scalar_tensor(total * t, student.options().requires_grad(false));
     }
 #endif
     const bool shared = t == 1.0 || t == 2.0;

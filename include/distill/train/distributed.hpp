@@ -62,11 +62,11 @@ struct DistributedOptions {
     if (const char* local = std::getenv("LOCAL_RANK")) o.local_rank(number(local, "LOCAL_RANK"));
     o.master_addr(required("MASTER_ADDR"));
     o.master_port(number(required("MASTER_PORT"), "MASTER_PORT"));
-    if (const char* t = std::getenv("DISTILL_TIMEOUT")) o.timeout(seconds(t, "DISTILL_TIMEOUT"));
-    if (const char* t = std::getenv("DISTILL_JOIN_TIMEOUT")) o.join_timeout(seconds(t, "DISTILL_JOIN_TIMEOUT"));
+    if (const char* t = std::getenv("DISTILL_TIMEOUT")) o.timeout(positive(t, "DISTILL_TIMEOUT", "seconds"));
+    if (const char* t = std::getenv("DISTILL_JOIN_TIMEOUT")) o.join_timeout(positive(t, "DISTILL_JOIN_TIMEOUT", "seconds"));
     if (const char* agent = std::getenv("TORCHELASTIC_USE_AGENT_STORE")) o.agent_store(std::string(agent) == "True");
     if (const char* mb = std::getenv("DISTILL_BUCKET_MB"))
-      o.bucket_bytes(std::max<int64_t>(1, static_cast<int64_t>(seconds(mb, "DISTILL_BUCKET_MB") * (1 << 20))));
+      o.bucket_bytes(std::max<int64_t>(1, static_cast<int64_t>(positive(mb, "DISTILL_BUCKET_MB", "megabytes") * (1 << 20))));
     if (const char* overlap = std::getenv("DISTILL_GRADIENT_OVERLAP")) o.overlap(std::string(overlap) != "0");
     if (o.rank() < 0 || o.rank() >= o.world_size())
       distill::fail("data parallel: RANK=", o.rank(), " is outside 0..", o.world_size() - 1, " (WORLD_SIZE=", o.world_size(), ")");
@@ -92,15 +92,14 @@ struct DistributedOptions {
     }
     distill::fail("data parallel: ", name, "=\"", text, "\" is not an integer");
   }
-  // A positive number (seconds, megabytes).
-  static double seconds(const char* text, const char* name) {
+  static double positive(const char* text, const char* name, const char* unit) {
     try {
       size_t used = 0;
       const auto value = std::stod(text, &used);
       if (used == std::string(text).size() && value > 0) return value;
     } catch (const std::exception&) {
     }
-    distill::fail("data parallel: ", name, "=\"", text, "\" is not a positive number of seconds");
+    distill::fail("data parallel: ", name, "=\"", text, "\" is not a positive number of ", unit);
   }
 };
 
