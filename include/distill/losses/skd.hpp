@@ -25,21 +25,37 @@ inline void check_options(const SKDOptions& options) {
 }
 
 #ifdef DISTILL_SIMD
-/// Row mean and 1 / sqrt(variance + 1e-7) (biased variance, as layer normalisation keeps it).
-DISTILL_ALWAYS_INLINE void row_norm(const float* z, int64_t C, double& mean, double& rstd) {
+/// Two rows' maxima, means and 1 / sqrt(variance + 1e-7) (biased variance, as layer
+/// normalisation keeps it), in two passes over both rows.
+DISTILL_ALWAYS_INLINE void row_stats(const float* a, const float* b, int64_t C, float& max_a, float& max_b,
+                                     double& mean_a, double& rstd_a, double& mean_b, double& rstd_b) {
   using namespace simd;
   const int64_t body = C - C % kWidth;
-  f8 v, acc{};
-  for (int64_t c = 0; c < body; c += kWidth) load(v, z + c), acc += v;
-  double total = sum(acc);
-  for (int64_t c = body; c < C; ++c) total += z[c];
-  mean = total / static_cast<double>(C);
-  const float mu = static_cast<float>(mean);
-  acc = f8{};
-  for (int64_t c = 0; c < body; c += kWidth) load(v, z + c), v -= mu, acc += v * v;
-  double squares = sum(acc);
-  for (int64_t c = body; c < C; ++c) squares += static_cast<double>(z[c] - mu) * (z[c] - mu);
-  rstd = 1 / std::sqrt(squares / static_cast<double>(C) + 1e-7);
+  f8 va, vb, ma = a[0] + f8{}, mb = b[0] + f8{}, sa{}, sb{};
+  for (int64_t c = 0; c < body; c += kWidth) {
+    load(va, a + c), load(vb, b + c);
+    ma = va > ma ? va : ma, mb = vb > mb ? vb : mb;
+    sa += va, sb += vb;
+  }
+  max_a = max(ma, a[0]), max_b = max(mb, b[0]);
+  double total_a = sum(sa), total_b = sum(sb);
+  for (int64_t c = body; c < C; ++c) {
+    max_a = a[c] > max_a ? a[c] : max_a, max_b = b[c] > max_b ? b[c] : max_b;
+    total_a += a[c], total_b += b[c];
+  }
+  mean_a = total_a / static_cast<double>(C), mean_b = total_b / static_cast<double>(C);
+  const float mu_a = static_cast<float>(mean_a), mu_b = static_cast<float>(mean_b);
+  sa = f8{}, sb = f8{};
+  for (int64_t c = 0; c < body; c += kWidth) {
+    load(va, a + c), load(vb, b + c);
+    va -= mu_a, vb -= mu_b;
+    sa += va * va, sb += vb * vb;
+  }
+  double squares_a = sum(sa), squares_b = sum(sb);
+  for (int64_t c = body; c < C; ++c)
+    squares_a += static_cast<double>(a[c] - mu_a) * (a[c] - mu_a), squares_b += static_cast<double>(b[c] - mu_b) * (b[c] - mu_b);
+  rstd_a = 1 / std::sqrt(squares_a / static_cast<double>(C) + 1e-7);
+  rstd_b = 1 / std::sqrt(squares_b / static_cast<double>(C) + 1e-7);
 }
 
 /// g becomes layer normalisation's backward of it: rstd (g - mean(g) - y mean(g y)), with
@@ -55,8 +71,8 @@ DISTILL_ALWAYS_INLINE void norm_backward(float* g, const float* z, int64_t C, do
   for (int64_t c = body; c < C; ++c) g[c] = (g[c] - mg - (z[c] - mu) * r * mgy) * r;
 }
 
-/// SKD's CPU row kernel (float32), SKDFunction's formulas per row: each row's maximum, mean and
-/// variance; one pass forming e_t = exp(L_t), e_s = exp(L_s) and their sums, sum e_t L_s and
+/// SKD's CPU row kernel (float32), SKDFunction's formulas per row: both rows' maxima, means and
+/// variances (two passes); one pass forming e_t = exp(L_t), e_s = exp(L_s) and their sums, sum e_t L_s and
 /// (T != 1) the CE term's sum exp(T L_s); then per wanted gradient a pass forming the gradient
 /// with respect to the normalised logits and its two row sums, and a pass for layer
 /// normalisation's backward. `rows` holds 2 C floats.
@@ -74,10 +90,8 @@ DISTILL_ALWAYS_INLINE void skd_rows(const float* student, const float* teacher, 
     float* et = rows;
     float* es = GradS ? gs + r * C : rows + C;
     float max_t, max_s;
-    row_maxima(zt, zs, C, max_t, max_s);
     double mean_t, rstd_t, mean_s, rstd_s;
-    row_norm(zt, C, mean_t, rstd_t);
-    row_norm(zs, C, mean_s, rstd_s);
+    row_stats(zt, zs, C, max_t, max_s, mean_t, rstd_t, mean_s, rstd_s);
     const float at = static_cast<float>(rstd_t * m / t), as = static_cast<float>(rstd_s * m / t);
     f8 vs, vt, sum_t{}, sum_s{}, sum_1{}, x{}, e_t, e_s, e_1;
     for (int64_t c = 0; c < body; c += kWidth) {
