@@ -60,6 +60,29 @@ namespace detail {
 using Collectives =
     std::conditional_t<std::is_base_of_v<c10d::Backend, c10d::ProcessGroupGloo>, c10d::Backend, c10d::ProcessGroup>;
 using WorkHandle = decltype(std::declval<Collectives&>().barrier());
+
+// Indices of `tensors` grouped into flat buckets (one dtype and device each), visited in
+// order or in reverse: the first bucket holds at most `first_cap` bytes, the others `cap`.
+std::vector<std::vector<size_t>> make_buckets(const std::vector<torch::Tensor>& tensors, bool reverse, int64_t first_cap,
+                                              int64_t cap) {
+  std::vector<std::vector<size_t>> buckets;
+  int64_t bytes = 0;
+  for (size_t i = 0; i < tensors.size(); ++i) {
+    const size_t k = reverse ? tensors.size() - 1 - i : i;
+    const auto& t = tensors[k];
+    const int64_t size = t.numel() * static_cast<int64_t>(t.element_size());
+    const bool fits = !buckets.empty() && bytes + size <= (buckets.size() == 1 ? first_cap : cap) &&
+                      tensors[buckets.back().front()].scalar_type() == t.scalar_type() &&
+                      tensors[buckets.back().front()].device() == t.device();
+    if (!fits) {
+      buckets.emplace_back();
+      bytes = 0;
+    }
+    buckets.back().push_back(k);
+    bytes += size;
+  }
+  return buckets;
+}
 }  // namespace detail
 
 struct ProcessGroup::Impl {
@@ -206,35 +229,18 @@ struct ProcessGroup::Impl {
     }
   }
 
-  // Flattens `tensors` into buckets of at most bucket_bytes (one dtype and device each, plus
-  // `extra` as a bucket of its own), runs `launch` on all buckets at once, waits, and hands
-  // each tensor its slice back through `restore`.
+  // Flattens `tensors` into buckets of at most bucket_bytes (one dtype and device each), runs
+  // `launch` on all buckets at once, waits, and hands each tensor its slice back through `restore`.
   template <class Launch, class Restore>
-  void coalesced(const std::vector<torch::Tensor>& tensors, const std::string& what, Launch launch, Restore restore,
-                 torch::Tensor* extra = nullptr) {
+  void coalesced(const std::vector<torch::Tensor>& tensors, const std::string& what, Launch launch, Restore restore) {
     torch::NoGradGuard no_grad;
-    std::vector<std::vector<size_t>> buckets;
-    int64_t bytes_in_bucket = 0;
-    for (size_t i = 0; i < tensors.size(); ++i) {
-      const auto& t = tensors[i];
-      const int64_t size = t.numel() * static_cast<int64_t>(t.element_size());
-      const bool fits = !buckets.empty() && bytes_in_bucket + size <= o_.bucket_bytes() &&
-                        tensors[buckets.back().front()].scalar_type() == t.scalar_type() &&
-                        tensors[buckets.back().front()].device() == t.device();
-      if (!fits) {
-        buckets.emplace_back();
-        bytes_in_bucket = 0;
-      }
-      buckets.back().push_back(i);
-      bytes_in_bucket += size;
-    }
+    const auto buckets = detail::make_buckets(tensors, /*reverse=*/false, o_.bucket_bytes(), o_.bucket_bytes());
     std::vector<std::vector<torch::Tensor>> flats;
     for (const auto& bucket : buckets) {
       std::vector<torch::Tensor> parts;
       for (size_t i : bucket) parts.push_back(tensors[i].reshape({-1}));
       flats.push_back({torch::cat(parts)});
     }
-    if (extra) flats.push_back({*extra});
     std::vector<detail::WorkHandle> works;
     try {
       for (auto& flat : flats) works.push_back(launch(flat));
@@ -250,7 +256,6 @@ struct ProcessGroup::Impl {
         offset += t.numel();
       }
     }
-    if (extra) *extra = flats.back()[0];
   }
 
   // Which peer is to blame, from what the store knows: an error a rank reported, a rank whose
@@ -368,23 +373,11 @@ struct ProcessGroup::Impl {
 struct GradientReducer::State {
   State(ProcessGroup::Impl& group, std::vector<torch::Tensor> parameters) : impl(group), params(std::move(parameters)) {
     // Reverse order, the first bucket small: backward produces the last layers' gradients first.
-    int64_t bytes = 0;
-    for (size_t k = params.size(); k-- > 0;) {
-      const auto& p = params[k];
-      const int64_t size = p.numel() * static_cast<int64_t>(p.element_size());
-      const int64_t cap = buckets.size() <= 1 ? std::min(impl.o_.first_bucket_bytes(), impl.o_.bucket_bytes()) : impl.o_.bucket_bytes();
-      const bool fits = !buckets.empty() && bytes + size <= cap &&
-                        params[buckets.back().front()].scalar_type() == p.scalar_type() &&
-                        params[buckets.back().front()].device() == p.device();
-      if (!fits) {
-        buckets.emplace_back();
-        bytes = 0;
-      }
-      buckets.back().push_back(k);
-      bucket_of.resize(params.size());
-      bucket_of[k] = buckets.size() - 1;
-      bytes += size;
-    }
+    buckets = detail::make_buckets(params, /*reverse=*/true, std::min(impl.o_.first_bucket_bytes(), impl.o_.bucket_bytes()),
+                                   impl.o_.bucket_bytes());
+    bucket_of.resize(params.size());
+    for (size_t b = 0; b < buckets.size(); ++b)
+      for (size_t k : buckets[b]) bucket_of[k] = b;
     reset();
   }
 

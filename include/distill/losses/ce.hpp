@@ -36,8 +36,9 @@ DISTILL_ALWAYS_INLINE void ce_rows(const float* logits, const float* soft, const
     const float* u = Soft ? soft + r * C : nullptr;
     float* e = grad ? grad + r * C : rows + (Soft ? C : 0);
     float* eu = rows;
-    float mz, mu;
-    row_maxima(z, Soft ? u : z, C, mz, mu);
+    float mz, mu = 0;
+    if (Soft) row_maxima(z, u, C, mz, mu);
+    else mz = row_max(z, C);
     f8 vz, vu, l, sum_e{}, sum_l{}, sum_u{}, cross{}, ev, euv;
     for (int64_t c = 0; c < body; c += kWidth) {
       load(vz, z + c);

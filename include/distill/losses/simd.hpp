@@ -54,6 +54,16 @@ DISTILL_ALWAYS_INLINE float max(const f8& v, float m) {
   return m;
 }
 
+/// The largest entry of a row a[0..C) (NaN entries skipped unless all are NaN).
+DISTILL_ALWAYS_INLINE float row_max(const float* a, int64_t C) {
+  const int64_t body = C - C % kWidth;
+  f8 va, ma = a[0] + f8{};
+  for (int64_t c = 0; c < body; c += kWidth) load(va, a + c), ma = va > ma ? va : ma;
+  float m = max(ma, a[0]);
+  for (int64_t c = body; c < C; ++c) m = a[c] > m ? a[c] : m;
+  return m;
+}
+
 /// The largest entries of two rows a[0..C) and b[0..C), in one pass (NaN entries skipped
 /// unless all are NaN).
 DISTILL_ALWAYS_INLINE void row_maxima(const float* a, const float* b, int64_t C, float& max_a, float& max_b) {
