@@ -9,13 +9,8 @@
 
 namespace {
 
-const distill_test::json& fixture() {
-  static const auto data = distill_test::load_json(DISTILL_TEST_DATA "/losses.json");
-  return data.at("cases");
-}
-
 void check_all(torch::Dtype dtype, double rtol) {
-  for (const auto& spec : fixture()) {
+  for (const auto& spec : distill_test::fixture_cases()) {
     auto c = distill_test::make_case(spec, dtype);
     INFO(c.id);
     for (const auto& failure : distill_test::check_parity(c, distill_test::tolerance(c, dtype, rtol))) FAIL_CHECK(failure);
@@ -26,7 +21,7 @@ void check_all(torch::Dtype dtype, double rtol) {
 
 TEST_CASE("the fixture covers every loss", "[losses][parity]") {
   std::set<std::string> seen;
-  for (const auto& spec : fixture()) seen.insert(spec.at("loss").get<std::string>());
+  for (const auto& spec : distill_test::fixture_cases()) seen.insert(spec.at("loss").get<std::string>());
   const std::set<std::string> all{"afd",         "at",  "ce",     "crd",  "ctkd",      "dist",         "distance",
                                   "dkd",         "dml", "fitnet", "kd",        "mgd",          "nkd",
                                   "ensemble_kd", "ofd", "pefd", "reviewkd", "rkd_angle", "rkd_distance", "skd", "wsl"};
@@ -53,7 +48,7 @@ TEST_CASE("float64 parity holds when DML, DIST and SKD work in row blocks of 1 a
   for (int64_t rows : {1, 4}) {
     INFO("block of " << rows << " rows");
     distill::detail::chunk_rows_override() = rows;
-    for (const auto& spec : fixture()) {
+    for (const auto& spec : distill_test::fixture_cases()) {
       const auto loss = spec.at("loss").get<std::string>();
       if (loss != "dml" && loss != "dist" && loss != "skd") continue;
       auto c = distill_test::make_case(spec, torch::kDouble);

@@ -11,11 +11,6 @@ using distill_test::Tensors;
 
 namespace {
 
-const distill_test::json& fixture() {
-  static const auto data = distill_test::load_json(DISTILL_TEST_DATA "/losses.json");
-  return data.at("cases");
-}
-
 torch::Tensor doubles(torch::IntArrayRef shape, double scale = 1.0) {
   return torch::randn(shape, torch::kDouble) * scale;
 }
@@ -84,7 +79,7 @@ void for_each_logit_loss(Fn&& fn) {
 }  // namespace
 
 TEST_CASE("autograd gradients equal central differences in float64", "[losses][gradcheck]") {
-  for (const auto& spec : fixture()) {
+  for (const auto& spec : distill_test::fixture_cases()) {
     // WSL's sample weight is deliberately constant to autograd; it has its own check below.
     if (spec.at("loss") == "wsl") continue;
     // CRD's first call fixes its normalisers from the inputs' scores as constants (the official

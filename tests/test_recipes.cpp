@@ -12,13 +12,13 @@ namespace config = distill::config;
 
 namespace {
 
-struct Built {
+struct Parts {
   std::shared_ptr<distill::DistillationModelImpl> model;
   std::shared_ptr<distill::CombinedLossImpl> loss;
 };
 
 /// The loss terms of one batch, with every random draw (MGD's masks, dropout) from seed 7.
-distill::LossTerms terms_of(Built& b, const torch::Tensor& images, const torch::Tensor& labels) {
+distill::LossTerms terms_of(Parts& b, const torch::Tensor& images, const torch::Tensor& labels) {
   torch::manual_seed(7);
   b.model->train();
   return b.loss->forward(b.model->forward(images), labels);
@@ -37,9 +37,9 @@ TEST_CASE("each recipe program builds what its JSON recipe states", "[recipes]")
     INFO("recipe " << name);
     auto recipe = config::load_file(std::string(DISTILL_RECIPES) + "/" + name + ".json");
     distill_test::shrink_recipe(recipe, /*classes=*/10, /*size=*/64);
-    Built json_built{config::build_model(recipe["Arch"]), config::build_loss(recipe["Loss"]["Train"])};
+    Parts json_built{config::build_model(recipe["Arch"]), config::build_loss(recipe["Loss"]["Train"])};
     auto method = examples::method(name, examples::Settings{64, 10, ""});
-    Built cpp_built{method.model, method.loss};
+    Parts cpp_built{method.model, method.loss};
 
     // Models: names, frozen parts, every parameter and buffer with its shape.
     REQUIRE(cpp_built.model->model_names() == json_built.model->model_names());

@@ -1,7 +1,8 @@
 // A seeded mutation loop over one fuzz target, for builds without libFuzzer (g++ with
-// AddressSanitizer and UndefinedBehaviorSanitizer in the test suite):
+// AddressSanitizer and UndefinedBehaviorSanitizer in the test suite), run by the sanitized
+// test program:
 //
-//   distill_fuzz <target> [--runs N] [--seed S] [--dump K FILE] [--corpus DIR] [FILE...]
+//   distill_sanitized fuzz <target> [--runs N] [--seed S] [--dump K FILE] [--corpus DIR] [FILE...]
 //
 // Every input is a seed (or a FILE) mutated 1 to 4 times; run K is reproducible from the seed
 // alone (--dump K FILE writes it). --corpus DIR writes the seeds as files (a libFuzzer corpus).
@@ -22,7 +23,7 @@ std::string read(const std::string& path) {
 }
 
 int usage() {
-  std::cerr << "usage: distill_fuzz <target> [--runs N] [--seed S] [--dump K FILE] [--corpus DIR] [FILE...]\ntargets:";
+  std::cerr << "usage: distill_sanitized fuzz <target> [--runs N] [--seed S] [--dump K FILE] [--corpus DIR] [FILE...]\ntargets:";
   for (const auto& t : distill_fuzz::targets()) std::cerr << "\n  " << t.name << "  " << t.what;
   std::cerr << '\n';
   return 2;
@@ -30,7 +31,7 @@ int usage() {
 
 }  // namespace
 
-int main(int argc, char** argv) {
+int distill_fuzz::loop(int argc, char** argv) {
   if (argc < 2) return usage();
   const auto& target = distill_fuzz::target(argv[1]);
   long long runs = 2000, dump_run = -1;

@@ -36,4 +36,7 @@ const Target& target(const std::string& name);
 /// Byte-level mutations (flips, interesting values, inserts, deletions, copies, splices).
 void mutate_bytes(std::string& input, const std::vector<std::string>& corpus, std::mt19937_64& rng);
 
+/// The seeded mutation loop (loop.cpp): argv[0] is "fuzz", argv[1] the target's name.
+int loop(int argc, char** argv);
+
 }  // namespace distill_fuzz

@@ -28,6 +28,14 @@ inline json load_json(const std::string& path) {
   return json::parse(in);
 }
 
+#ifdef DISTILL_TEST_DATA
+/// The cases of losses.json (the test suite's copy; bench/loss_parity reads a path it is given).
+inline const json& fixture_cases() {
+  static const auto data = load_json(DISTILL_TEST_DATA "/losses.json");
+  return data.at("cases");
+}
+#endif
+
 inline torch::Tensor decode(const json& j, torch::Dtype floating = torch::kDouble) {
   auto shape = j.at("shape").get<std::vector<int64_t>>();
   if (j.at("dtype") == "int64")
