@@ -245,7 +245,7 @@ TEST_CASE("float32: the vectorised row kernels are as close to the float64 path 
   struct Case {
     std::string name;
     std::function<torch::Tensor(const torch::Tensor&, const torch::Tensor&)> loss;
-    bool teacher_gradient = false;  // the loss sends the teacher a gradient (DML, WSL)
+    bool teacher_gradient = false;  // the loss sends the teacher a gradient (DML, WSL, DIST)
     int64_t min_classes = 1;
     // WSL's teacher gradient p_t (y_s - <p_t, y_s>) cancels: at logits of scale 30 over 32000
     // classes its entries are ~1e-6 and both float32 paths are off by ~5e-6 (float32's rounding
@@ -289,6 +289,11 @@ TEST_CASE("float32: the vectorised row kernels are as close to the float64 path 
       {"skd T=2 multiplier 3 alpha 0.5, the teacher's argmax", [](const torch::Tensor& s, const torch::Tensor& t) {
          return F::skd_loss(s, t, torch::Tensor(), distill::SKDOptions().temperature(2).multiplier(3).alpha(0.5));
        }, true, 2, 1e-6, false},
+      // DIST's kernel keeps column sums per stripe of rows (up to 16): 7 and 64 rows are several.
+      {"dist", [](const torch::Tensor& s, const torch::Tensor& t) { return F::dist_loss(s, t); }, true},
+      {"dist beta 2 gamma 0.5, student gradient only", [](const torch::Tensor& s, const torch::Tensor& t) {
+         return F::dist_loss(s, t, distill::DISTOptions().beta(2).gamma(0.5));
+       }},
       {"wsl T=3, student gradient only", [](const torch::Tensor& s, const torch::Tensor& t) {
          return F::wsl_loss(s, t, torch::arange(s.size(0)) % s.size(1), distill::WSLOptions().temperature(3));
        }},

@@ -27,6 +27,148 @@ inline void check_options(const DISTOptions& options) {
   check_scale("dist_loss", "tau", options.tau());
 }
 
+#ifdef DISTILL_SIMD
+/// Pass 1 of DIST's CPU kernel (float32), rows [begin, end): p = softmax(z_s) and q =
+/// softmax(z_t) written to `p` and `q` (an exponential pass, then a normalising pass while the
+/// row is in cache), each row's first most probable class, and p and q added into the
+/// stripe's column sums.
+DISTILL_TARGET_AVX2 inline void dist_softmax_rows(const float* zs, const float* zt, float* p, float* q, float* sum_p,
+                                                  float* sum_q, int64_t* top_s, int64_t* top_t, int64_t begin,
+                                                  int64_t end, int64_t C) {
+  using namespace simd;
+  const int64_t body = C - C % kWidth;
+  for (int64_t n = begin; n < end; ++n) {
+    const float *s = zs + n * C, *t = zt + n * C;
+    float *ps = p + n * C, *pt = q + n * C;
+    float ms, mt;
+    row_maxima(s, t, C, ms, mt);
+    f8 vs, vt, es, et, total_s{}, total_t{};
+    double ss = 0, st = 0;
+    for (int64_t c = 0; c < body; c += kWidth) {
+      load(vs, s + c), load(vt, t + c);
+      exp(es, vs - ms), exp(et, vt - mt);
+      total_s += es, total_t += et;
+      store(ps + c, es), store(pt + c, et);
+      if ((c + kWidth) % kFlush == 0) ss += sum(total_s), st += sum(total_t), total_s = f8{}, total_t = f8{};
+    }
+    ss += sum(total_s), st += sum(total_t);
+    for (int64_t c = body; c < C; ++c) ps[c] = std::exp(s[c] - ms), pt[c] = std::exp(t[c] - mt), ss += ps[c], st += pt[c];
+    // A division, not a multiplication by 1 / S: the column terms' coefficients reach 1e8 on
+    // columns of tiny probabilities, which magnifies the reciprocal's extra rounding.
+    const float S_s = static_cast<float>(ss), S_t = static_cast<float>(st);
+    f8 cs, ct;
+    for (int64_t c = 0; c < body; c += kWidth) {
+      load(es, ps + c), load(et, pt + c), load(cs, sum_p + c), load(ct, sum_q + c);
+      es = es / S_s, et = et / S_t;
+      store(ps + c, es), store(pt + c, et), store(sum_p + c, cs + es), store(sum_q + c, ct + et);
+    }
+    for (int64_t c = body; c < C; ++c) ps[c] /= S_s, pt[c] /= S_t, sum_p[c] += ps[c], sum_q[c] += pt[c];
+    int64_t js = 0, jt = 0;  // the logit at the maximum has exp(0) = 1 exactly
+    while (js < C && !(s[js] == ms)) ++js;
+    while (jt < C && !(t[jt] == mt)) ++jt;
+    top_s[n] = js < C ? js : 0, top_t[n] = jt < C ? jt : 0;
+  }
+}
+
+/// Pass 2: each row's inter-class sums <u, v>, <u, u>, <v, v> of u = p - 1/C, v = q - 1/C
+/// (double, per row), and the stripe's column sums of the column-centred cs = p - mean_p and
+/// ct = q - mean_q: cs ct, cs^2, ct^2, cs and ct (`acc`: five rows of C floats).
+DISTILL_TARGET_AVX2 inline void dist_stats_rows(const float* p, const float* q, const float* mean_p, const float* mean_q,
+                                                double* row, float* acc, int64_t begin, int64_t end, int64_t C) {
+  using namespace simd;
+  const int64_t body = C - C % kWidth;
+  const float inv_c = 1.0f / static_cast<float>(C);
+  float *uv = acc, *uu = acc + C, *vv = acc + 2 * C, *su = acc + 3 * C, *sv = acc + 4 * C;
+  for (int64_t n = begin; n < end; ++n) {
+    const float *ps = p + n * C, *pt = q + n * C;
+    f8 vp, vq, mp, mq, a, r_uv{}, r_uu{}, r_vv{};
+    double ruv = 0, ruu = 0, rvv = 0;
+    for (int64_t c = 0; c < body; c += kWidth) {
+      load(vp, ps + c), load(vq, pt + c), load(mp, mean_p + c), load(mq, mean_q + c);
+      const f8 u = vp - inv_c, v = vq - inv_c, cs = vp - mp, ct = vq - mq;
+      r_uv += u * v, r_uu += u * u, r_vv += v * v;
+      load(a, uv + c), store(uv + c, a + cs * ct);
+      load(a, uu + c), store(uu + c, a + cs * cs);
+      load(a, vv + c), store(vv + c, a + ct * ct);
+      load(a, su + c), store(su + c, a + cs);
+      load(a, sv + c), store(sv + c, a + ct);
+      if ((c + kWidth) % kFlush == 0) ruv += sum(r_uv), ruu += sum(r_uu), rvv += sum(r_vv), r_uv = r_uu = r_vv = f8{};
+    }
+    ruv += sum(r_uv), ruu += sum(r_uu), rvv += sum(r_vv);
+    for (int64_t c = body; c < C; ++c) {
+      const float u = ps[c] - inv_c, v = pt[c] - inv_c, cs = ps[c] - mean_p[c], ct = pt[c] - mean_q[c];
+      ruv += u * v, ruu += u * u, rvv += v * v;
+      uv[c] += cs * ct, uu[c] += cs * cs, vv[c] += ct * ct, su[c] += cs, sv[c] += ct;
+    }
+    row[3 * n] = ruv, row[3 * n + 1] = ruu, row[3 * n + 2] = rvv;
+  }
+}
+
+/// Coefficients of DIST's gradient pass: per row ra, rbu, rbv (d loss / d p of the row terms is
+/// ra q + rbu p, of q: ra p + rbv q), per column ca, cbu, cbv, the column means and the
+/// residuals (the column terms are ca ct + cbu cs - res_s for p and ca cs + cbv ct - res_t
+/// for q).
+struct DISTCoefficients {
+  std::vector<float> row;                                  // N x (ra, rbu, rbv)
+  std::vector<float> ca, cbu, cbv, mean_p, mean_q, res_s, res_t;  // C each
+};
+
+/// Pass 3: both gradients of rows [begin, end), written over p and q (a null `p` or `q`: that
+/// gradient is not wanted). Per row: g at the most probable class (the shift that keeps
+/// g - <p, g> from cancelling where p is close to 1), g - shift and its dot product with the
+/// probabilities into `work` (2 C floats), then softmax's backward p (g - <p, g>).
+DISTILL_TARGET_AVX2 inline void dist_gradient_rows(float* p, float* q, bool grad_s, bool grad_t, const DISTCoefficients& k,
+                                                   const int64_t* top_s, const int64_t* top_t, float* work,
+                                                   int64_t begin, int64_t end, int64_t C) {
+  using namespace simd;
+  const int64_t body = C - C % kWidth;
+  const float *ca = k.ca.data(), *cbu = k.cbu.data(), *cbv = k.cbv.data(), *mp = k.mean_p.data(), *mq = k.mean_q.data(),
+              *rs = k.res_s.data(), *rt = k.res_t.data();
+  float *gs = work, *gt = work + C;
+  for (int64_t n = begin; n < end; ++n) {
+    float *ps = p + n * C, *pt = q + n * C;
+    const float ra = k.row[3 * n], rbu = k.row[3 * n + 1], rbv = k.row[3 * n + 2];
+    // The same order of operations as the ATen-op path.
+    auto g_s = [&](int64_t c) { return pt[c] * ra + ps[c] * rbu + (pt[c] - mq[c]) * ca[c] + (ps[c] - mp[c]) * cbu[c] - rs[c]; };
+    auto g_t = [&](int64_t c) { return ps[c] * ra + pt[c] * rbv + (ps[c] - mp[c]) * ca[c] + (pt[c] - mq[c]) * cbv[c] - rt[c]; };
+    const float shift_s = grad_s ? g_s(top_s[n]) : 0.0f, shift_t = grad_t ? g_t(top_t[n]) : 0.0f;
+    f8 vp, vq, vca, vm, vn, g, dot_s{}, dot_t{};
+    double ds = 0, dt = 0;
+    for (int64_t c = 0; c < body; c += kWidth) {
+      load(vp, ps + c), load(vq, pt + c), load(vca, ca + c), load(vm, mp + c), load(vn, mq + c);
+      const f8 cs = vp - vm, ct = vq - vn;
+      if (grad_s) {
+        f8 b, r;
+        load(b, cbu + c), load(r, rs + c);
+        g = vq * ra + vp * rbu + ct * vca + cs * b - r - shift_s;
+        store(gs + c, g), dot_s += vp * g;
+      }
+      if (grad_t) {
+        f8 b, r;
+        load(b, cbv + c), load(r, rt + c);
+        g = vp * ra + vq * rbv + cs * vca + ct * b - r - shift_t;
+        store(gt + c, g), dot_t += vq * g;
+      }
+      if ((c + kWidth) % kFlush == 0) ds += sum(dot_s), dt += sum(dot_t), dot_s = f8{}, dot_t = f8{};
+    }
+    ds += sum(dot_s), dt += sum(dot_t);
+    for (int64_t c = body; c < C; ++c) {
+      if (grad_s) gs[c] = g_s(c) - shift_s, ds += ps[c] * gs[c];
+      if (grad_t) gt[c] = g_t(c) - shift_t, dt += pt[c] * gt[c];
+    }
+    const float fs = static_cast<float>(ds), ft = static_cast<float>(dt);
+    for (int64_t c = 0; c < body; c += kWidth) {
+      if (grad_s) load(vp, ps + c), load(g, gs + c), store(ps + c, vp * (g - fs));
+      if (grad_t) load(vq, pt + c), load(g, gt + c), store(pt + c, vq * (g - ft));
+    }
+    for (int64_t c = body; c < C; ++c) {
+      if (grad_s) ps[c] *= gs[c] - fs;
+      if (grad_t) pt[c] *= gt[c] - ft;
+    }
+  }
+}
+#endif
+
 /// DIST with both gradients formed in the forward pass. For one Pearson correlation
 /// rho = <u, v> / (|u| |v| + 1e-8) of centred vectors, d rho / d u = a v - b u with
 /// a = 1 / D, b = <u, v> |v| / (|u| D^2), D = |u| |v| + 1e-8 (b = 0 where |u| = 0, where the
@@ -66,6 +208,9 @@ struct DISTFunction : public FusedFunction<DISTFunction, 5> {
   ///   to 1 and g - <p, g> would otherwise cancel to rounding noise.
   static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& student,
                                const torch::Tensor& teacher, double beta, double gamma, int64_t wanted) {
+#ifdef DISTILL_SIMD
+    if (row_kernel_applies(student, teacher)) return forward_rows(ctx, student, teacher, beta, gamma, wanted);
+#endif
     const int64_t n = student.size(0), c = student.size(1), block = chunk_rows(student);
     auto ps_all = gradient_buffer(wanted & 1, 4, student), pt_all = gradient_buffer(wanted & 2, 5, teacher);
     softmax_into(ps_all, student);
@@ -135,6 +280,87 @@ struct DISTFunction : public FusedFunction<DISTFunction, 5> {
     keep_gradients(ctx, wanted & 1 ? ps_all : torch::Tensor(), wanted & 2 ? pt_all : torch::Tensor());
     return loss;
   }
+
+#ifdef DISTILL_SIMD
+  /// One correlation's rho, a, b_u, b_v (as stats() above), in double.
+  static void stats(double uv, double uu, double vv, double& rho, double& a, double& b_u, double& b_v) {
+    const double nu = std::sqrt(std::max(uu, 0.0)), nv = std::sqrt(std::max(vv, 0.0)), d = nu * nv + 1e-8;
+    rho = uv / d, a = 1 / d;
+    const double k = uv / (d * d);
+    b_u = nu > 0 ? k * nv / nu : 0.0;
+    b_v = nv > 0 ? k * nu / nv : 0.0;
+  }
+
+  /// The CPU kernel (float32, AVX2): the column terms need every row's softmax first, so the
+  /// rows are visited three times. The rows fall into at most 16 stripes whose column sums are
+  /// kept apart and added in stripe order, so that the result does not depend on the number of
+  /// threads. (1) softmax of both inputs into the two [N, C] buffers, and column sums; (2) row
+  /// sums and centred column sums; (3) both gradients, written over the probabilities.
+  static torch::Tensor forward_rows(torch::autograd::AutogradContext* ctx, const torch::Tensor& student,
+                                    const torch::Tensor& teacher, double beta, double gamma, int64_t wanted) {
+    const int64_t N = student.size(0), C = student.size(1);
+    const int64_t stripes = std::min<int64_t>(N, 16), height = (N + stripes - 1) / stripes;
+    auto ps_all = gradient_buffer(wanted & 1, 4, student), pt_all = gradient_buffer(wanted & 2, 5, teacher);
+    float *p = ps_all.data_ptr<float>(), *q = pt_all.data_ptr<float>();
+    // Per stripe: the column sums of p and q, then pass 2's five.
+    auto partial_sums = scratch(0, {stripes * 7 * C}, ps_all.options()).zero_();
+    float* partial = partial_sums.data_ptr<float>();
+    std::vector<int64_t> top(static_cast<size_t>(2 * N));
+    std::vector<double> row(static_cast<size_t>(3 * N));
+    auto over_stripes = [&](auto body) {
+      at::parallel_for(0, stripes, 1, [&](int64_t first, int64_t last) {
+        for (int64_t i = first; i < last; ++i) body(i, i * height, std::min(N, (i + 1) * height), partial + i * 7 * C);
+      });
+    };
+    over_stripes([&](int64_t, int64_t begin, int64_t end, float* sums) {
+      dist_softmax_rows(student.data_ptr<float>(), teacher.data_ptr<float>(), p, q, sums, sums + C, top.data(), top.data() + N,
+                        begin, end, C);
+    });
+    DISTCoefficients k;
+    k.mean_p.resize(C), k.mean_q.resize(C);
+    for (int64_t c = 0; c < C; ++c) {
+      double sp = 0, sq = 0;
+      for (int64_t i = 0; i < stripes; ++i) sp += partial[i * 7 * C + c], sq += partial[i * 7 * C + C + c];
+      k.mean_p[c] = static_cast<float>(sp / N), k.mean_q[c] = static_cast<float>(sq / N);
+    }
+    over_stripes([&](int64_t, int64_t begin, int64_t end, float* sums) {
+      dist_stats_rows(p, q, k.mean_p.data(), k.mean_q.data(), row.data(), sums + 2 * C, begin, end, C);
+    });
+    // d loss / d p = -beta / N (a v - b u) per row and -gamma / C (a v - b u) per column, as in
+    // forward() above.
+    const double wr = -beta / static_cast<double>(N), wc = -gamma / static_cast<double>(C);
+    double rho_rows = 0, rho_columns = 0, rho, a, bu, bv;
+    k.row.resize(3 * N);
+    for (int64_t n = 0; n < N; ++n) {
+      stats(row[3 * n], row[3 * n + 1], row[3 * n + 2], rho, a, bu, bv);
+      rho_rows += rho;
+      k.row[3 * n] = static_cast<float>(a * wr), k.row[3 * n + 1] = static_cast<float>(-bu * wr),
+      k.row[3 * n + 2] = static_cast<float>(-bv * wr);
+    }
+    for (auto* v : {&k.ca, &k.cbu, &k.cbv, &k.res_s, &k.res_t}) v->resize(C);
+    for (int64_t c = 0; c < C; ++c) {
+      double total[5] = {0, 0, 0, 0, 0};  // cs ct, cs^2, ct^2, cs, ct
+      for (int64_t i = 0; i < stripes; ++i)
+        for (int64_t j = 0; j < 5; ++j) total[j] += partial[i * 7 * C + (2 + j) * C + c];
+      stats(total[0], total[1], total[2], rho, a, bu, bv);
+      rho_columns += rho;
+      const double ca = a * wc, cbu = -bu * wc, cbv = -bv * wc;
+      k.ca[c] = static_cast<float>(ca), k.cbu[c] = static_cast<float>(cbu), k.cbv[c] = static_cast<float>(cbv);
+      k.res_s[c] = static_cast<float>((ca * total[4] + cbu * total[3]) / N);
+      k.res_t[c] = static_cast<float>((ca * total[3] + cbv * total[4]) / N);
+    }
+    const double loss = beta * (1 - rho_rows / N) + gamma * (1 - rho_columns / C);
+    if (wanted != 0) {
+      at::parallel_for(0, N, std::max<int64_t>(1, (int64_t{1} << 15) / C), [&](int64_t begin, int64_t end) {
+        thread_local std::vector<float> work;
+        if (static_cast<int64_t>(work.size()) < 2 * C) work.resize(static_cast<size_t>(2 * C));
+        dist_gradient_rows(p, q, wanted & 1, wanted & 2, k, top.data(), top.data() + N, work.data(), begin, end, C);
+      });
+      keep_gradients(ctx, wanted & 1 ? ps_all : torch::Tensor(), wanted & 2 ? pt_all : torch::Tensor());
+    }
+    return torch::scalar_tensor(loss, student.options().requires_grad(false));
+  }
+#endif
 };
 
 /// DIST against a top-k teacher (losses/topk.hpp) without a dense teacher, composed of ATen ops

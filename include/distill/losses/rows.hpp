@@ -5,7 +5,7 @@
 // The fused losses (KD, CE, DKD, DML, DIST, WSL, SKD, distance) compute their gradients in the
 // forward pass with closed forms; backward only scales them by the incoming gradient, in place.
 // Their passes are ATen ops, so the same code runs on CPU and CUDA; in float32 on a CPU with
-// AVX2, KD, DKD, DML, WSL, SKD and CE run a vectorised row kernel instead (losses/simd.hpp,
+// AVX2, KD, DKD, DML, DIST, WSL, SKD and CE run a vectorised row kernel instead (losses/simd.hpp,
 // over_rows below). What they save against eager autograd is passes over [N, C] and, above
 // all, fresh [N, C] allocations: on the CPU a fresh buffer of a few MB is memory the kernel
 // faults in page by page (glibc hands large blocks back to the system on free), which costs
@@ -42,16 +42,19 @@ inline std::array<torch::Tensor, 6>& scratch_slots() {
   return slots;
 }
 
-/// A contiguous buffer shaped like `like` (same dtype and device, contents undefined). A loss
-/// uses each slot once per call and never lets it escape: the next call overwrites it.
-inline torch::Tensor scratch(size_t slot, const torch::Tensor& like) {
-  const auto options = like.options().requires_grad(false);
-  if (!like.is_cpu()) return torch::empty(like.sizes(), options);
+/// A contiguous buffer of `sizes` (or shaped like `like`: same dtype and device), contents
+/// undefined. A loss uses each slot once per call and never lets it escape: the next call
+/// overwrites it.
+inline torch::Tensor scratch(size_t slot, torch::IntArrayRef sizes, const torch::TensorOptions& options) {
+  if (options.device().type() != torch::kCPU) return torch::empty(sizes, options);
   auto& buffer = scratch_slots().at(slot);
-  const int64_t n = like.numel();
-  if (!buffer.defined() || buffer.dtype() != like.dtype() || buffer.numel() < n)
+  const int64_t n = c10::multiply_integers(sizes);
+  if (!buffer.defined() || buffer.dtype() != options.dtype() || buffer.numel() < n)
     buffer = torch::empty({n}, options);
-  return buffer.narrow(0, 0, n).view(like.sizes());
+  return buffer.narrow(0, 0, n).view(sizes);
+}
+inline torch::Tensor scratch(size_t slot, const torch::Tensor& like) {
+  return scratch(slot, like.sizes(), like.options().requires_grad(false));
 }
 
 /// The buffer that becomes an input's gradient: a fresh tensor when that gradient is wanted
@@ -65,7 +68,8 @@ inline torch::Tensor gradient_buffer(bool wanted, size_t slot, const torch::Tens
 /// Frees this thread's scratch buffers of the fused losses (they are kept between calls so
 /// that a training loop does not fault in fresh memory at every step; at 1024 x 32000 logits
 /// that is two to three 131 MB buffers for KD, DKD, WSL and CE, up to six of one row block for
-/// DML, DIST and SKD, and two whole ones for DIST when it runs without gradients).
+/// DML, DIST and SKD (DIST's row kernel: 7 C floats per stripe of rows, at most 16 stripes),
+/// and two whole ones for DIST when it runs without gradients).
 ///
 ///   distill::release_loss_workspace();  // e.g. after training, before a memory-hungry phase
 inline void release_loss_workspace() {

@@ -40,6 +40,9 @@ typedef float f8 __attribute__((vector_size(32)));
 typedef int32_t i8 __attribute__((vector_size(32)));
 
 constexpr int64_t kWidth = 8;
+/// Float lane sums that run over a long row are added into a double every kFlush elements, so
+/// that their rounding stays that of 64 terms per lane, not C / 8.
+constexpr int64_t kFlush = 512;
 
 DISTILL_ALWAYS_INLINE void load(f8& v, const float* p) { std::memcpy(&v, p, sizeof v); }
 DISTILL_ALWAYS_INLINE void store(float* p, const f8& v) { std::memcpy(p, &v, sizeof v); }
