@@ -63,7 +63,7 @@ DISTILL_TARGET_AVX2 inline void dist_softmax_rows(const float* zs, const float* 
       store(ps + c, es), store(pt + c, et), store(sum_p + c, cs + es), store(sum_q + c, ct + et);
     }
     for (int64_t c = body; c < C; ++c) ps[c] /= S_s, pt[c] /= S_t, sum_p[c] += ps[c], sum_q[c] += pt[c];
-    int64_t js = 0, jt = 0;  // the logit at the maximum has exp(0) = 1 exactly
+    int64_t js = 0, jt = 0;  // the first logit equal to the row maximum: the most probable class
     while (js < C && !(s[js] == ms)) ++js;
     while (jt < C && !(t[jt] == mt)) ++jt;
     top_s[n] = js < C ? js : 0, top_t[n] = jt < C ? jt : 0;
