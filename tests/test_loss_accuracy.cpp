@@ -203,6 +203,31 @@ TEST_CASE("float32: the DIST case whose small probabilities were lost", "[losses
   CHECK(std::abs(fused.value.item<double>() - truth.value.item<double>()) <= 1e-6);
 }
 
+TEST_CASE("float32: DIST gives the same bits whatever the number of threads", "[losses][accuracy]") {
+  // Its row kernel keeps the column sums per stripe of rows, a stripe count that depends on the
+  // batch alone, and adds the stripes in order; a thread count that changed the result would make
+  // runs irreproducible across machines.
+  const int before = at::get_num_threads();
+  torch::manual_seed(7);
+  for (int64_t rows : {5, 64, 100, 256, 1030}) {
+    auto student = torch::randn({rows, 333}) * 3, teacher = torch::randn({rows, 333}) * 3;
+    std::vector<std::vector<torch::Tensor>> results;
+    for (int threads : {1, 2, 3}) {
+      at::set_num_threads(threads);
+      auto s = student.clone().requires_grad_(), t = teacher.clone().requires_grad_();
+      auto value = F::dist_loss(s, t);
+      value.backward();
+      results.push_back({value.detach(), s.grad(), t.grad()});
+    }
+    for (size_t i = 1; i < results.size(); ++i)
+      for (size_t j = 0; j < 3; ++j) {
+        INFO(rows << " rows, " << i + 1 << " threads, output " << j);
+        CHECK(torch::equal(results[i][j], results[0][j]));
+      }
+  }
+  at::set_num_threads(before);
+}
+
 TEST_CASE("float32: every fused loss is as accurate as float32 allows", "[losses][accuracy]") {
   torch::manual_seed(20261130);
   struct Regime {

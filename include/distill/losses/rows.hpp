@@ -68,7 +68,7 @@ inline torch::Tensor gradient_buffer(bool wanted, size_t slot, const torch::Tens
 /// Frees this thread's scratch buffers of the fused losses (they are kept between calls so
 /// that a training loop does not fault in fresh memory at every step; at 1024 x 32000 logits
 /// that is two to three 131 MB buffers for KD, DKD, WSL and CE, up to six of one row block for
-/// DML, DIST and SKD (DIST's row kernel: 7 C floats per stripe of rows, at most 16 stripes),
+/// DML, DIST and SKD (DIST's row kernel: 7 C floats per stripe, one stripe per 32 rows, at most 16),
 /// and two whole ones for DIST when it runs without gradients).
 ///
 ///   distill::release_loss_workspace();  // e.g. after training, before a memory-hungry phase
