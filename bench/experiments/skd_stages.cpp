@@ -4,33 +4,21 @@
 // shares of the cycles spent in the row kernel; next to the whole call and the two-softmax floor,
 // forward + backward at N x 1000 float32 with the teacher requiring a gradient (as in loss_bench),
 // one thread, mean of 300 calls after 30. bench/results/skd_stages.txt has the run and the commands.
-#include <chrono>
 #include <iostream>
+
+#include "beside_floor.hpp"
 #include "distill/losses/skd.hpp"
-double now() { return std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now().time_since_epoch()).count(); }
+
 int main() {
   at::set_num_threads(1);
   for (int64_t N : {64, 256, 1024}) {
     torch::manual_seed(0);
-    const int64_t C = 1000;
+    const int64_t C = 1000, reps = 300;
     auto s = (torch::randn({N, C}) * 3).requires_grad_(), t = (torch::randn({N, C}) * 3).requires_grad_();
     auto y = torch::randint(0, C, {N});
-    const int warm = 30, reps = 300;
-    double total = 0, floor = 0;
-    for (int rep = 0; rep < warm + reps; ++rep) {
-      if (rep == warm) for (auto& g : distill::g_stage) g = 0;
-      s.mutable_grad() = torch::Tensor(), t.mutable_grad() = torch::Tensor();
-      double a = now();
-      distill::functional::skd_loss(s, t, y).backward();
-      double b = now();
-      {
-        torch::NoGradGuard no_grad;
-        auto ps = torch::log_softmax(s, 1);
-        auto pt = torch::softmax(t, 1);
-      }
-      double c = now();
-      if (rep >= warm) total += b - a, floor += c - b;
-    }
+    const auto time = time_beside_floor(s, t, [&] { return distill::functional::skd_loss(s, t, y); },
+                                        [] { for (auto& g : distill::g_stage) g = 0; });
+    const double total = time.loss_us * reps, floor = time.floor_us * reps;
     double cycles = 0;
     for (auto g : distill::g_stage) cycles += static_cast<double>(g);
     std::cout << N << "x" << C << ": floor " << floor / reps << " us, skd " << total / reps << " us = " << total / floor
