@@ -1,0 +1,144 @@
+"""Seed-0 probes of the Fashion-MNIST main job's student settings (issue 20: can a distilled
+student close half of the teacher-student gap in the demo's budget?). Each probe is one
+`distill train` of a variant of examples/recipes/fashion_mnist/<recipe>.json, two at a time with
+one intra-op thread each, as the demo runs them; the distilled ones learn from a teacher cache.
+Prints one line per probe: top-1, points over the flips-only baseline, share of the gap.
+
+  /usr/bin/python3 bench/experiments/demo_probes.py [--distill build/examples/distill]
+      [--teacher output/fashion_mnist/teacher] [--work /tmp/demo_probes] [--only a,b,...]
+
+The teacher folder must hold a finished `distill train -c examples/recipes/fashion_mnist/teacher.json`.
+Results of 2026-12-02: docs/results-notes.md ("Probes towards half the gap").
+"""
+import argparse
+import copy
+import json
+import os
+import re
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+
+SOURCE = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+RECIPES = os.path.join(SOURCE, "examples", "recipes", "fashion_mnist")
+CROP = {"RandCropImage": {"size": [28, 28], "scale": [0.5, 1.0]}}  # random-resized crop, then flips
+
+
+def recipe(name):
+    with open(os.path.join(RECIPES, name + ".json")) as f:
+        return json.load(f)
+
+
+def term(r, key):
+    return next(t[key] for t in r["Loss"]["Train"] if key in t)
+
+
+def with_crop(r):
+    r = copy.deepcopy(r)
+    r["DataLoader"]["Train"]["dataset"]["transform_ops"].insert(1, CROP)
+    return r
+
+
+def kd_dist(kd_weight=1.0, dist_weight=2.0):
+    r = recipe("kd")
+    term(r, "DistillationKLDivLoss")["weight"] = kd_weight
+    r["Loss"]["Train"].append({"DistillationDISTLoss": dict(term(recipe("dist"), "DistillationDISTLoss"), weight=dist_weight)})
+    return r
+
+
+def kd_variant(kl_weight=1.0, with_ce=True):
+    r = recipe("kd")
+    term(r, "DistillationKLDivLoss")["weight"] = kl_weight
+    if not with_ce:
+        r["Loss"]["Train"] = [t for t in r["Loss"]["Train"] if "DistillationGTCELoss" not in t]
+    return r
+
+
+# name: (recipe, cache ("flip", "crop" or None), epochs)
+PROBES = {
+    "baseline": (lambda: recipe("baseline"), None, 5),
+    "kd": (lambda: recipe("kd"), "flip", 5),
+    "dist": (lambda: recipe("dist"), "flip", 5),
+    "kd_kl2": (lambda: kd_variant(kl_weight=2.0), "flip", 5),
+    "kd_no_ce": (lambda: kd_variant(with_ce=False), "flip", 5),
+    "kd+dist": (lambda: kd_dist(), "flip", 5),
+    "kd_kl2+dist": (lambda: kd_dist(kd_weight=2.0), "flip", 5),
+    "kd+dist4": (lambda: kd_dist(dist_weight=4.0), "flip", 5),
+    "baseline_8ep": (lambda: recipe("baseline"), None, 8),
+    "kd+dist_8ep": (lambda: kd_dist(), "flip", 8),
+    "baseline_crop": (lambda: with_crop(recipe("baseline")), None, 5),
+    "kd_crop": (lambda: with_crop(recipe("kd")), "crop", 5),
+    "dist_crop": (lambda: with_crop(recipe("dist")), "crop", 5),
+}
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--distill", default=os.path.join(SOURCE, "build", "examples", "distill"))
+    p.add_argument("--teacher", default=os.path.join(SOURCE, "output", "fashion_mnist", "teacher"))
+    p.add_argument("--work", default="/tmp/demo_probes")
+    p.add_argument("--only", default=",".join(PROBES))
+    a = p.parse_args()
+    names = a.only.split(",")
+    unknown = [n for n in names if n not in PROBES]
+    if unknown:
+        sys.exit("unknown probe(s) %s; known: %s" % (unknown, ", ".join(PROBES)))
+    os.makedirs(a.work, exist_ok=True)
+    teacher = os.path.abspath(os.path.join(a.teacher, "best_model_student.pt"))
+    with open(os.path.join(a.teacher, "metrics.jsonl")) as f:
+        teacher_top1 = [json.loads(l) for l in f if '"summary"' in l][-1]["best_top1"] * 100
+
+    def write(name, r):
+        for entry in r["Arch"]["models"]:
+            if "Teacher" in entry:
+                entry["Teacher"]["pretrained"] = teacher
+        path = os.path.join(a.work, name + ".json")
+        with open(path, "w") as f:
+            json.dump(r, f, indent=1)
+        return path
+
+    def run(command, log):
+        with open(log, "w") as out:
+            return subprocess.run(command, stdout=out, stderr=subprocess.STDOUT, cwd=SOURCE).returncode
+
+    caches = {"flip": (recipe("kd"), 2), "crop": (with_crop(recipe("kd")), 8)}
+    for kind in sorted({PROBES[n][1] for n in names} - {None}):
+        r, views = caches[kind]
+        out = os.path.join(a.work, "cache_" + kind)
+        if run([a.distill, "cache", "-c", write("cache_" + kind, r), "--views", str(views), "--topk", "0", "--out", out],
+               out + ".log"):
+            sys.exit("distill cache failed: see %s.log" % out)
+
+    def probe(name):
+        make, cache, epochs = PROBES[name]
+        command = [a.distill, "train", "-c", write(name, make()), "--threads", "1",
+                   "-o", "Global.output_dir=" + os.path.join(a.work, "runs", name), "-o", "Global.print_batch_step=200"]
+        for key in ("epochs", "eval_interval", "save_interval"):
+            command += ["-o", "Global.%s=%d" % (key, epochs)]
+        if cache:
+            command += ["-o", "Global.teacher_cache=" + os.path.join(a.work, "cache_" + cache)]
+        log = os.path.join(a.work, name + ".log")
+        rc = run(command, log)
+        done = re.search(r"done: \d+ epochs in (\S+) .*?top-1 best ([0-9.]+)", open(log).read())
+        return name, rc, (float(done.group(2)) * 100, done.group(1)) if done and rc == 0 else None
+
+    with ThreadPoolExecutor(2) as pool:
+        results = {name: outcome for name, rc, outcome in pool.map(probe, names)}
+    print("teacher %.2f %%" % teacher_top1)
+    for name in names:
+        outcome = results[name]
+        if outcome is None:
+            print("%-14s FAILED (see %s.log)" % (name, os.path.join(a.work, name)))
+            continue
+        top1, took = outcome
+        base_name = "baseline_8ep" if name.endswith("_8ep") else "baseline"
+        base = results.get(base_name)
+        line = "%-14s %6.2f %%  %s" % (name, top1, took)
+        if base and not name.startswith("baseline"):
+            gain = top1 - base[0]
+            line += "  %+.2f over %s, %.0f %% of the gap" % (gain, base_name, 100 * gain / (teacher_top1 - base[0]))
+        print(line)
+
+
+if __name__ == "__main__":
+    main()
