@@ -5,8 +5,21 @@
 // (it zeroes an instrumented kernel's counters).
 #include <chrono>
 #include <functional>
+#include <utility>
 
 #include <torch/torch.h>
+
+/// The experiments' sizes: N x 1000 logits for N in kRows, timed over kReps calls.
+constexpr int64_t kRows[] = {64, 256, 1024}, kClasses = 1000, kReps = 300;
+
+/// Student and teacher logits [n, c], the same in every experiment: seed 0, standard normal
+/// times 3, both requiring a gradient (the teacher's, as in loss_bench).
+inline std::pair<torch::Tensor, torch::Tensor> random_logits(int64_t n, int64_t c) {
+  torch::manual_seed(0);
+  auto student = (torch::randn({n, c}) * 3).requires_grad_();
+  auto teacher = (torch::randn({n, c}) * 3).requires_grad_();
+  return {student, teacher};
+}
 
 struct BesideFloor {
   double loss_us = 0, floor_us = 0;  // means per call
@@ -14,7 +27,7 @@ struct BesideFloor {
 
 inline BesideFloor time_beside_floor(torch::Tensor& student, torch::Tensor& teacher,
                                      const std::function<torch::Tensor()>& loss, const std::function<void()>& reset,
-                                     int warm = 30, int reps = 300) {
+                                     int warm = 30, int reps = kReps) {
   auto now = [] { return std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now().time_since_epoch()).count(); };
   BesideFloor out;
   for (int rep = 0; rep < warm + reps; ++rep) {
