@@ -98,6 +98,8 @@ PROBES = {
     "kd+dist4_mild": (lambda: with_crop(kd_dist(dist_weight=4.0), MILD), "mild", 5),
     "baseline_8ep": (lambda: recipe("baseline"), None, 8),
     "kd+dist_8ep": (lambda: kd_dist(), "flip", 8),
+    "baseline_15ep": (lambda: recipe("baseline"), None, 15),
+    "kd+dist4_15ep": (lambda: kd_dist(dist_weight=4.0), "flip", 15),
     "baseline_crop": (lambda: with_crop(recipe("baseline")), None, 5),
     "kd_crop": (lambda: with_crop(recipe("kd")), "crop", 5),
     "dist_crop": (lambda: with_crop(recipe("dist")), "crop", 5),
@@ -201,7 +203,8 @@ def main():
             print("%-14s FAILED (see %s.log)" % (name, os.path.join(a.work, name)))
             continue
         top1, took = outcome
-        base_name = "baseline_8ep" if name.endswith("_8ep") else "baseline"
+        epochs_suffix = re.search(r"_\d+ep$", name)
+        base_name = "baseline" + (epochs_suffix.group(0) if epochs_suffix else "")
         base = results.get(base_name)
         line = "%-14s %6.2f %%  %s" % (name, top1, took)
         if base and not name.startswith("baseline"):
