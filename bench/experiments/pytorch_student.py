@@ -20,6 +20,8 @@ METHOD:
                   head of its own, cross-entropy only, no teacher
   projector_kd    that student (projector and head of its own) with KD as above
   teacher_crop    no training: the teacher's test top-1 on whole images and on the mild crops
+  crop_sides      no training: the shorter sides of 100000 crops drawn as distill's (the
+                  reference's) RandCropImage draws them with the mild crop's settings
 LR: the starting learning rate (default 0.1).
 Results: docs/results-notes.md ("Settings chosen on held-out training images").
 """
@@ -96,6 +98,17 @@ def top1(predict, images):
         return sum((predict(normalise(images[b:b + 500])).argmax(1) == y_test[b:b + 500]).sum().item()
                    for b in range(0, 10000, 500)) / 100
 
+
+if METHOD == "crop_sides":  # src/data.cpp random_crop, replayed: the area is capped so the crop fits
+    sides = {}
+    for _ in range(100000):
+        aspect = math.sqrt(np.random.uniform(0.9, 1.1))
+        bound = min(1 / aspect ** 2, aspect ** 2)
+        side = math.sqrt(784 * np.random.uniform(min(0.85, bound), min(1.0, bound)))
+        shorter = min(max(1, min(28, int(side * aspect))), max(1, min(28, int(side / aspect))))
+        sides[shorter] = sides.get(shorter, 0) + 1
+    print("shorter side of the crop: count of 100000:", dict(sorted(sides.items())))
+    sys.exit()
 
 if METHOD == "teacher_crop":
     predict = lambda x: teacher_classifier(teacher_feature(x))
