@@ -9,8 +9,10 @@ Prints one line per probe: top-1, points over the flips-only baseline, share of 
       [--seed 0] [--validation]
 
 --validation trains on the first 50000 training images and scores on the other 10000, so that
-settings are chosen without the test set (the teacher trained on all 60000, so no gap is
-printed then). Use one --work folder per seed and per --validation: the caches differ.
+settings are chosen without the test set. The default teacher trained on all 60000, and what it
+learnt from the held-out images reaches the student through its soft labels; for a clean
+held-out score give --teacher a teacher trained on the 50000 (docs/results-notes.md says how).
+No gap is printed then. Use one --work folder per seed and per --validation: the caches differ.
 
 The teacher folder must hold a finished `distill train -c examples/recipes/fashion_mnist/teacher.json`.
 Results: docs/results-notes.md ("Probes towards half the gap", 2026-12-02, and "Settings chosen
@@ -196,7 +198,7 @@ def main():
     with ThreadPoolExecutor(2) as pool:
         results = {name: outcome for name, rc, outcome in pool.map(probe, names)}
     print("seed %d, scored on %s" % (a.seed, "10000 held-out training images" if a.validation else "the test set"))
-    print("teacher %.2f %% (test set)" % teacher_top1)
+    print("teacher %.2f %% (scored by its own training run)" % teacher_top1)
     for name in names:
         outcome = results[name]
         if outcome is None:
@@ -210,7 +212,7 @@ def main():
         if base and not name.startswith("baseline"):
             gain = top1 - base[0]
             line += "  %+.2f over %s" % (gain, base_name)
-            if not a.validation:  # the teacher trained on the held-out images: no gap to measure there
+            if not a.validation:  # the script cannot tell whether the teacher saw the held-out images
                 line += ", %.0f %% of the gap" % (100 * gain / (teacher_top1 - base[0]))
         print(line)
 
