@@ -147,8 +147,9 @@ def main():
     with open(os.path.join(a.teacher, "metrics.jsonl")) as f:
         teacher_top1 = [json.loads(l) for l in f if '"summary"' in l][-1]["best_top1"] * 100
 
+    recipes = {name: PROBES[name][0]() for name in names}
     init = os.path.join(os.path.abspath(a.work), "student_from_teacher.pt")
-    if any(n.endswith("_init") or n.startswith("init_") for n in names):
+    if any(TEACHER_INIT in json.dumps(r) for r in recipes.values()):
         import torch  # only for these probes: the first unit of every stage and the head, same names
         weights = torch.load(teacher)
         torch.save({k: v for k, v in weights.items() if re.match(r"(stages\.\d+\.0\.|fc\.)", k)}, init)
@@ -183,8 +184,8 @@ def main():
             sys.exit("distill cache failed: see %s.log" % out)
 
     def probe(name):
-        make, cache, epochs = PROBES[name]
-        command = [a.distill, "train", "-c", write(name, make()), "--threads", "1", "-o", "Global.seed=%d" % a.seed,
+        _, cache, epochs = PROBES[name]
+        command = [a.distill, "train", "-c", write(name, recipes[name]), "--threads", "1", "-o", "Global.seed=%d" % a.seed,
                    "-o", "Global.output_dir=" + os.path.join(a.work, "runs", name), "-o", "Global.print_batch_step=200"]
         for key in ("epochs", "eval_interval", "save_interval"):
             command += ["-o", "Global.%s=%d" % (key, epochs)]

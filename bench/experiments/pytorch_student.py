@@ -36,6 +36,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from student_step import student_body, unit  # the same student as the step-time floor
+
 SOURCE = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DATA = "/usr/share/datasets/fashion-mnist/"
 METHOD = sys.argv[1]
@@ -116,13 +118,9 @@ if METHOD == "teacher_crop":
     sys.exit()
 
 
-def unit(cin, cout, k=3):
-    return [nn.Conv2d(cin, cout, k, padding=k // 2, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
-
-
 simkd = METHOD.startswith("simkd")
 with_projector = simkd or METHOD.startswith("projector_")
-body = nn.Sequential(*unit(3, 16), nn.MaxPool2d(2), *unit(16, 32), nn.MaxPool2d(2), *unit(32, 64))
+body = student_body()
 head = nn.Linear(64, 10)
 projector = nn.Sequential(*unit(64, 32, 1), *unit(32, 32, 3), *unit(32, 64, 1))
 for m in list(body.modules()) + list(projector.modules()):

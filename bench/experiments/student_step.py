@@ -11,14 +11,19 @@ import torch
 import torch.nn as nn
 
 
-def unit(cin, cout):
-    return [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
+def unit(cin, cout, k=3):
+    """ConvBN-ReLU, as distill's ConvNet units (k x k, no bias)."""
+    return [nn.Conv2d(cin, cout, k, padding=k // 2, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
+
+
+def student_body():
+    """The student's three stages (ConvNet 16/32/64, one unit per stage), before pooling."""
+    return nn.Sequential(*unit(3, 16), nn.MaxPool2d(2), *unit(16, 32), nn.MaxPool2d(2), *unit(32, 64))
 
 
 def step_ms(channels_last, batch=128, steps=40):
     torch.manual_seed(0)
-    net = nn.Sequential(*unit(3, 16), nn.MaxPool2d(2), *unit(16, 32), nn.MaxPool2d(2), *unit(32, 64),
-                        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, 10))
+    net = nn.Sequential(student_body(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, 10))
     opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
     x, y = torch.randn(batch, 3, 28, 28), torch.randint(0, 10, (batch,))
     if channels_last:
@@ -35,10 +40,12 @@ def step_ms(channels_last, batch=128, steps=40):
 # Multiply-adds of the three convolutions per image (forward); backward is about twice that,
 # less the first convolution's input gradient.
 MACS = [28 * 28 * 16 * 3 * 9, 14 * 14 * 32 * 16 * 9, 7 * 7 * 64 * 32 * 9]
-torch.set_num_threads(1)
-flop = (3 * 2 * sum(MACS) - 2 * MACS[0]) * 128
-for rounds in range(2):
-    for cl in (True, False):
-        ms = step_ms(cl)
-        print("channels-last %-5s %.1f ms a step, %.1f s an epoch of 60000, %.0f GFLOP/s" % (cl, ms, ms * 60000 / 128 / 1000,
-                                                                                            flop / ms / 1e6))
+
+if __name__ == "__main__":
+    torch.set_num_threads(1)
+    flop = (3 * 2 * sum(MACS) - 2 * MACS[0]) * 128
+    for rounds in range(2):
+        for cl in (True, False):
+            ms = step_ms(cl)
+            print("channels-last %-5s %.1f ms a step, %.1f s an epoch of 60000, %.0f GFLOP/s" % (
+                cl, ms, ms * 60000 / 128 / 1000, flop / ms / 1e6))
