@@ -6,7 +6,7 @@ Prints one line per probe: top-1, points over the flips-only baseline, share of 
 
   /usr/bin/python3 bench/experiments/demo_probes.py [--distill build/examples/distill]
       [--teacher output/fashion_mnist/teacher] [--work /tmp/demo_probes] [--only a,b,...]
-      [--seed 0] [--validation]
+      [--seed 0] [--validation] [--teacher-recipe R]
 
 --validation trains on the first 50000 training images and scores on the other 10000, so that
 settings are chosen without the test set. The default teacher trained on all 60000, and what it
@@ -67,6 +67,15 @@ def kd_variant(kl_weight=1.0, with_ce=True, temperature=4.0):
     return r
 
 
+def with_term(loss, options, with_ce=True):
+    """The KD recipe with its KL term replaced by `loss` (a logit loss the teacher cache serves)."""
+    r = recipe("kd")
+    kept = ["DistillationGTCELoss"] if with_ce else []
+    r["Loss"]["Train"] = [t for t in r["Loss"]["Train"] if next(iter(t)) in kept]
+    r["Loss"]["Train"].append({loss: dict(options, model_name_pairs=[["Student", "Teacher"]])})
+    return r
+
+
 def from_teacher(r):
     """The student starts from the teacher's weights where their names agree (DistilBERT's
     initialisation: the first unit of every stage and the head; the teacher's second units are
@@ -91,6 +100,11 @@ PROBES = {
     "kd_t2": (lambda: kd_variant(temperature=2.0), "flip", 5),
     "kd_t2+dist": (lambda: kd_dist(temperature=2.0), "flip", 5),
     "kd2+dist4": (lambda: kd_dist(kd_weight=2.0, dist_weight=4.0), "flip", 5),
+    # The reference's ImageNet settings (docs/reference.md): CE + 2.5 WSL at T = 2; SKD alone
+    # (its own CE at alpha 0.9), T = 1, multiplier 2.
+    "wsl": (lambda: with_term("DistillationWSLLoss", {"weight": 2.5, "temperature": 2.0}), "flip", 5),
+    "skd": (lambda: with_term("DistillationSKDLoss", {"weight": 1.0, "temperature": 1.0, "multiplier": 2.0,
+                                                      "alpha": 0.9}, with_ce=False), "flip", 5),
     "init_ce": (lambda: from_teacher(recipe("baseline")), None, 5),
     "kd_init": (lambda: from_teacher(recipe("kd")), "flip", 5),
     "dist_init": (lambda: from_teacher(recipe("dist")), "flip", 5),
@@ -134,6 +148,8 @@ def main():
     p.add_argument("--teacher", default=os.path.join(SOURCE, "output", "fashion_mnist", "teacher"))
     p.add_argument("--work", default="/tmp/demo_probes")
     p.add_argument("--only", default=",".join(PROBES))
+    p.add_argument("--teacher-recipe", default=None,
+                   help="the recipe --teacher was trained by, when its Arch differs from teacher.json's")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--validation", action="store_true",
                    help="train on the first 50000 training images and score on the other 10000 (not the test set)")
@@ -154,6 +170,10 @@ def main():
         weights = torch.load(teacher)
         torch.save({k: v for k, v in weights.items() if re.match(r"(stages\.\d+\.0\.|fc\.)", k)}, init)
 
+    teacher_arch = None
+    if a.teacher_recipe:
+        with open(a.teacher_recipe) as f:
+            teacher_arch = next(e["Teacher"] for e in json.load(f)["Arch"]["models"] if "Teacher" in e)
     data_root = split_for_validation(os.path.join(a.work, "validation_data")) if a.validation else None
 
     def write(name, r):
@@ -165,7 +185,7 @@ def main():
                 if role.get("pretrained") == TEACHER_INIT:
                     role["pretrained"] = init
             if "Teacher" in entry:
-                entry["Teacher"]["pretrained"] = teacher
+                entry["Teacher"] = dict(teacher_arch or entry["Teacher"], pretrained=teacher)
         path = os.path.join(a.work, name + ".json")
         with open(path, "w") as f:
             json.dump(r, f, indent=1)

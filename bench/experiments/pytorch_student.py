@@ -19,6 +19,16 @@ METHOD:
   projector_ce    the control for both: SimKD's student (the projector included) with a linear
                   head of its own, cross-entropy only, no teacher
   projector_kd    that student (projector and head of its own) with KD as above
+  baseline_shift  cross-entropy with a random translation of up to 2 pixels each way (zero padding,
+                  no zoom) after the flip
+  kd_shift        KD as above on the same translated views (the teacher sees what the student sees)
+  baseline_mixup  mixup (alpha 0.2) of flipped images, cross-entropy on the mixed labels
+  kd_mixup        the same mixup, CE on the mixed labels plus KD on the mixed images (function
+                  matching: the teacher labels the very image the student sees)
+  simkd_plain_ce  SimKD without the projector (the student's own 64 features, same 24.3 K student):
+                  MSE to the teacher's pooled features plus CE through the teacher's frozen classifier
+  hint_kd         KD plus MSE between the last stage's 64 x 7 x 7 maps of student and teacher (the
+                  widths agree, so no regressor)
   teacher_crop    no training: the teacher's test top-1 on whole images and on the mild crops
   crop_sides      no training: the shorter sides of 100000 crops drawn as distill's (the
                   reference's) RandCropImage draws them with the mild crop's settings
@@ -62,6 +72,14 @@ def normalise(x):  # the recipes' NormalizeImage, grey replicated to three chann
     return ((x / 255.0 - 0.286) / 0.353).expand(-1, 3, -1, -1).contiguous(memory_format=torch.channels_last)
 
 
+def shift(x, pad=2):
+    padded = F.pad(x, (pad, pad, pad, pad))
+    out = torch.empty_like(x)
+    for i, (dx, dy) in enumerate(torch.randint(0, 2 * pad + 1, (x.shape[0], 2)).tolist()):
+        out[i] = padded[i, :, dy:dy + 28, dx:dx + 28]
+    return out
+
+
 def mild_crop(x):
     out = torch.empty_like(x)
     for i in range(x.shape[0]):
@@ -83,12 +101,16 @@ def conv_bn_relu(x, prefix):
                                weights[prefix + ".bn.weight"], weights[prefix + ".bn.bias"], False, 0.0, 1e-5))
 
 
-def teacher_feature(x):
+def teacher_maps(x):
     for s in range(3):
         x = conv_bn_relu(conv_bn_relu(x, "stages.%d.0" % s), "stages.%d.1" % s)
         if s < 2:
             x = F.max_pool2d(x, 2)
-    return x.mean((2, 3))
+    return x
+
+
+def teacher_feature(x):
+    return teacher_maps(x).mean((2, 3))
 
 
 def teacher_classifier(feature):
@@ -119,7 +141,8 @@ if METHOD == "teacher_crop":
 
 
 simkd = METHOD.startswith("simkd")
-with_projector = simkd or METHOD.startswith("projector_")
+plain = METHOD == "simkd_plain_ce"
+with_projector = (simkd and not plain) or METHOD.startswith("projector_")
 body = student_body()
 head = nn.Linear(64, 10)
 projector = nn.Sequential(*unit(64, 32, 1), *unit(32, 32, 3), *unit(32, 64, 1))
@@ -131,7 +154,13 @@ projector.to(memory_format=torch.channels_last)
 
 
 def student(x):
-    """(logits, the feature SimKD matches or None)."""
+    """(logits, the feature SimKD matches or the last stage's maps)."""
+    if plain:
+        feature = body(x).mean((2, 3))
+        return teacher_classifier(feature), feature
+    if METHOD == "hint_kd":
+        maps = body(x)
+        return head(maps.mean((2, 3))), maps
     if with_projector:
         feature = projector(body(x)).mean((2, 3))
         return (teacher_classifier(feature) if simkd else head(feature)), feature
@@ -153,20 +182,34 @@ for epoch in range(epochs):
         i = order[b:b + batch]
         x, y = x_train[i], y_train[i]
         x = torch.where((torch.rand(len(i)) < 0.5).view(-1, 1, 1, 1), x.flip(3), x)
-        x = normalise(mild_crop(x) if METHOD == "baseline_crop" else x)
+        if METHOD == "baseline_crop":
+            x = mild_crop(x)
+        elif METHOD.endswith("_shift"):
+            x = shift(x)
+        mix = None
+        if METHOD.endswith("_mixup"):
+            mix, partner = float(np.random.beta(0.2, 0.2)), torch.randperm(len(i))
+            x = mix * x + (1 - mix) * x[partner]
+        x = normalise(x)
         logits, feature = student(x)
-        if METHOD in ("baseline", "baseline_crop", "projector_ce"):
-            loss = F.cross_entropy(logits, y)
+        ce = F.cross_entropy(logits, y) if mix is None else \
+            mix * F.cross_entropy(logits, y) + (1 - mix) * F.cross_entropy(logits, y[partner])
+        if METHOD in ("baseline", "baseline_crop", "projector_ce", "baseline_shift", "baseline_mixup"):
+            loss = ce
         else:
             with torch.no_grad():
-                target = teacher_feature(x)
-            if METHOD in ("kd", "projector_kd"):
-                loss = F.cross_entropy(logits, y) + 16 * F.kl_div(F.log_softmax(logits / 4, 1),
+                maps = teacher_maps(x)
+                target = maps.mean((2, 3))
+            if METHOD in ("kd", "projector_kd", "kd_shift", "kd_mixup"):
+                loss = ce + 16 * F.kl_div(F.log_softmax(logits / 4, 1),
                                                                  F.softmax(teacher_classifier(target) / 4, 1),
                                                                  reduction="batchmean")
+            elif METHOD == "hint_kd":
+                loss = ce + 16 * F.kl_div(F.log_softmax(logits / 4, 1), F.softmax(teacher_classifier(target) / 4, 1),
+                                          reduction="batchmean") + F.mse_loss(feature, maps)
             elif METHOD == "simkd":
                 loss = F.mse_loss(feature, target)
-            elif METHOD == "simkd_ce":
+            elif METHOD in ("simkd_ce", "simkd_plain_ce"):
                 loss = F.mse_loss(feature, target) + F.cross_entropy(logits, y)
             else:
                 sys.exit("unknown method " + METHOD)
