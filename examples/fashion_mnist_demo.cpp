@@ -70,8 +70,11 @@ struct Options {
 /// Every method the demo has a recipe for (--methods all).
 const std::vector<std::string> all_methods{"baseline", "kd",     "dkd", "dist", "dml",      "mgd", "nkd",
                                            "ctkd",     "kd_std", "multi_teacher", "fitnet", "at", "ofd", "reviewkd", "crd"};
-/// The methods that learn from the teacher cache (logits only, the teacher frozen).
-bool cached(const std::string& method) { return method == "kd" || method == "dkd" || method == "dist"; }
+/// The methods that learn from the teacher cache, by the names results.md gives them: logit
+/// losses against the frozen teacher (the cache holds every logit, so NKD and CTKD may too).
+const std::map<std::string, std::string> cached_methods{{"kd", "KD"},   {"dkd", "DKD"},   {"dist", "DIST"},
+                                                        {"nkd", "NKD"}, {"ctkd", "CTKD"}, {"kd_std", "KD on z-scores"}};
+bool cached(const std::string& method) { return cached_methods.count(method) > 0; }
 
 /// A run's rough cost in student trainings, so that the runs start longest first: DML trains
 /// two students; the methods with the teacher online run it as well.
@@ -91,7 +94,7 @@ const char* kUsage =
     "  --teacher DIR          the teacher's training folder: reused when it holds a finished\n"
     "                         training, trained there otherwise (default output/fashion_mnist/teacher)\n"
     "  --teacher-epochs N     when the teacher is trained here: its epochs (default teacher.json's)\n"
-    "  --cache-views K        views per image in the teacher cache (default 2; 0: KD, DKD, DIST run the teacher)\n"
+    "  --cache-views K        views per image in the teacher cache (default 2; 0: every method runs the teacher)\n"
     "  --train-limit N        first N training images only (default 0: all 60000)\n"
     "  --test-limit N         first N test images only (default 0: all 10000)\n"
     "  --workers N            loader threads per run (default 1)\n"
@@ -389,6 +392,20 @@ std::string machine() {
   return fmt::format("{} x {}", std::thread::hardware_concurrency(), model);
 }
 
+/// results.md's line on the teacher cache: which of the run's methods learnt from it.
+std::string cache_line(const Options& o) {
+  std::vector<std::string> names;
+  for (const auto& method : o.methods)
+    if (cached(method)) names.push_back(cached_methods.at(method));
+  if (names.empty() || o.cache_views == 0) return "";
+  std::string list = names.back();
+  if (names.size() > 1) list = fmt::format("{} and {}", fmt::join(names.begin(), names.end() - 1, ", "), names.back());
+  return fmt::format("- Teacher cache: {} learn{} from the teacher's stored logits on {} views of every training\n  image "
+                     "(docs/teacher-cache.md), made once next to the teacher; {} never run{} the teacher.\n",
+                     list, names.size() > 1 ? "" : "s", o.cache_views, names.size() > 1 ? "they" : "it",
+                     names.size() > 1 ? "" : "s");
+}
+
 /// docs/results.md's content: everything in it comes from this run's options and numbers.
 void write_markdown(const std::string& path, const Options& o, const Rows& rows, const nlohmann::json& results) {
   const auto teacher_recipe = demo_recipe("teacher", o, o.teacher), student = demo_recipe("baseline", o, "");
@@ -418,8 +435,7 @@ void write_markdown(const std::string& path, const Options& o, const Rows& rows,
      << "  KD (CE + KL at T = 4); DKD (CE + DKD, T = 4, alpha = 1, beta = 8, the DKD paper's small-dataset\n"
      << "  setting, with mdistiller's linear warm-up of the DKD term over the first epochs); DIST (CE + 2 x DIST);\n"
      << "  DML (two students, CE on both + their mutual KL, no teacher; its own baseline is the student alone).\n"
-     << "- Teacher cache: KD, DKD and DIST learn from the teacher's stored logits on " << o.cache_views
-     << " views of every training\n  image (docs/teacher-cache.md), made once next to the teacher; they never run the teacher.\n"
+     << cache_line(o)
      << fmt::format("- Machine: {}; {} run(s) at a time with {} intra-op thread(s) each, {} loader thread(s) per run;\n"
                     "  libtorch {}. Whole run: {}{}.\n",
                     machine(), o.jobs, o.threads, o.workers, TORCH_VERSION,

@@ -18,6 +18,7 @@
 
 #include <fmt/format.h>
 
+#include "distill/compose/loss_terms.hpp"
 #include "distill/compose/models.hpp"
 #include "distill/config/build.hpp"
 #include "distill/core/hash.hpp"
@@ -26,8 +27,8 @@
 #include "distill/losses/topk.hpp"
 #include "distill/train/checkpoint.hpp"
 #include "distill/train/distributed.hpp"
-#include "distill/train/recipe.hpp"
 #include "distill/train/progress.hpp"
+#include "distill/train/recipe.hpp"
 #include "distill/train/teacher_cache.hpp"
 
 namespace distill::train {
@@ -584,8 +585,8 @@ json without_cached_teachers(const json& recipe, const TeacherCache& cache) {
       if (f.name == name) drop.insert(f.position), found = true;
     if (!found) fail_at("Arch.models", "the teacher cache ", cache.dir(), " holds model '", name, "', which is not a frozen model here");
   }
-  // Terms that read a cached model need only its logits.
-  static const std::set<std::string> logit_losses{"KLDivLoss", "DKDLoss", "DISTLoss", "WSLLoss", "SKDLoss", "CELoss", "GTCELoss", "DMLLoss"};
+  // A term that reads a cached model must need only its logits, in a form the cache holds: each
+  // registered loss says which caches it learns from (LossTraits::cached_teacher).
   std::function<bool(const json&, const std::string&)> mentions = [&](const json& j, const std::string& name) {
     if (j.is_string()) return j.get<std::string>() == name;
     if (j.is_array() || j.is_object())
@@ -593,23 +594,36 @@ json without_cached_teachers(const json& recipe, const TeacherCache& cache) {
         if (mentions(item, name)) return true;
     return false;
   };
+  const bool every_logit = cache.topk() >= cache.classes();
   const json losses = recipe.contains("Loss") && recipe["Loss"].is_object() ? recipe["Loss"].value("Train", json::array()) : json::array();
   for (size_t i = 0; i < losses.size(); ++i) {
     if (!losses[i].is_object() || losses[i].size() != 1) continue;
     const std::string loss = losses[i].begin().key();
     const json& options = losses[i].begin().value();
+    const LossSpec* spec = loss_entry(loss).spec;
+    if ((loss == "DistillationPairLoss" || loss == "DistillationMultiTeacherLoss") && options.is_object() &&
+        options.value("base_loss_name", json()).is_string())
+      spec = loss_registry().find(options["base_loss_name"].get<std::string>());
+    const auto kind = spec ? spec->traits.cached_teacher : CachedTeacher::none;
     for (const auto& name : cache.teachers()) {
       if (!mentions(options, name)) continue;
-      std::string base = loss.rfind("Distillation", 0) == 0 ? loss.substr(12) : loss;
-      bool features = !logit_losses.count(base);
+      const std::string where = "Loss.Train[" + std::to_string(i) + "]." + loss;
+      bool features = false;
       for (const char* key : {"key", "t_key", "t_keys", "teacher_keepkeys"})
         if (options.is_object() && options.contains(key) && !options[key].is_null() && options[key] != "logits" &&
             options[key] != json::array({"logits"}))
           features = true;
-      if (features)
-        fail_at("Loss.Train[" + std::to_string(i) + "]." + loss, "needs more of '", name, "' than its logits (features), ",
-                "and the teacher cache ", cache.dir(), " holds its logits only; train this method with the teacher itself ",
-                "(remove Global.teacher_cache)");
+      if (features || kind == CachedTeacher::none)
+        fail_at(where,
+                features ? "needs more of '" + name + "' than its logits (features)"
+                         : "is not registered as learning from a cached teacher's logits (LossTraits::cached_teacher)",
+                ", and the teacher cache ", cache.dir(), " holds logits only; train this method with the teacher ",
+                "itself (remove Global.teacher_cache)");
+      if (kind == CachedTeacher::dense && !every_logit)
+        fail_at(where, "learns from every logit of '", name, "', and the teacher cache ", cache.dir(),
+                " holds the top ", cache.topk(), " of ", cache.classes(),
+                " classes; make the cache with distill cache --topk 0, or train ",
+                "with the teacher itself (remove Global.teacher_cache)");
     }
   }
   json& arch = out["Arch"];

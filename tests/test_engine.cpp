@@ -827,10 +827,12 @@ TEST_CASE("the loader's views: one of K per epoch, chosen by seed, epoch and ind
   }
 }
 
-TEST_CASE("a teacher cache at k = C replays the online teacher exactly: KD, DKD and DIST", "[engine][train][cache]") {
+TEST_CASE("a teacher cache at k = C replays the online teacher exactly: KD, DKD, DIST, NKD and CTKD",
+          "[engine][train][cache]") {
   for (const auto& loss : {pair_loss("DistillationKLDivLoss", {{"temperature", 4}}),
                            pair_loss("DistillationDKDLoss", {{"temperature", 4}, {"beta", 8}}),
-                           pair_loss("DistillationDISTLoss")}) {
+                           pair_loss("DistillationDISTLoss"), pair_loss("DistillationNKDLoss", {{"gamma", 1.5}}),
+                           pair_loss("DistillationCTKDLoss", {{"lambda_epochs", 2}})}) {
     const std::string name = loss.begin().key();
     INFO(name);
     const auto dir = scratch("cache_exact/" + name);
@@ -918,6 +920,22 @@ TEST_CASE("training from a top-k cache (k < C) needs no teacher, and its KD term
   }
 }
 
+TEST_CASE("a multi-teacher entry learns from a cache of both teachers", "[engine][train][cache]") {
+  const auto dir = scratch("cache_multi");
+  std::filesystem::remove_all(dir);
+  auto recipe = cache_recipe(dir + "/run", 1,
+                             {{"DistillationMultiTeacherLoss",
+                               {{"weight", 1.0}, {"base_loss_name", "KLDivLoss"}, {"teachers", {"Teacher", "Teacher2"}}}}});
+  recipe["Arch"]["models"].push_back({{"Teacher2", recipe["Arch"]["models"][0]["Teacher"]}});
+  recipe["Arch"]["freeze_params_list"] = {true, false, true};
+  make_cache(recipe, dir + "/cache", 2, 2);
+  CHECK(train::TeacherCache::open(dir + "/cache")->teachers() == std::vector<std::string>{"Teacher", "Teacher2"});
+  recipe["Global"]["teacher_cache"] = dir + "/cache";
+  const auto log = quiet_run(recipe);
+  CHECK(log.find("teachers Teacher, Teacher2 from the cache") != std::string::npos);  // neither built nor run
+  CHECK(log.find("loss_kldiv_Student_ensemble") != std::string::npos);
+}
+
 TEST_CASE("an interrupted cache is finished by running it again, keeping its complete shards", "[engine][cache]") {
   const auto dir = scratch("cache_resume");
   std::filesystem::remove_all(dir);
@@ -995,7 +1013,21 @@ TEST_CASE("a cache that does not fit is refused, naming the file and what differ
   expect_error([&] { train::Trainer t(other, std::cout); }, {"Loss.Train[2].DistillationPairLoss", "features", "logits only"});
   other = recipe;
   other["Loss"]["Train"].push_back(pair_loss("DistillationDistanceLoss"));
-  expect_error([&] { train::Trainer t(other, std::cout); }, {"Loss.Train[2].DistillationDistanceLoss", "logits only"});
+  expect_error([&] { train::Trainer t(other, std::cout); },
+               {"Loss.Train[2].DistillationDistanceLoss", "LossTraits::cached_teacher", "logits only"});
+  // NKD learns from every logit: not from this top-2 cache of 4 classes; from a cache of every logit it does.
+  other = recipe;
+  other["Loss"]["Train"][1] = pair_loss("DistillationNKDLoss");
+  expect_error([&] { train::Trainer t(other, std::cout); },
+               {"Loss.Train[1].DistillationNKDLoss", "every logit of 'Teacher'", "top 2 of 4", "--topk 0"});
+  other["Loss"]["Train"][1] = {{"DistillationPairLoss",
+                                {{"weight", 1.0}, {"base_loss_name", "NKDLoss"},
+                                 {"model_name_pairs", json::array({json::array({"Student", "Teacher"})})}}}};
+  expect_error([&] { train::Trainer t(other, std::cout); }, {"Loss.Train[1].DistillationPairLoss", "top 2 of 4"});
+  make_cache(recipe, dir + "/every_logit", 2, 0);
+  other["Global"]["teacher_cache"] = dir + "/every_logit";
+  other["Global"]["output_dir"] = dir + "/nkd";
+  quiet_run(other);
 
   // Damaged caches: a corrupt shard, a missing one, no manifest.
   const auto shard = dir + "/cache/shard_00001.bin";

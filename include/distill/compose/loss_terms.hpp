@@ -426,26 +426,41 @@ inline std::string describe_entries() {
 }
 }  // namespace detail
 
+/// A recipe entry over a registered loss: the loss, and whether the entry compares outputs with
+/// the labels (a GroundTruth) or models with each other (a Pair).
+struct LossEntry {
+  const LossSpec* spec = nullptr;  ///< nullptr: not an entry over a registered loss
+  bool ground_truth = false;
+};
+
+/// The registered loss X of entry `name`: "DistillationX" (a Pair), "DistillationGTX" (a
+/// GroundTruth, losses registered with ground_truth), or "X" alone (a GroundTruth on "Student"
+/// for ground_truth losses, else a Pair of "Student" and "Teacher"). The entries of
+/// term_registry() are not over one registered loss: {nullptr}.
+inline LossEntry loss_entry(const std::string& name) {
+  if (term_registry().find(name)) return {};
+  const std::string gt = "DistillationGT", pair = "Distillation";
+  if (name.compare(0, gt.size(), gt) == 0)
+    if (const auto* spec = loss_registry().find(name.substr(gt.size())); spec && spec->traits.ground_truth)
+      return {spec, true};
+  if (name.compare(0, pair.size(), pair) == 0)
+    if (const auto* spec = loss_registry().find(name.substr(pair.size()))) return {spec, false};
+  if (const auto* spec = loss_registry().find(name)) return {spec, spec->traits.ground_truth};
+  return {};
+}
+
 /// The term a recipe entry `name` describes, its keys read from `s`: a registered term
-/// (AFDLoss, DistillationRKDLoss, DistillationPairLoss, ...), or for a registered loss X:
-/// "DistillationX" (a Pair), "DistillationGTX" (a GroundTruth, losses registered with
-/// ground_truth), or "X" alone (a GroundTruth on "Student" for ground_truth losses, else a Pair
-/// of "Student" and "Teacher").
+/// (AFDLoss, DistillationRKDLoss, DistillationPairLoss, ...), or an entry over a registered
+/// loss (loss_entry).
 ///
 ///   distill::JsonSchema s(entry, "Loss.Train[0].DistillationDKDLoss");
 ///   auto term = distill::make_term("DistillationDKDLoss", s);
 ///   s.done();
 inline std::shared_ptr<LossTerm> make_term(const std::string& name, Schema& s) {
   if (const auto* factory = term_registry().find(name)) return (*factory)(s);
-  const std::string gt = "DistillationGT", pair = "Distillation";
-  if (name.compare(0, gt.size(), gt) == 0)
-    if (const auto* spec = loss_registry().find(name.substr(gt.size())); spec && spec->traits.ground_truth)
-      return detail::ground_truth_term(*spec, s);
-  if (name.compare(0, pair.size(), pair) == 0)
-    if (const auto* spec = loss_registry().find(name.substr(pair.size()))) return detail::pair_term(*spec, s);
-  if (const auto* spec = loss_registry().find(name))
-    return spec->traits.ground_truth ? detail::ground_truth_term(*spec, s) : detail::pair_term(*spec, s);
-  fail_at(s.path(), "unknown loss '", name, "'; known losses are ", detail::describe_entries());
+  const auto entry = loss_entry(name);
+  if (!entry.spec) fail_at(s.path(), "unknown loss '", name, "'; known losses are ", detail::describe_entries());
+  return entry.ground_truth ? detail::ground_truth_term(*entry.spec, s) : detail::pair_term(*entry.spec, s);
 }
 
 namespace detail {

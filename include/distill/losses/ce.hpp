@@ -199,7 +199,8 @@ TORCH_MODULE(CELoss);
 /// "DistillationCELoss" it takes a teacher's logits as soft targets.
 inline void describe(Schema& s, CEOptions& o) { s.field("epsilon", o.label_smoothing()); }
 namespace detail {
-inline const bool ce_registered = register_loss<CELoss>("CELoss", CEOptions(), LossTraits{"CELoss", /*ground_truth=*/true});
+inline const bool ce_registered = register_loss<CELoss>(
+    "CELoss", CEOptions(), LossTraits{"CELoss", /*ground_truth=*/true}.from_cache(CachedTeacher::topk));
 }
 
 }  // namespace distill

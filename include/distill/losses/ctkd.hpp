@@ -153,7 +153,8 @@ inline void describe(Schema& s, CTKDOptions& o) {
   s.field("standardize", o.standardize());
 }
 namespace detail {
-inline const bool ctkd_registered = register_loss<CTKDLoss>("CTKDLoss", CTKDOptions(), LossTraits{"loss_ctkd"});
+inline const bool ctkd_registered =
+    register_loss<CTKDLoss>("CTKDLoss", CTKDOptions(), LossTraits{"loss_ctkd"}.from_cache(CachedTeacher::dense));
 }
 
 }  // namespace distill

@@ -469,8 +469,9 @@ inline void describe(Schema& s, DISTOptions& o) {
   s.field("standardize", o.standardize());
 }
 namespace detail {
-inline const bool dist_registered = register_loss<DISTLoss>("DISTLoss", DISTOptions(), LossTraits{"loss_dist"}, nullptr,
-                                                    [](const DISTOptions& o) { return o.tau(); });
+inline const bool dist_registered =
+    register_loss<DISTLoss>("DISTLoss", DISTOptions(), LossTraits{"loss_dist"}.from_cache(CachedTeacher::topk), nullptr,
+                            [](const DISTOptions& o) { return o.tau(); });
 }
 
 }  // namespace distill

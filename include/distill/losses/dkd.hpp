@@ -267,8 +267,9 @@ inline void describe(Schema& s, DKDOptions& o) {
   s.field("warmup_epochs", o.warmup_epochs());
 }
 namespace detail {
-inline const bool dkd_registered = register_loss<DKDLoss>("DKDLoss", DKDOptions(), LossTraits{"loss_dkd"}, nullptr,
-                                                    [](const DKDOptions& o) { return o.temperature(); });
+inline const bool dkd_registered =
+    register_loss<DKDLoss>("DKDLoss", DKDOptions(), LossTraits{"loss_dkd"}.from_cache(CachedTeacher::topk), nullptr,
+                           [](const DKDOptions& o) { return o.temperature(); });
 }
 
 }  // namespace distill

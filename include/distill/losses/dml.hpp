@@ -238,7 +238,8 @@ inline void describe(Schema& s, DMLOptions& o) {
   s.field("sum_across_class_dim", o.sum_across_class_dim());
 }
 namespace detail {
-inline const bool dml_registered = register_loss<DMLLoss>("DMLLoss", DMLOptions());
+inline const bool dml_registered =
+    register_loss<DMLLoss>("DMLLoss", DMLOptions(), LossTraits{}.from_cache(CachedTeacher::topk));
 }
 
 }  // namespace distill

@@ -196,8 +196,9 @@ inline void describe(Schema& s, KDOptions& o) {
   s.field("standardize", o.standardize());
 }
 namespace detail {
-inline const bool kd_registered = register_loss<KDLoss>("KLDivLoss", KDOptions(), LossTraits{"loss_kldiv"}, nullptr,
-                                                    [](const KDOptions& o) { return o.temperature(); });
+inline const bool kd_registered =
+    register_loss<KDLoss>("KLDivLoss", KDOptions(), LossTraits{"loss_kldiv"}.from_cache(CachedTeacher::topk), nullptr,
+                          [](const KDOptions& o) { return o.temperature(); });
 }
 
 }  // namespace distill

@@ -77,8 +77,9 @@ inline void describe(Schema& s, NKDOptions& o) {
   s.field("gamma", o.gamma());
 }
 namespace detail {
-inline const bool nkd_registered = register_loss<NKDLoss>("NKDLoss", NKDOptions(), LossTraits{"loss_nkd"}, nullptr,
-                                                    [](const NKDOptions& o) { return o.temperature(); });
+inline const bool nkd_registered =
+    register_loss<NKDLoss>("NKDLoss", NKDOptions(), LossTraits{"loss_nkd"}.from_cache(CachedTeacher::dense), nullptr,
+                           [](const NKDOptions& o) { return o.temperature(); });
 }
 
 }  // namespace distill

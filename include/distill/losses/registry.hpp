@@ -86,6 +86,19 @@ class AnyLoss {
   bool labels_ = false;
 };
 
+/// What a teacher cache (docs/teacher-cache.md) can stand in for, for a loss whose teacher
+/// input is a cached model's logits.
+enum class CachedTeacher {
+  /// Not from a cache (the default, e.g. for a user's own loss): the loss may read more of the
+  /// teacher than the softmax of its logits.
+  none,
+  /// From a cache of every logit (`distill cache --topk 0`): the loss reads the teacher's logits
+  /// only up to a constant per row, which the stored logits give exactly.
+  dense,
+  /// From any cache: the loss also takes the top-k teacher of losses/topk.hpp.
+  topk,
+};
+
 /// How the recipe wrappers of a registered loss behave.
 struct LossTraits {
   /// Prefix of the terms "Distillation<Name>" makes ("<term_name>_<A>_<B>"); empty: the
@@ -98,6 +111,14 @@ struct LossTraits {
   /// "Distillation<Name>" accepts `act` (softmax or sigmoid applied to both inputs first), as
   /// the reference's DistillationDistanceLoss does.
   bool wrapper_act = false;
+  /// Which teacher caches the loss learns from (CachedTeacher); Trainer refuses the others.
+  CachedTeacher cached_teacher = CachedTeacher::none;
+
+  /// Chaining setter for cached_teacher: `LossTraits{"loss_nkd"}.from_cache(CachedTeacher::dense)`.
+  LossTraits& from_cache(CachedTeacher kind) {
+    cached_teacher = kind;
+    return *this;
+  }
 };
 
 /// A registered loss: what build_loss needs to make it from a recipe entry.

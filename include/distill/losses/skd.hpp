@@ -336,7 +336,8 @@ inline void describe(Schema& s, SKDOptions& o) {
   s.field("alpha", o.alpha());
 }
 namespace detail {
-inline const bool skd_registered = register_loss<SKDLoss>("SKDLoss", SKDOptions(), LossTraits{"skd_loss"});
+inline const bool skd_registered =
+    register_loss<SKDLoss>("SKDLoss", SKDOptions(), LossTraits{"skd_loss"}.from_cache(CachedTeacher::topk));
 }
 
 }  // namespace distill

@@ -236,8 +236,9 @@ inline void describe(Schema& s, WSLOptions& o) {
   s.field("standardize", o.standardize());
 }
 namespace detail {
-inline const bool wsl_registered = register_loss<WSLLoss>("WSLLoss", WSLOptions(), LossTraits{"wsl_loss"}, nullptr,
-                                                    [](const WSLOptions& o) { return o.temperature(); });
+inline const bool wsl_registered =
+    register_loss<WSLLoss>("WSLLoss", WSLOptions(), LossTraits{"wsl_loss"}.from_cache(CachedTeacher::topk), nullptr,
+                           [](const WSLOptions& o) { return o.temperature(); });
 }
 
 }  // namespace distill
