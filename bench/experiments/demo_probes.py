@@ -105,6 +105,9 @@ PROBES = {
     "wsl": (lambda: with_term("DistillationWSLLoss", {"weight": 2.5, "temperature": 2.0}), "flip", 5),
     "skd": (lambda: with_term("DistillationSKDLoss", {"weight": 1.0, "temperature": 1.0, "multiplier": 2.0,
                                                       "alpha": 0.9}, with_ce=False), "flip", 5),
+    # NKD and CTKD as their recipes set them, from the cache of every logit (possible since bf0b4a9).
+    "nkd": (lambda: recipe("nkd"), "flip", 5),
+    "ctkd": (lambda: recipe("ctkd"), "flip", 5),
     "init_ce": (lambda: from_teacher(recipe("baseline")), None, 5),
     "kd_init": (lambda: from_teacher(recipe("kd")), "flip", 5),
     "dist_init": (lambda: from_teacher(recipe("dist")), "flip", 5),
