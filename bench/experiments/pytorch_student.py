@@ -200,17 +200,17 @@ for epoch in range(epochs):
             with torch.no_grad():
                 maps = teacher_maps(x)
                 target = maps.mean((2, 3))
+            # KD at T = 4, weighted T^2 as the recipes' KL term.
+            kd = 16 * F.kl_div(F.log_softmax(logits / 4, 1), F.softmax(teacher_classifier(target) / 4, 1),
+                               reduction="batchmean")
             if METHOD in ("kd", "projector_kd", "kd_shift", "kd_mixup"):
-                loss = ce + 16 * F.kl_div(F.log_softmax(logits / 4, 1),
-                                                                 F.softmax(teacher_classifier(target) / 4, 1),
-                                                                 reduction="batchmean")
+                loss = ce + kd
             elif METHOD == "hint_kd":
-                loss = ce + 16 * F.kl_div(F.log_softmax(logits / 4, 1), F.softmax(teacher_classifier(target) / 4, 1),
-                                          reduction="batchmean") + F.mse_loss(feature, maps)
+                loss = ce + kd + F.mse_loss(feature, maps)
             elif METHOD == "simkd":
                 loss = F.mse_loss(feature, target)
             elif METHOD in ("simkd_ce", "simkd_plain_ce"):
-                loss = F.mse_loss(feature, target) + F.cross_entropy(logits, y)
+                loss = F.mse_loss(feature, target) + ce
             else:
                 sys.exit("unknown method " + METHOD)
         optimiser.zero_grad()
