@@ -117,6 +117,12 @@ def teacher_classifier(feature):
     return F.linear(feature, weights["fc.weight"], weights["fc.bias"])
 
 
+def kd_term(logits, teacher_feature):
+    """KD at T = 4, weighted T^2 as the recipes' KL term."""
+    return 16 * F.kl_div(F.log_softmax(logits / 4, 1), F.softmax(teacher_classifier(teacher_feature) / 4, 1),
+                         reduction="batchmean")
+
+
 def top1(predict, images):
     with torch.no_grad():
         return sum((predict(normalise(images[b:b + 500])).argmax(1) == y_test[b:b + 500]).sum().item()
@@ -200,13 +206,10 @@ for epoch in range(epochs):
             with torch.no_grad():
                 maps = teacher_maps(x)
                 target = maps.mean((2, 3))
-            # KD at T = 4, weighted T^2 as the recipes' KL term.
-            kd = 16 * F.kl_div(F.log_softmax(logits / 4, 1), F.softmax(teacher_classifier(target) / 4, 1),
-                               reduction="batchmean")
             if METHOD in ("kd", "projector_kd", "kd_shift", "kd_mixup"):
-                loss = ce + kd
+                loss = ce + kd_term(logits, target)
             elif METHOD == "hint_kd":
-                loss = ce + kd + F.mse_loss(feature, maps)
+                loss = ce + kd_term(logits, target) + F.mse_loss(feature, maps)
             elif METHOD == "simkd":
                 loss = F.mse_loss(feature, target)
             elif METHOD in ("simkd_ce", "simkd_plain_ce"):
